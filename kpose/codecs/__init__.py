@@ -1,0 +1,1 @@
+"""Target encodings: each codec owns its encode/decode pair (pure NumPy reference)."""

@@ -1,0 +1,1 @@
+"""Datasets: readers (COCO, MPII), the embedded synthetic dataset and the tf.data pipeline."""

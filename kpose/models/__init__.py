@@ -1,0 +1,1 @@
+"""Model builders: one function per family, configs as plain data."""

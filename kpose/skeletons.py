@@ -1,0 +1,149 @@
+"""Keypoint skeletons: the one place that defines names, flip pairs, limbs and OKS sigmas.
+
+Every other module (codecs, data readers, augmentation, evaluation, drawing,
+official-weight loading) takes these tables from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """A keypoint layout.
+
+    name: short id used in recipes and model metadata ("coco17", "mpii16").
+    keypoints: keypoint names in channel order.
+    flip_pairs: index pairs (left, right) swapped by a horizontal flip.
+    limbs: index pairs joined when drawing; also the PAF limbs of bottom-up models.
+    sigmas: per-keypoint OKS sigmas (COCO), or None when the dataset defines none.
+    """
+
+    name: str
+    keypoints: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    limbs: tuple[tuple[int, int], ...]
+    sigmas: tuple[float, ...] | None = None
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoints)
+
+    def index(self, name: str) -> int:
+        return self.keypoints.index(name)
+
+    def flip_index(self) -> np.ndarray:
+        """Permutation that maps channel i to its mirror channel after a horizontal flip."""
+        perm = np.arange(self.num_keypoints)
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    def sigmas_array(self) -> np.ndarray:
+        if self.sigmas is None:
+            # Evaluating OKS on a skeleton without published sigmas would silently
+            # give meaningless numbers; callers must use PCK instead.
+            raise ValueError(f"skeleton {self.name!r} has no OKS sigmas; evaluate it with PCKh")
+        return np.asarray(self.sigmas, dtype=np.float64)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "keypoints": list(self.keypoints),
+            "flip_pairs": [list(p) for p in self.flip_pairs],
+            "limbs": [list(p) for p in self.limbs],
+            "sigmas": None if self.sigmas is None else list(self.sigmas),
+        }
+
+
+def _pairs(names: tuple[str, ...], pairs) -> tuple[tuple[int, int], ...]:
+    return tuple((names.index(a), names.index(b)) for a, b in pairs)
+
+
+_COCO_NAMES = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+
+COCO17 = Skeleton(
+    name="coco17",
+    keypoints=_COCO_NAMES,
+    flip_pairs=_pairs(_COCO_NAMES, [
+        ("left_eye", "right_eye"), ("left_ear", "right_ear"),
+        ("left_shoulder", "right_shoulder"), ("left_elbow", "right_elbow"),
+        ("left_wrist", "right_wrist"), ("left_hip", "right_hip"),
+        ("left_knee", "right_knee"), ("left_ankle", "right_ankle"),
+    ]),
+    # The 19 limbs of the COCO person category's "skeleton" field, 0-based.
+    limbs=_pairs(_COCO_NAMES, [
+        ("left_ankle", "left_knee"), ("left_knee", "left_hip"),
+        ("right_ankle", "right_knee"), ("right_knee", "right_hip"),
+        ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
+        ("right_shoulder", "right_hip"), ("left_shoulder", "right_shoulder"),
+        ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
+        ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"),
+        ("left_eye", "right_eye"), ("nose", "left_eye"), ("nose", "right_eye"),
+        ("left_eye", "left_ear"), ("right_eye", "right_ear"),
+        ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder"),
+    ]),
+    # COCO keypoint evaluation sigmas (cocoapi, cocoeval.py).
+    sigmas=(0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
+            0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089),
+)
+
+# MPII Human Pose in the dataset's own joint order (joint ids 0..15).
+_MPII_NAMES = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+    "pelvis", "thorax", "upper_neck", "head_top",
+    "right_wrist", "right_elbow", "right_shoulder",
+    "left_shoulder", "left_elbow", "left_wrist",
+)
+
+MPII16 = Skeleton(
+    name="mpii16",
+    keypoints=_MPII_NAMES,
+    flip_pairs=_pairs(_MPII_NAMES, [
+        ("right_ankle", "left_ankle"), ("right_knee", "left_knee"), ("right_hip", "left_hip"),
+        ("right_wrist", "left_wrist"), ("right_elbow", "left_elbow"),
+        ("right_shoulder", "left_shoulder"),
+    ]),
+    limbs=_pairs(_MPII_NAMES, [
+        ("right_ankle", "right_knee"), ("right_knee", "right_hip"), ("right_hip", "pelvis"),
+        ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("left_hip", "pelvis"),
+        ("pelvis", "thorax"), ("thorax", "upper_neck"), ("upper_neck", "head_top"),
+        ("right_wrist", "right_elbow"), ("right_elbow", "right_shoulder"),
+        ("right_shoulder", "thorax"), ("left_wrist", "left_elbow"),
+        ("left_elbow", "left_shoulder"), ("left_shoulder", "thorax"),
+    ]),
+    sigmas=None,
+    # PCKh normalises by head size: the head segment is (upper_neck, head_top).
+    extra={"head": ("upper_neck", "head_top")},
+)
+
+# The official EfficientPose releases (daniegr/EfficientPose) output MPII's 16
+# joints in their own channel order, listed here by name.
+EFFICIENTPOSE_MPII_ORDER = (
+    "head_top", "upper_neck", "right_shoulder", "right_elbow", "right_wrist",
+    "thorax", "left_shoulder", "left_elbow", "left_wrist", "pelvis",
+    "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+)
+
+
+def efficientpose_to_mpii() -> np.ndarray:
+    """Index array p with mpii_channels = official_channels[..., p]."""
+    return np.array([EFFICIENTPOSE_MPII_ORDER.index(n) for n in MPII16.keypoints])
+
+
+SKELETONS = {s.name: s for s in (COCO17, MPII16)}
+
+
+def get_skeleton(name: str) -> Skeleton:
+    try:
+        return SKELETONS[name]
+    except KeyError:
+        raise ValueError(f"unknown skeleton {name!r}; known: {sorted(SKELETONS)}") from None
