@@ -1,0 +1,146 @@
+"""The `kpose` command line: train, predict, evaluate, recipes."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DATA_HELP = ('"synthetic" (the embedded dataset, default), "coco:ANN.json:IMAGE_DIR" or '
+             '"mpii:LIST.json:IMAGE_DIR"')
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from kpose.recipe import parse_override
+    from kpose.training import train
+
+    overrides = dict(parse_override(s) for s in a.set)
+    run = train(a.recipe, data=a.data, epochs=a.epochs, batch_size=a.batch_size,
+                overrides=overrides, runs_dir=a.runs_dir, progress=not a.quiet)
+    print(json.dumps({k: v for k, v in run.metrics.items() if isinstance(v, float)}, indent=2))
+    print(f"run folder: {run.dir}")
+    return 0
+
+
+def _parse_box(text: str) -> list[float]:
+    parts = [float(v) for v in text.split(",")]
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"--box {text!r}: expected x,y,w,h")
+    return parts
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from kpose.data.images import load_image
+    from kpose.plots import _plt, draw_pose
+    from kpose.pose_model import load
+
+    model = load(a.model)
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image in a.images:
+        poses = model.predict(image, boxes=a.box or None)
+        print(f"{image}:")
+        for i, pose in enumerate(poses):
+            print(f"  person {i} score {pose.score:.3f}")
+            for name, (x, y, s) in pose.as_dict().items():
+                print(f"    {name:16s} x={x:8.1f} y={y:8.1f} score={s:.3f}")
+        plt = _plt()
+        img = load_image(image)
+        fig, ax = plt.subplots(figsize=(8, 8 * img.shape[0] / img.shape[1]))
+        ax.imshow(img)
+        ax.axis("off")
+        for pose in poses:
+            draw_pose(ax, pose.keypoints, model.skeleton.limbs, threshold=a.threshold)
+        png = out_dir / f"{Path(image).stem}_pose.png"
+        fig.savefig(png, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        if a.json:
+            (out_dir / f"{Path(image).stem}_pose.json").write_text(json.dumps(
+                [{"score": p.score, "box": np.asarray(p.box).tolist(),
+                  "keypoints": p.keypoints.tolist(), "names": list(p.names)} for p in poses]))
+        print(f"  drawn: {png}")
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from kpose.evaluation import evaluate
+
+    metrics = evaluate(a.model, data=a.data, split=a.split, detections=a.detections,
+                       results_file=a.results, batch_size=a.batch_size)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_recipes(a: argparse.Namespace) -> int:
+    from kpose.recipe import load_recipe, recipes
+
+    for name in recipes():
+        r = load_recipe(name)
+        m = r["model"]
+        print(f"{name:24s} {m['family']}/{m['variant']} input {m['input_size']} "
+              f"skeleton {r['skeleton']} data {r['data']['train']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kpose", description="Human pose estimation: train, predict, "
+                                "evaluate. Run `kpose COMMAND --help` for each command.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a recipe, evaluate it, save a run folder",
+                       description="Train a packaged recipe (see `kpose recipes`) or a recipe "
+                       "YAML file. Trains on the embedded synthetic dataset unless --data is given; "
+                       "writes runs/<recipe>-<time>/ with the model, checkpoints, metrics.json, "
+                       "history.csv, TensorBoard logs and plots.")
+    t.add_argument("recipe", help="recipe name or path to a .yaml recipe")
+    t.add_argument("--data", help=f"training and validation data: {DATA_HELP}")
+    t.add_argument("--epochs", type=int, help="override train.epochs")
+    t.add_argument("--batch-size", type=int, help="override train.batch_size (per replica)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe key, e.g. --set train.lr=5e-4 --set model.input_size=[128,128]")
+    t.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    pr = sub.add_parser("predict", help="draw and print keypoints on images",
+                        description="Predict keypoints with a run folder, a saved model folder or an "
+                        "official EfficientPose .h5 file. Without --box the whole image is one person.")
+    pr.add_argument("model", help="runs/<run>/, a saved model folder, or an EfficientPose*.h5 file")
+    pr.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    pr.add_argument("--box", type=_parse_box, action="append", metavar="X,Y,W,H",
+                    help="a person box in image pixels (repeatable)")
+    pr.add_argument("--out", default="predictions", help="folder for drawn images (default: predictions)")
+    pr.add_argument("--json", action="store_true", help="also write <image>_pose.json")
+    pr.add_argument("--threshold", type=float, default=0.2, help="min keypoint score to draw")
+    pr.set_defaults(func=_cmd_predict)
+
+    e = sub.add_parser("evaluate", help="COCO OKS AP / MPII PCKh of a model on a dataset",
+                       description="Top-down evaluation on ground-truth boxes, or on the person "
+                       "boxes of a COCO detection results file (--detections).")
+    e.add_argument("model", help="runs/<run>/, a saved model folder, or an EfficientPose*.h5 file")
+    e.add_argument("--data", default="synthetic", help=DATA_HELP)
+    e.add_argument("--split", default="val", choices=["train", "val"], help="split of --data")
+    e.add_argument("--detections", help="COCO results JSON of person boxes [{image_id, bbox, score}]")
+    e.add_argument("--results", help="write predictions here in COCO results format")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.set_defaults(func=_cmd_evaluate)
+
+    r = sub.add_parser("recipes", help="list the packaged recipes",
+                       description="List the packaged recipes with their model, input and data.")
+    r.set_defaults(func=_cmd_recipes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"kpose {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

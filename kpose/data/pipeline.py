@@ -1,0 +1,132 @@
+"""tf.data input pipeline for top-down training and evaluation.
+
+All per-sample work runs as TensorFlow ops inside `Dataset.map` (parallel decode,
+affine crop, augmentation, target encoding with the TF ports of the codecs):
+no per-sample Python. Box-to-crop geometry is precomputed for all instances in
+NumPy with kpose.transforms, the same functions the reference path uses.
+
+Crops are float32 RGB in 0..255; models normalise inside their graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kpose._tf import tf
+from kpose.codecs.heatmap_tf import encode_heatmaps_tf
+from kpose.codecs.paf_tf import encode_pafs_tf
+from kpose.data.records import Instances
+from kpose.transforms import box_to_center_scale
+from kpose.transforms_tf import affine_matrix_tf, warp_image_tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One supervised model output: what to encode and at which size.
+
+    kind: "heatmap" or "paf"; size: (h, w) of the output; sigma: Gaussian sigma
+    (heatmap) or half-width (paf) in that output's pixels.
+    """
+
+    name: str
+    kind: str
+    size: tuple[int, int]
+    sigma: float
+
+
+def instance_tensors(instances: Instances, input_size: tuple[int, int],
+                     padding: float) -> dict[str, np.ndarray]:
+    """Columns fed to tf.data: path, crop centre/scale, keypoints, index."""
+    h, w = input_size
+    center, scale = box_to_center_scale(instances.bboxes.astype(np.float64), w / h, padding)
+    return {
+        "path": instances.image_paths.astype(str),
+        "center": center.astype(np.float32),
+        "scale": scale.astype(np.float32),
+        "keypoints": instances.keypoints.astype(np.float32),
+        "index": np.arange(len(instances), dtype=np.int64),
+    }
+
+
+def _decode(path: tf.Tensor) -> tf.Tensor:
+    # Images were validated (and normalised when needed) by kpose.data.images
+    # before the pipeline, so decode_image sees only clean JPEG/PNG here.
+    raw = tf.io.read_file(path)
+    img = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    return tf.cast(img, tf.float32)
+
+
+def _transform_points(kps: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
+    xy = tf.linalg.matvec(m[:, :2], kps[:, :2]) + m[:, 2]
+    return tf.concat([xy, kps[:, 2:3]], axis=-1)
+
+
+def _color_jitter(img: tf.Tensor, strength: float) -> tf.Tensor:
+    x = img / 255.0
+    x = tf.image.random_brightness(x, 0.4 * strength)
+    x = tf.image.random_contrast(x, 1 - strength, 1 + strength)
+    x = tf.image.random_saturation(x, 1 - 2 * strength, 1 + 2 * strength)
+    x = tf.image.random_hue(x, 0.2 * strength)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def _targets(kps: tf.Tensor, input_size, specs, limbs) -> tuple[dict, dict]:
+    targets, weights = {}, {}
+    for spec in specs:
+        if spec.kind == "heatmap":
+            t, wt = encode_heatmaps_tf(kps, input_size, spec.size, spec.sigma)
+        else:
+            t, wt = encode_pafs_tf(kps[None], input_size, spec.size, limbs, spec.sigma)
+        targets[spec.name], weights[spec.name] = t, wt
+    return targets, weights
+
+
+def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list[TargetSpec],
+                  augment: dict, batch_size: int, seed: int = 0,
+                  shuffle_buffer: int = 2048) -> tf.data.Dataset:
+    """Infinite, shuffled, augmented batches of (crops, targets, target_weights)."""
+    cols = instance_tensors(instances, input_size, augment["box_padding"])
+    flip_index = tf.constant(instances.skeleton.flip_index(), tf.int32)
+    limbs = np.asarray(instances.skeleton.limbs, np.int32)
+    out_h, out_w = input_size
+    a = augment
+
+    def sample(x):
+        r = tf.random.uniform([6])
+        scale_f = a["scale"][0] + (a["scale"][1] - a["scale"][0]) * r[0]
+        rot = tf.where(r[1] < a["rotation_prob"], (2 * r[2] - 1) * a["rotation"], 0.0)
+        shift = (2 * r[3:5] - 1) * a["shift"] * x["scale"]
+        flip = r[5] < a["flip"]
+        m = affine_matrix_tf(x["center"] + shift, x["scale"] * scale_f, input_size, rot, flip)
+        img = warp_image_tf(_decode(x["path"]), m, input_size)
+        if a["color"] > 0:
+            img = _color_jitter(img, a["color"])
+        kps = _transform_points(x["keypoints"], m)
+        # A horizontal flip turns the left wrist into the right one: swap channels.
+        kps = tf.where(flip, tf.gather(kps, flip_index), kps)
+        inside = ((kps[:, 0] >= -0.5) & (kps[:, 0] <= out_w - 0.5)
+                  & (kps[:, 1] >= -0.5) & (kps[:, 1] <= out_h - 0.5))
+        kps = tf.concat([kps[:, :2], tf.where(inside, kps[:, 2], 0.0)[:, None]], -1)
+        targets, weights = _targets(kps, input_size, specs, limbs)
+        return img, targets, weights
+
+    ds = tf.data.Dataset.from_tensor_slices(cols)
+    ds = ds.shuffle(min(shuffle_buffer, len(instances)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat().map(sample, num_parallel_calls=AUTOTUNE, deterministic=False)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def eval_dataset(instances: Instances, input_size: tuple[int, int], batch_size: int,
+                 padding: float = 1.25) -> tf.data.Dataset:
+    """Ordered batches of (crops, image->crop affine matrices, instance index)."""
+    cols = instance_tensors(instances, input_size, padding)
+
+    def sample(x):
+        m = affine_matrix_tf(x["center"], x["scale"], input_size, 0.0, False)
+        return warp_image_tf(_decode(x["path"]), m, input_size), m, x["index"]
+
+    ds = tf.data.Dataset.from_tensor_slices(cols)
+    return ds.map(sample, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)

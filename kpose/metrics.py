@@ -1,0 +1,92 @@
+"""Pose metrics: COCO OKS AP/AR through pycocotools, MPII PCKh. Pure NumPy + pycocotools."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kpose.data.records import Instances
+
+COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+def instance_scores(keypoints: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+    """Person score = mean score of its confident keypoints (the usual top-down rescoring)."""
+    s = keypoints[..., 2]
+    confident = s > threshold
+    total = np.where(confident, s, 0.0).sum(-1)
+    count = confident.sum(-1)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def coco_results(instances: Instances, keypoints: np.ndarray,
+                 box_scores: np.ndarray | None = None) -> list[dict]:
+    """Predictions [N, K, 3] (x, y, score) in image pixels -> COCO results-format dicts."""
+    scores = instance_scores(keypoints)
+    if box_scores is not None:
+        scores = scores * box_scores
+    out = []
+    for i in range(len(instances)):
+        kp = keypoints[i].astype(np.float64)
+        out.append({
+            "image_id": int(instances.image_ids[i]),
+            "category_id": 1,
+            "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
+            "score": round(float(scores[i]), 5),
+        })
+    return out
+
+
+def coco_keypoint_ap(ann_file: str | Path, results: list[dict], sigmas: np.ndarray,
+                     image_ids: list[int] | None = None) -> dict[str, float]:
+    """OKS AP/AR of `results` against the COCO-format ground truth in `ann_file`.
+
+    image_ids restricts evaluation to the images that were predicted (a subset of
+    a large validation file must not count the rest as misses).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return {k: 0.0 for k in COCO_STATS}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "keypoints")
+        ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+        if image_ids is not None:
+            ev.params.imgIds = sorted(set(int(i) for i in image_ids))
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: float(max(v, 0.0)) for k, v in zip(COCO_STATS, ev.stats)}
+
+
+def pckh(pred: np.ndarray, gt: np.ndarray, head_sizes: np.ndarray,
+         thresholds: tuple[float, ...] = (0.5, 0.1),
+         exclude: tuple[int, ...] = ()) -> dict[str, float]:
+    """PCKh: fraction of labelled joints within threshold x head size of the truth.
+
+    pred [N, K, >=2], gt [N, K, 3] (x, y, v), head_sizes [N]. Joints listed in
+    `exclude` (MPII convention: pelvis and thorax) are left out of the mean.
+    """
+    labelled = gt[..., 2] > 0
+    labelled[:, list(exclude)] = False
+    valid = labelled & np.isfinite(head_sizes)[:, None] & (head_sizes[:, None] > 0)
+    dist = np.linalg.norm(pred[..., :2] - gt[..., :2], axis=-1) / np.where(
+        head_sizes > 0, head_sizes, 1.0)[:, None]
+    out = {}
+    for t in thresholds:
+        hits = (dist <= t) & valid
+        out[f"PCKh@{t}"] = float(hits.sum() / max(valid.sum(), 1))
+    return out
+
+
+def write_results(results: list[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results))
+    return path

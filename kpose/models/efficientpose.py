@@ -1,0 +1,323 @@
+"""EfficientPose RT / RT_LITE (Groos et al., 2020) as a plain tf_keras functional model.
+
+The architecture and layer names follow the official release (daniegr/EfficientPose,
+`EfficientPoseRT.h5`, `EfficientPoseRT_LITE.h5`) so its weights can be assigned by
+layer name (see `kpose.models.official`). Differences from the release, none of which
+change the function computed:
+
+* the custom `Swish` layer is `Activation("swish")`; E-swish (beta = 1.25) is
+  `Activation("swish")` followed by `Rescaling(1.25)`, which carries the official name;
+* the SE squeeze Lambdas (a spatial mean) are `GlobalAveragePooling2D(keepdims=True)`;
+* the identity Lambdas in front of the residual adds (inference-time drop-connect)
+  are left out;
+* input normalisation is inside the graph (a `Rescaling` layer named
+  `input_normalization`), so the model takes RGB float pixels in 0..255.
+
+Geometry: stem and backbone downsample by 8; the three detection passes work at
+stride 8; three stride-2 transposed convolutions bring the confidence maps back to
+the input resolution (stride 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kpose._tf import keras
+
+ESWISH_BETA = 1.25
+
+# Per-channel input transforms, applied to RGB pixels in 0..255:
+# "imagenet" = (x / 255 - mean) / std (torch-style), "symmetric" = x / 127.5 - 1.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = {
+    "imagenet": {"type": "imagenet", "input_range": [0, 255], "color": "RGB",
+                 "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                 "formula": "(x / 255 - mean) / std"},
+    "symmetric": {"type": "symmetric", "input_range": [0, 255], "color": "RGB",
+                  "formula": "x / 127.5 - 1"},
+}
+
+# EfficientNet MBConv stages up to stride 8:
+# (official block name, expand ratio, kernel, stride, output filters).
+_B0_STRIDE8_BLOCKS = (
+    ("block1a", 1, 3, 1, 16),
+    ("block2a", 6, 3, 2, 24),
+    ("block2b", 6, 3, 1, 24),
+    ("block3a", 6, 5, 2, 40),
+    ("block3b", 6, 5, 1, 40),
+)
+
+# EfficientPose I-IV are not listed: their releases add a second, low-resolution
+# backbone (`*_res2` layers, merged by an extra concatenation) and deeper EfficientNet
+# stages, so they are not a change of numbers in this config.
+VARIANTS: dict[str, dict] = {
+    "rt": {
+        "input_size": 224,
+        "input_name": "input_res1",
+        "normalization": "imagenet",
+        "backbone": {
+            "naming": "keras_res1",        # stem_conv_res1, block2a_expand_conv_res1, ...
+            "stem_filters": 32,
+            "blocks": _B0_STRIDE8_BLOCKS,
+            "se_ratio": 0.25,              # of the block's input filters
+            "activation": "swish",
+        },
+        "detection": {
+            "blocks": 3,                   # MobileDenseNet: MBConvs with dense concatenation
+            "filters": 40,
+            "expand": 6,
+            "kernel": 5,
+            "se_ratio": 0.25,              # of `filters`
+            "activation": "eswish",
+        },
+        "upscale_layers": 3,
+    },
+    "rt_lite": {
+        "input_size": 224,
+        "input_name": "input_1_0",
+        "normalization": "symmetric",
+        "backbone": {
+            "naming": "tf_lite0",          # efficientnet-lite0/model/blocks_1/conv2d/Conv2D_0, ...
+            "stem_filters": 32,
+            "blocks": _B0_STRIDE8_BLOCKS,
+            "se_ratio": None,
+            "activation": "relu6",
+        },
+        "detection": {
+            "blocks": 3,
+            "filters": 40,
+            "expand": 6,
+            "kernel": 5,
+            "se_ratio": None,
+            "activation": "relu6",
+        },
+        "upscale_layers": 3,
+    },
+}
+
+# Official MPII model: 14 limbs -> 28 PAF channels.
+DEFAULT_NUM_LIMBS = 14
+
+OUTPUT_NAMES = ("pass1_skeleton_pafs", "pass2_detection1_confs",
+                "pass3_detection2_confs", "upscaled_confs")
+
+_BACKBONE_INIT = {"class_name": "VarianceScaling",
+                  "config": {"scale": 2.0, "mode": "fan_out", "distribution": "normal"}}
+
+
+def _size_pair(input_size) -> tuple:
+    if input_size is None:
+        return (None, None)
+    h, w = (input_size, input_size) if np.isscalar(input_size) else tuple(input_size)
+    for s in (h, w):
+        if s is not None and int(s) % 8:
+            raise ValueError(f"input size {input_size!r} must be a multiple of 8 (output stride)")
+    return (None if h is None else int(h), None if w is None else int(w))
+
+
+def _activation(x, kind: str, name: str):
+    """Apply an activation whose output layer carries `name`."""
+    if kind == "swish":
+        return keras.layers.Activation("swish", name=name)(x)
+    if kind == "relu6":
+        return keras.layers.ReLU(max_value=6.0, name=name)(x)
+    if kind == "eswish":
+        # beta * x * sigmoid(x) from two standard layers, so no custom object is needed
+        # to load, convert or export the model.
+        x = keras.layers.Activation("swish", name=name + "_swish")(x)
+        return keras.layers.Rescaling(ESWISH_BETA, name=name)(x)
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+class _LiteNames:
+    """Layer names of the official Lite release (a TF graph converted to Keras).
+
+    TF numbers repeated op types inside a scope (conv2d, conv2d_1, ...), so names
+    depend on the order in which a block creates its layers.
+    """
+
+    def __init__(self, scope: str):
+        self.scope = scope
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, kind: str, op: str) -> str:
+        n = self.counts.get(kind, 0)
+        self.counts[kind] = n + 1
+        return f"{self.scope}/{kind if n == 0 else f'{kind}_{n}'}/{op}_0"
+
+    def relu(self) -> str:
+        n = self.counts.get("Relu6", 0)
+        self.counts["Relu6"] = n + 1
+        return f"{self.scope}/Relu6{'' if n == 0 else f'_{n}'}_0"
+
+
+def _backbone(x, cfg: dict):
+    act = cfg["activation"]
+    conv_kw = {"padding": "same", "use_bias": False, "kernel_initializer": _BACKBONE_INIT}
+    lite = cfg["naming"] == "tf_lite0"
+
+    if lite:
+        nm = _LiteNames("efficientnet-lite0/model/stem")
+        x = keras.layers.Conv2D(cfg["stem_filters"], 3, strides=2, name=nm("conv2d", "Conv2D"), **conv_kw)(x)
+        x = keras.layers.BatchNormalization(name=nm("tpu_batch_normalization", "FusedBatchNormV3"))(x)
+        x = _activation(x, act, nm.relu())
+    else:
+        x = keras.layers.Conv2D(cfg["stem_filters"], 3, strides=2, name="stem_conv_res1", **conv_kw)(x)
+        x = keras.layers.BatchNormalization(name="stem_bn_res1")(x)
+        x = _activation(x, act, "stem_activation_res1")
+
+    filters_in = cfg["stem_filters"]
+    for i, (block, expand, kernel, stride, filters_out) in enumerate(cfg["blocks"]):
+        if lite:
+            nm = _LiteNames(f"efficientnet-lite0/model/blocks_{i}")
+            n_conv = lambda: nm("conv2d", "Conv2D")  # noqa: E731
+            n_bn = lambda: nm("tpu_batch_normalization", "FusedBatchNormV3")  # noqa: E731
+            n_act = nm.relu
+            n_dw = nm("depthwise_conv2d", "depthwise")
+            n_add = f"{nm.scope}/Add_0"
+        else:
+            names = iter([f"{block}_{s}_res1" for s in (
+                "expand_conv", "expand_bn", "expand_activation")])
+            n_conv = n_bn = n_act = lambda: next(names)  # noqa: E731
+            n_dw = f"{block}_dwconv_res1"
+            n_add = f"{block}_add_res1"
+        inputs = x
+        expanded = filters_in * expand
+        if expand != 1:
+            x = keras.layers.Conv2D(expanded, 1, name=n_conv(), **conv_kw)(x)
+            x = keras.layers.BatchNormalization(name=n_bn())(x)
+            x = _activation(x, act, n_act())
+        x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
+                                         depthwise_initializer=_BACKBONE_INIT, name=n_dw)(x)
+        x = keras.layers.BatchNormalization(name=n_bn() if lite else f"{block}_bn_res1")(x)
+        x = _activation(x, act, n_act() if lite else f"{block}_activation_res1")
+        if cfg["se_ratio"]:
+            se = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{block}_se_squeeze_res1")(x)
+            se = keras.layers.Conv2D(max(1, int(filters_in * cfg["se_ratio"])), 1, padding="same",
+                                     kernel_initializer=_BACKBONE_INIT, name=f"{block}_se_reduce_res1")(se)
+            se = _activation(se, act, f"{block}_se_reduce_swish_res1")
+            se = keras.layers.Conv2D(expanded, 1, padding="same", activation="sigmoid",
+                                     kernel_initializer=_BACKBONE_INIT, name=f"{block}_se_expand_res1")(se)
+            x = keras.layers.Multiply(name=f"{block}_se_excite_res1")([x, se])
+        x = keras.layers.Conv2D(filters_out, 1, name=n_conv() if lite else f"{block}_project_conv_res1",
+                                **conv_kw)(x)
+        x = keras.layers.BatchNormalization(name=n_bn() if lite else f"{block}_project_bn_res1")(x)
+        if stride == 1 and filters_in == filters_out:
+            x = keras.layers.Add(name=n_add)([x, inputs])
+        filters_in = filters_out
+    return x
+
+
+def _mbconv(x, cfg: dict, prefix: str):
+    """One MBConv of a detection pass; `prefix` like 'pass1_block1_mbconv1_skeleton'."""
+    act = cfg["activation"]
+    suffix = "eswish" if act == "eswish" else act
+    expanded = cfg["filters"] * cfg["expand"]
+    x = keras.layers.Conv2D(expanded, 1, padding="same", use_bias=False, name=f"{prefix}_conv1")(x)
+    x = keras.layers.BatchNormalization(name=f"{prefix}_conv1_bn")(x)
+    x = _activation(x, act, f"{prefix}_conv1_{suffix}")
+    x = keras.layers.DepthwiseConv2D(cfg["kernel"], padding="same", use_bias=False, name=f"{prefix}_dconv1")(x)
+    x = keras.layers.BatchNormalization(name=f"{prefix}_dconv1_bn")(x)
+    x = _activation(x, act, f"{prefix}_dconv1_{suffix}")
+    if cfg["se_ratio"]:
+        se = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}_se_se_squeeze_lambda")(x)
+        se = keras.layers.Conv2D(max(1, int(cfg["filters"] * cfg["se_ratio"])), 1, padding="same",
+                                 name=f"{prefix}_se_se_squeeze_conv")(se)
+        se = _activation(se, act, f"{prefix}_se_se_squeeze_{suffix}")
+        se = keras.layers.Conv2D(expanded, 1, padding="same", name=f"{prefix}_se_se_excite_conv")(se)
+        se = keras.layers.Activation("sigmoid", name=f"{prefix}_se_se_excite_sigmoid")(se)
+        x = keras.layers.Multiply(name=f"{prefix}_se_se_multiply")([se, x])
+    x = keras.layers.Conv2D(cfg["filters"], 1, padding="same", use_bias=False, name=f"{prefix}_conv2")(x)
+    return keras.layers.BatchNormalization(name=f"{prefix}_conv2_bn")(x)
+
+
+def _detection_pass(x, cfg: dict, pass_index: int, tag: str):
+    """MobileDenseNet: each MBConv's output is concatenated with all earlier ones."""
+    dense = None
+    for j in range(1, cfg["blocks"] + 1):
+        prefix = f"pass{pass_index}_block1_mbconv{j}_{tag}"
+        y = _mbconv(x if dense is None else dense, cfg, prefix)
+        dense = y if dense is None else keras.layers.Concatenate(name=f"{prefix}_dense")([y, dense])
+    return dense
+
+
+def bilinear_upsampling_kernel(size: int, channels: int) -> np.ndarray:
+    """Transposed-convolution kernel (size, size, channels, channels) doing per-channel bilinear upsampling."""
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    ramp = 1.0 - np.abs(np.arange(size) - center) / factor
+    kernel = np.zeros((size, size, channels, channels), np.float32)
+    for c in range(channels):
+        kernel[:, :, c, c] = np.outer(ramp, ramp)
+    return kernel
+
+
+def build_efficientpose(
+    variant: str = "rt",
+    num_keypoints: int = 16,
+    input_size: int | tuple | None = 224,
+    training_outputs: bool = False,
+    num_limbs: int = DEFAULT_NUM_LIMBS,
+    normalization: str | None = "default",
+    name: str | None = None,
+) -> keras.Model:
+    """Build EfficientPose `variant` ("rt" or "rt_lite") as a functional tf_keras model.
+
+    input_size: int or (h, w), multiples of 8 (None for any size); input is RGB float 0..255.
+    training_outputs: if True the outputs are, in this order and with these names,
+      pass1_skeleton_pafs (stride 8, 2*num_limbs), pass2_detection1_confs (stride 8, K),
+      pass3_detection2_confs (stride 8, K), upscaled_confs (stride 1, K); else only
+      upscaled_confs. Channel order is whatever the targets use (kpose: MPII16).
+    normalization: "default" (the variant's: "imagenet" for rt, "symmetric" for rt_lite),
+      one of NORMALIZATIONS, or None for a model that takes already-normalised input.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown EfficientPose variant {variant!r}; known: {sorted(VARIANTS)}")
+    cfg = VARIANTS[variant]
+    h, w = _size_pair(input_size)
+    if normalization == "default":
+        normalization = cfg["normalization"]
+
+    inputs = keras.Input((h, w, 3), name=cfg["input_name"])
+    x = inputs
+    if normalization is not None:
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {normalization!r}; known: {sorted(NORMALIZATIONS)}")
+        if normalization == "imagenet":
+            scale = [1.0 / (255.0 * s) for s in IMAGENET_STD]
+            offset = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+        else:
+            scale, offset = 1.0 / 127.5, -1.0
+        x = keras.layers.Rescaling(scale, offset, name="input_normalization")(x)
+
+    features = _backbone(x, cfg["backbone"])
+    det = cfg["detection"]
+    skeleton = _detection_pass(features, det, 1, "skeleton")
+    x = keras.layers.Concatenate(name="concatenate_1")([skeleton, features])
+    detection1 = _detection_pass(x, det, 2, "detection1")
+    x = keras.layers.Concatenate(name="concatenate_2")([detection1, features])
+    detection2 = _detection_pass(x, det, 3, "detection2")
+
+    confs = keras.layers.Conv2D(num_keypoints, 1, padding="same", name="pass3_detection2_confs")(detection2)
+    up = confs
+    n_up = cfg["upscale_layers"]
+    for k in range(1, n_up + 1):
+        up = keras.layers.Conv2DTranspose(
+            num_keypoints, 4, strides=2, padding="same",
+            name="upscaled_confs" if k == n_up else f"upscaled_deconv{k}")(up)
+
+    if training_outputs:
+        pafs = keras.layers.Conv2D(2 * num_limbs, 1, padding="same", name="pass1_skeleton_pafs")(skeleton)
+        confs1 = keras.layers.Conv2D(num_keypoints, 1, padding="same", name="pass2_detection1_confs")(detection1)
+        outputs = [pafs, confs1, confs, up]
+    else:
+        outputs = up
+    model = keras.Model(inputs, outputs, name=name or f"efficientpose_{variant}")
+
+    # The release starts upscaling from bilinear interpolation; set after construction
+    # so the layer config does not embed the kernel array.
+    kernel = bilinear_upsampling_kernel(4, num_keypoints)
+    for k in range(1, n_up + 1):
+        layer = model.get_layer("upscaled_confs" if k == n_up else f"upscaled_deconv{k}")
+        layer.kernel.assign(kernel)
+    return model

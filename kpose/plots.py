@@ -1,0 +1,92 @@
+"""Pictures a person would rather look at: loss curves and predicted skeletons."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw_pose(ax, keypoints: np.ndarray, limbs, threshold: float = 0.2, color="lime") -> None:
+    """Draw one skeleton (keypoints [K, 3] = x, y, score) on a matplotlib axis."""
+    ok = keypoints[:, 2] > threshold
+    for a, b in limbs:
+        if ok[a] and ok[b]:
+            ax.plot(keypoints[[a, b], 0], keypoints[[a, b], 1], "-", color=color, lw=2)
+    ax.scatter(keypoints[ok, 0], keypoints[ok, 1], s=12, c="red", zorder=3)
+
+
+def loss_curves(history_csv: str | Path, out_png: str | Path) -> Path | None:
+    """Training losses per pass, and validation metrics, per epoch."""
+    path = Path(history_csv)
+    if not path.exists():
+        return None
+    rows = list(csv.DictReader(path.open()))
+    if not rows:
+        return None
+    plt = _plt()
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in rows[0]:
+        if key == "epoch" or key.startswith("val_") or key == "lr":
+            continue
+        ax1.plot(epochs, [float(r[key]) for r in rows], label=key, lw=2 if key == "loss" else 1)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("epoch")
+    ax1.set_title("training loss")
+    ax1.legend(fontsize=7)
+    for key in rows[0]:
+        if key.startswith("val_") and key[4:] in ("AP", "AP50", "PCKh@0.5", "PCKh@0.1"):
+            pts = [(e, float(r[key])) for e, r in zip(epochs, rows) if r.get(key) not in ("", None)]
+            if pts:
+                ax2.plot(*zip(*pts), "o-", label=key[4:])
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("epoch")
+    ax2.set_title("validation")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return Path(out_png)
+
+
+def prediction_grid(model, instances, out_png: str | Path, n: int = 12, seed: int = 0) -> Path:
+    """Validation images (around each person box) with predicted (green) and true (blue) skeletons."""
+    from kpose.data.images import load_image
+
+    plt = _plt()
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(instances), size=min(n, len(instances)), replace=False))
+    sub = instances.select(idx)
+    pred = model.predict_instances(sub, batch_size=len(sub))
+    cols = 4
+    rows = -(-len(sub) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    limbs = instances.skeleton.limbs
+    for ax, i in zip(axes.ravel(), range(len(sub))):
+        img = load_image(str(sub.image_paths[i]), apply_exif=False)
+        ax.imshow(img)
+        gt = sub.keypoints[i].copy()
+        gt[:, 2] = (gt[:, 2] > 0).astype(np.float32)
+        draw_pose(ax, gt, limbs, threshold=0.5, color="deepskyblue")
+        draw_pose(ax, pred[i], limbs)
+        x, y, w, h = sub.bboxes[i]
+        pad = 0.15 * max(w, h)
+        ax.set_xlim(x - pad, x + w + pad)
+        ax.set_ylim(y + h + pad, y - pad)
+    fig.suptitle("predicted (green) vs ground truth (blue)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return Path(out_png)

@@ -1,0 +1,163 @@
+"""PoseModel: a trained network plus everything needed to use it correctly.
+
+The model's config (family, input size and convention, skeleton, codec and its
+parameters, output channel order) is plain JSON saved beside the weights as
+`kpose.json`; `kpose.load` rebuilds the network with kpose's own builder and
+loads weights by layer, so no code from a model file is ever executed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kpose.codecs.heatmap import HeatmapCodec
+from kpose.data.records import Instances
+from kpose.skeletons import Skeleton, get_skeleton
+from kpose.transforms import affine_matrix, box_to_center_scale, invert_affine, apply_affine
+from kpose.version import __version__
+
+CONFIG_FILE = "kpose.json"
+WEIGHTS_FILE = "weights.h5"
+
+# Models take float32 RGB in 0..255 and normalise inside the graph, so every
+# runtime (Keras, TFLite, TF.js, ONNX) feeds raw pixels the same way.
+INPUT_CONVENTION = {"dtype": "float32", "channels": "RGB", "range": [0, 255], "layout": "NHWC",
+                    "normalization": "in_graph"}
+
+
+@dataclass
+class Pose:
+    """One person: keypoints [K, 3] = (x, y, score) in image pixels."""
+
+    keypoints: np.ndarray
+    score: float
+    box: np.ndarray
+    names: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, tuple[float, float, float]]:
+        return {n: tuple(float(v) for v in k) for n, k in zip(self.names, self.keypoints)}
+
+
+def build_network(config: dict, training_outputs: bool = False):
+    """The tf_keras functional network a config describes (random weights)."""
+    from kpose.models.efficientpose import build_efficientpose
+
+    family = config["family"]
+    skeleton = get_skeleton(config["skeleton"])
+    if family == "efficientpose":
+        return build_efficientpose(
+            variant=config["variant"], num_keypoints=skeleton.num_keypoints,
+            num_limbs=len(skeleton.limbs), input_size=tuple(config["input_size"]),
+            training_outputs=training_outputs)
+    raise ValueError(f"{CONFIG_FILE}: unknown model family {family!r}; known: efficientpose")
+
+
+class PoseModel:
+    """A network with its config; `predict` goes from an image to poses."""
+
+    def __init__(self, keras_model, config: dict):
+        self.keras_model = keras_model
+        self.config = config
+        self.skeleton: Skeleton = get_skeleton(config["skeleton"])
+        self.codec = HeatmapCodec.from_dict(config["codec"])
+        perm = config.get("output_channel_order")
+        self._perm = None if perm is None else np.asarray(perm)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.config["input_size"])
+
+    # ---- inference -------------------------------------------------------
+    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        """Raw network output for a batch of crops, channels in skeleton order."""
+        out = self.keras_model(np.asarray(crops, np.float32), training=False)
+        if isinstance(out, (list, tuple)):
+            out = out[-1]
+        out = np.asarray(out)
+        return out if self._perm is None else out[..., self._perm]
+
+    def decode_crops(self, heatmaps: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+        """Heatmaps [B,h,w,K] + image->crop affines [B,2,3] -> keypoints [B,K,3] in image pixels."""
+        kps = self.codec.batch_decode(heatmaps)
+        inv = np.stack([invert_affine(m) for m in matrices])
+        xy = np.einsum("bij,bkj->bki", inv[:, :, :2], kps[..., :2]) + inv[:, None, :, 2]
+        return np.concatenate([xy, kps[..., 2:3]], -1)
+
+    def predict(self, image, boxes=None, padding: float = 1.25) -> list[Pose]:
+        """Poses in an image (path or HxWx3 uint8 RGB array).
+
+        boxes: optional person boxes [[x, y, w, h], ...] in image pixels; without
+        them the whole image is treated as one person's box (single-person models).
+        """
+        from kpose.data.images import load_image
+        from kpose.transforms import warp_image
+
+        img = load_image(image)
+        h, w = img.shape[:2]
+        if boxes is None:
+            boxes, padding = np.array([[0, 0, w, h]], np.float64), 1.0
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        ih, iw = self.input_size
+        centers, scales = box_to_center_scale(boxes, iw / ih, padding)
+        mats = np.stack([affine_matrix(c, s, (ih, iw)) for c, s in zip(centers, scales)])
+        crops = np.stack([warp_image(img, m, (ih, iw)) for m in mats]).astype(np.float32)
+        kps = self.decode_crops(self.heatmaps(crops), mats)
+        from kpose.metrics import instance_scores
+        scores = instance_scores(kps)
+        return [Pose(k, float(s), b, self.skeleton.keypoints) for k, s, b in zip(kps, scores, boxes)]
+
+    def predict_instances(self, instances: Instances, batch_size: int = 32,
+                          padding: float = 1.25, progress: bool = False) -> np.ndarray:
+        """Top-down predictions [N, K, 3] for every instance box, via the tf.data eval pipeline."""
+        from tqdm import tqdm
+
+        from kpose.data.pipeline import eval_dataset
+
+        out = np.zeros((len(instances), self.skeleton.num_keypoints, 3), np.float32)
+        ds = eval_dataset(instances, self.input_size, batch_size, padding)
+        steps = -(-len(instances) // batch_size)
+        for crops, mats, idx in tqdm(ds, total=steps, disable=not progress, desc="predict"):
+            out[idx.numpy()] = self.decode_crops(self.heatmaps(crops), mats.numpy())
+        return out
+
+    # ---- persistence -----------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.keras_model.save_weights(str(d / WEIGHTS_FILE))
+        cfg = dict(self.config, kpose_version=__version__)
+        (d / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+        return d
+
+
+def model_config(family: str, variant: str, input_size, skeleton: Skeleton,
+                 codec: HeatmapCodec, **extra) -> dict:
+    """The JSON-able description that travels with a model."""
+    return {
+        "family": family, "variant": variant, "input_size": list(input_size),
+        "skeleton": skeleton.name, "keypoints": list(skeleton.keypoints),
+        "flip_pairs": [list(p) for p in skeleton.flip_pairs],
+        "limbs": [list(p) for p in skeleton.limbs],
+        "codec": codec.to_dict(), "input": dict(INPUT_CONVENTION), **extra,
+    }
+
+
+def load(path: str | Path, weights: str | None = None) -> PoseModel:
+    """Load a kpose run folder, a saved model folder, or an official EfficientPose .h5."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".h5":
+        from kpose.models.official import load_official_pose_model
+        return load_official_pose_model(p)
+    if p.is_dir() and not (p / CONFIG_FILE).exists() and (p / "model" / CONFIG_FILE).exists():
+        p = p / "model"
+    cfg_file = p / CONFIG_FILE
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{p}: no {CONFIG_FILE} here; pass a run folder (runs/<run>), "
+                                f"a saved model folder, or an official EfficientPose .h5 file")
+    config = json.loads(cfg_file.read_text())
+    net = build_network(config)
+    net.load_weights(str(weights or p / WEIGHTS_FILE))
+    return PoseModel(net, config)

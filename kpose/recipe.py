@@ -1,0 +1,101 @@
+"""Training recipes: YAML data shipped in kpose._recipes (the repository's recipes/ folder), resolved with overrides.
+
+A recipe is plain data; `load_recipe` merges the defaults below, the YAML file
+and caller overrides (dotted keys like "train.epochs") into one dict that is
+written to every run folder, so a run can be reproduced from it alone.
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Every key a recipe may set, with its default. An override or recipe key not
+# in this tree is an error (a typo must not silently train something else).
+DEFAULTS: dict[str, Any] = {
+    "name": None,
+    "model": {"family": "efficientpose", "variant": "rt", "input_size": [224, 224]},
+    "skeleton": "coco17",
+    "data": {"train": "synthetic", "val": "synthetic", "max_val": None},
+    "codec": {"type": "heatmap", "sigma": 2.0, "paf_width": 1.0},
+    "loss": {"pass_weights": [1.0, 1.0, 1.0, 1.0], "scale": 1000.0},
+    "augment": {
+        "flip": 0.5, "rotation": 30.0, "scale": [0.75, 1.25], "shift": 0.1,
+        "rotation_prob": 0.6, "color": 0.25, "box_padding": 1.25,
+    },
+    "train": {
+        "epochs": 10, "batch_size": 16, "optimizer": "adam", "lr": 1e-3,
+        "weight_decay": 0.0, "warmup_epochs": 0.5, "schedule": "cosine",
+        "steps_per_epoch": None, "seed": 0, "eval_every": 1, "shuffle_buffer": 2048,
+    },
+    "eval": {"flip_test": False, "batch_size": 32},
+}
+
+
+class RecipeError(ValueError):
+    """A recipe name, file or override that does not exist."""
+
+
+def recipes() -> list[str]:
+    """Names of the packaged recipes."""
+    return sorted(p.name[:-5] for p in resources.files("kpose._recipes").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def _read_yaml(recipe: str) -> tuple[dict, str]:
+    path = Path(recipe)
+    if recipe.endswith((".yaml", ".yml")) and path.exists():
+        return yaml.safe_load(path.read_text()) or {}, str(path)
+    names = recipes()
+    if recipe not in names:
+        raise RecipeError(f"unknown recipe {recipe!r}; packaged recipes: {', '.join(names)} "
+                          f"(or pass the path of a .yaml file)")
+    res = resources.files("kpose._recipes") / f"{recipe}.yaml"
+    return yaml.safe_load(res.read_text()) or {}, f"kpose._recipes/{recipe}.yaml"
+
+
+def _merge(base: dict, new: dict, origin: str, prefix: str = "") -> None:
+    for key, value in new.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(f"{prefix}{k}" for k in base)
+            raise RecipeError(f"{origin}: unknown recipe key {dotted!r}; known keys here: {known}")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            _merge(base[key], value, origin, dotted + ".")
+        elif isinstance(base[key], dict):
+            raise RecipeError(f"{origin}: {dotted!r} is a section; set its keys, e.g. {dotted}.<key>")
+        else:
+            base[key] = value
+
+
+def _nest(overrides: dict[str, Any]) -> dict:
+    nested: dict = {}
+    for dotted, value in overrides.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def load_recipe(recipe: str, overrides: dict[str, Any] | None = None) -> dict:
+    """The resolved recipe: defaults <- YAML <- overrides (dotted keys allowed)."""
+    data, origin = _read_yaml(recipe)
+    resolved = copy.deepcopy(DEFAULTS)
+    _merge(resolved, data, origin)
+    if overrides:
+        _merge(resolved, _nest(overrides), "override")
+    resolved["name"] = resolved["name"] or Path(recipe).stem
+    return resolved
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.epochs=3' -> ('train.epochs', 3); values are parsed as YAML."""
+    if "=" not in text:
+        raise RecipeError(f"override {text!r} must look like key=value, e.g. train.epochs=3")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)

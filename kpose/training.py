@@ -1,0 +1,292 @@
+"""kpose.train: recipe -> trained, evaluated, saved run folder, in one call."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from kpose._tf import keras, tf
+from kpose.codecs.heatmap import HeatmapCodec
+from kpose.data.pipeline import TargetSpec, train_dataset
+from kpose.data.records import Instances
+from kpose.data.sources import load_instances
+from kpose.pose_model import PoseModel, build_network, model_config
+from kpose.recipe import load_recipe
+from kpose.skeletons import get_skeleton
+
+log = logging.getLogger("kpose")
+
+
+@dataclass
+class Run:
+    """What `kpose.train` returns: the run folder, final metrics and the trained model."""
+
+    dir: Path
+    metrics: dict
+    model: PoseModel
+    recipe: dict
+    history: dict = field(default_factory=dict)
+
+
+# ---- targets and loss ----------------------------------------------------------------
+
+def target_specs(net, input_size, sigma: float, paf_width: float) -> list[TargetSpec]:
+    """One TargetSpec per training output, from the output shapes and names.
+
+    sigma is in input pixels; each output gets it in its own pixels, at least 1
+    so that coarse passes still see a Gaussian rather than a single pixel.
+    """
+    specs = []
+    for name, out in zip(net.output_names, net.outputs):
+        h, w, c = out.shape[1:]
+        stride = input_size[1] / w
+        kind = "paf" if "paf" in name else "heatmap"
+        s = paf_width if kind == "paf" else max(sigma / stride, 1.0)
+        specs.append(TargetSpec(name, kind, (int(h), int(w)), float(s)))
+    return specs
+
+
+class PoseTrainer(keras.Model):
+    """Wraps a multi-output network with kpose's visibility-weighted pass losses.
+
+    Every pass is supervised (intermediate supervision); each channel's squared
+    error is weighted by its target weight (0 for unlabelled or out-of-crop
+    keypoints and for limbs missing an endpoint).
+    """
+
+    def __init__(self, net, specs: list[TargetSpec], pass_weights, scale: float, global_batch: int):
+        super().__init__()
+        self.net = net
+        self.specs = specs
+        self.pass_weights = [float(w) for w in pass_weights]
+        if len(self.pass_weights) != len(specs):
+            raise ValueError(f"recipe loss.pass_weights has {len(self.pass_weights)} entries; the "
+                             f"model has {len(specs)} supervised outputs {[s.name for s in specs]}")
+        self.scale = float(scale)
+        self.global_batch = global_batch
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in ["loss"] + [s.name for s in specs]}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, x, training=False):
+        return self.net(x, training=training)
+
+    def _losses(self, targets, weights, outputs):
+        per_sample, parts = 0.0, {}
+        for spec, out, pw in zip(self.specs, outputs, self.pass_weights):
+            t, w = targets[spec.name], weights[spec.name]
+            if spec.kind == "paf":  # one weight per limb, two channels (x, y) per limb
+                w = tf.repeat(w, 2, axis=-1)
+            err = tf.reduce_mean(tf.square(tf.cast(out, tf.float32) - t), axis=[1, 2])  # [B, C]
+            sample = self.scale * tf.reduce_mean(err * w, axis=-1)  # [B]
+            parts[spec.name] = tf.nn.compute_average_loss(sample, global_batch_size=self.global_batch)
+            per_sample += pw * sample
+        loss = tf.nn.compute_average_loss(per_sample, global_batch_size=self.global_batch)
+        if self.net.losses:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(self.net.losses))
+        return loss, parts
+
+    def train_step(self, data):
+        x, targets, weights = data
+        with tf.GradientTape() as tape:
+            outputs = self.net(x, training=True)
+            loss, parts = self._losses(targets, weights, outputs)
+        variables = self.net.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return self._track(loss, parts)
+
+    def test_step(self, data):
+        x, targets, weights = data
+        loss, parts = self._losses(targets, weights, self.net(x, training=False))
+        return self._track(loss, parts)
+
+    def _track(self, loss, parts):
+        # Trackers see per-replica shares; multiply back so logs show the batch mean.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self.trackers["loss"].update_state(loss * replicas)
+        for k, v in parts.items():
+            self.trackers[k].update_state(v * replicas)
+        return {k: m.result() for k, m in self.trackers.items()}
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up then cosine decay to 1% of the peak rate."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+        self.peak, self.warmup, self.total = float(peak), int(warmup_steps), int(total_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.peak * (step + 1) / max(self.warmup, 1)
+        progress = tf.clip_by_value((step - self.warmup) / max(self.total - self.warmup, 1), 0.0, 1.0)
+        cosine = self.peak * (0.01 + 0.99 * 0.5 * (1 + tf.cos(math.pi * progress)))
+        return tf.where(step < self.warmup, warm, cosine)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup, "total_steps": self.total}
+
+
+# ---- evaluation during training ------------------------------------------------------
+
+class EvalCallback(keras.callbacks.Callback):
+    """Evaluates on the validation split every N epochs; keeps the best weights."""
+
+    def __init__(self, pose_model: PoseModel, val: Instances, every: int, ckpt_dir: Path,
+                 batch_size: int, key: str):
+        super().__init__()
+        self.pose_model, self.val, self.every = pose_model, val, max(int(every), 1)
+        self.ckpt_dir, self.batch_size, self.key = ckpt_dir, batch_size, key
+        self.best = -np.inf
+        self.last_metrics: dict = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = epoch + 1 == self.params.get("epochs")
+        if (epoch + 1) % self.every and not last:
+            return
+        from kpose.evaluation import evaluate_instances
+        m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size)
+        self.last_metrics = m
+        for k, v in m.items():
+            if logs is not None and isinstance(v, float):
+                logs[f"val_{k}"] = v
+        score = m.get(self.key, -np.inf)
+        if score > self.best:
+            self.best = score
+            self.pose_model.keras_model.save_weights(str(self.ckpt_dir / "best.weights.h5"))
+        print(f"  validation {self.key}={score:.4f} (best {self.best:.4f})", flush=True)
+
+
+# ---- the one call ----------------------------------------------------------------------
+
+def _strategy() -> tf.distribute.Strategy:
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 0 else tf.distribute.get_strategy()
+
+
+def _run_dir(root: str | Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d = Path(root) / f"{name}-{stamp}"
+    i = 1
+    while d.exists():
+        i += 1
+        d = Path(root) / f"{name}-{stamp}-{i}"
+    d.mkdir(parents=True)
+    return d
+
+
+def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
+          epochs: int | None = None, batch_size: int | None = None,
+          overrides: dict[str, Any] | None = None, runs_dir: str | Path = "runs",
+          progress: bool = True) -> Run:
+    """Train a packaged (or YAML-file) recipe end to end and return the Run.
+
+    data: "synthetic" (default, the embedded dataset), "coco:ANN.json:IMAGES",
+    "mpii:LIST.json:IMAGES", or {"train": spec, "val": spec}.
+    overrides: dotted recipe keys, e.g. {"train.lr": 5e-4, "model.input_size": [128, 128]}.
+    """
+    ov = dict(overrides or {})
+    if epochs is not None:
+        ov["train.epochs"] = int(epochs)
+    if batch_size is not None:
+        ov["train.batch_size"] = int(batch_size)
+    if data is not None:
+        if isinstance(data, dict):
+            ov.update({f"data.{k}": v for k, v in data.items()})
+        else:
+            ov["data.train"] = ov["data.val"] = data
+    cfg = load_recipe(recipe, ov)
+    tcfg, mcfg = cfg["train"], cfg["model"]
+    tf.keras.utils.set_random_seed(int(tcfg["seed"]))
+    run_dir = _run_dir(runs_dir, cfg["name"])
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    print(f"kpose: run folder {run_dir}", flush=True)
+
+    skeleton = get_skeleton(cfg["skeleton"])
+    train_set = load_instances(cfg["data"]["train"], "train", skeleton=skeleton)
+    val_set = load_instances(cfg["data"]["val"], "val", skeleton=skeleton)
+    if cfg["data"]["max_val"]:
+        val_set = val_set.select(np.arange(min(len(val_set), int(cfg["data"]["max_val"]))))
+    for split, inst in (("train", train_set), ("val", val_set)):
+        print(f"kpose: {split}: {inst.summary()}", flush=True)
+        if len(inst) == 0:
+            raise ValueError(f"data.{split} = {cfg['data'][split]!r} has no usable person instances "
+                             f"({inst.summary()}); check the annotation file and image folder")
+
+    input_size = tuple(int(v) for v in mcfg["input_size"])
+    strategy = _strategy()
+    global_batch = int(tcfg["batch_size"]) * strategy.num_replicas_in_sync
+    steps = int(tcfg["steps_per_epoch"] or max(len(train_set) // global_batch, 1))
+    total = steps * int(tcfg["epochs"])
+
+    with strategy.scope():
+        net = build_network({"family": mcfg["family"], "variant": mcfg["variant"],
+                             "input_size": input_size, "skeleton": skeleton.name},
+                            training_outputs=True)
+        specs = target_specs(net, input_size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])
+        trainer = PoseTrainer(net, specs, cfg["loss"]["pass_weights"], cfg["loss"]["scale"],
+                              global_batch)
+        lr = WarmupCosine(tcfg["lr"], int(tcfg["warmup_epochs"] * steps), total)
+        if tcfg["optimizer"] == "adamw":
+            opt = keras.optimizers.AdamW(lr, weight_decay=tcfg["weight_decay"])
+        elif tcfg["optimizer"] == "adam":
+            opt = keras.optimizers.Adam(lr)
+        else:
+            raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
+        trainer.compile(optimizer=opt)
+
+    final = specs[-1]
+    codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
+    inference = keras.Model(net.inputs, net.outputs[-1], name=net.name)
+    config = model_config(mcfg["family"], mcfg["variant"], input_size, skeleton, codec,
+                          recipe=cfg["name"])
+    pose_model = PoseModel(inference, config)
+
+    ds = train_dataset(train_set, input_size, specs, cfg["augment"], global_batch,
+                       seed=int(tcfg["seed"]), shuffle_buffer=int(tcfg["shuffle_buffer"]))
+    ckpt = run_dir / "checkpoints"
+    ckpt.mkdir()
+    key = "AP" if skeleton.sigmas is not None else "PCKh@0.5"
+    evaluator = EvalCallback(pose_model, val_set, tcfg["eval_every"], ckpt,
+                             cfg["eval"]["batch_size"], key)
+    callbacks = [
+        evaluator,
+        keras.callbacks.ModelCheckpoint(str(ckpt / "last.weights.h5"), save_weights_only=True),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False,
+                                    profile_batch=0),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    t0 = time.time()
+    hist = trainer.fit(ds, epochs=int(tcfg["epochs"]), steps_per_epoch=steps,
+                       callbacks=callbacks, verbose=1 if progress else 2)
+    train_seconds = time.time() - t0
+
+    if (ckpt / "best.weights.h5").exists():
+        inference.load_weights(str(ckpt / "best.weights.h5"))
+    from kpose.evaluation import evaluate_instances
+    metrics = evaluate_instances(pose_model, val_set, batch_size=cfg["eval"]["batch_size"],
+                                 results_file=run_dir / "val_predictions.json")
+    metrics.update({"train_seconds": round(train_seconds, 1), "epochs": int(tcfg["epochs"]),
+                    "steps_per_epoch": steps, "global_batch": global_batch,
+                    "replicas": strategy.num_replicas_in_sync,
+                    "train_instances": len(train_set), "val_instances": len(val_set),
+                    "skipped_train": dict(train_set.skipped), "skipped_val": dict(val_set.skipped)})
+    pose_model.save(run_dir / "model")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from kpose import plots
+    plots.loss_curves(run_dir / "history.csv", run_dir / "loss.png")
+    plots.prediction_grid(pose_model, val_set, run_dir / "val_predictions.png")
+    print(f"kpose: done in {train_seconds:.0f}s; {key}={metrics.get(key, float('nan')):.4f}; "
+          f"run saved in {run_dir}", flush=True)
+    return Run(dir=run_dir, metrics=metrics, model=pose_model, recipe=cfg,
+               history={k: [float(x) for x in v] for k, v in hist.history.items()})

@@ -1,0 +1,1 @@
+"""Packaged training recipes (YAML). This folder installs as kpose._recipes."""
