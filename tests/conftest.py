@@ -1,0 +1,23 @@
+"""Shared fixtures: where ../shared is, and a small synthetic dataset made once per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """KPOSE_SHARED, else ../shared beside the repository; None when absent."""
+    p = Path(os.environ.get("KPOSE_SHARED", REPO.parent / "shared"))
+    return p if p.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    p = shared_dir()
+    if p is None:
+        pytest.skip("../shared (or $KPOSE_SHARED) is absent: real-data tests skipped")
+    return p

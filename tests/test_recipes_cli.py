@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import pytest
+
+from kpose.cli import build_parser
+from kpose.recipe import RecipeError, load_recipe, parse_override, recipes
+
+
+def test_packaged_recipes_resolve():
+    names = recipes()
+    assert "efficientpose_rt" in names
+    for n in names:
+        r = load_recipe(n)
+        assert r["name"] == n and r["model"]["family"]
+
+
+def test_unknown_recipe_lists_known():
+    with pytest.raises(RecipeError, match="efficientpose_rt"):
+        load_recipe("no_such_recipe")
+
+
+def test_override_typo_names_known_keys():
+    with pytest.raises(RecipeError, match="train.epochs"):
+        load_recipe("efficientpose_rt", {"train.epoch": 3})
+    r = load_recipe("efficientpose_rt", dict([parse_override("train.epochs=3"),
+                                              parse_override("model.input_size=[96,96]")]))
+    assert r["train"]["epochs"] == 3 and r["model"]["input_size"] == [96, 96]
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["predict"], ["evaluate"], ["recipes"]])
+def test_help_answers(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(cmd + ["--help"])
+    assert e.value.code == 0
+    assert "usage: kpose" in capsys.readouterr().out
+
+
+def test_console_script_lists_recipes():
+    out = subprocess.run([sys.executable, "-m", "kpose.cli", "recipes"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "efficientpose_rt" in out
