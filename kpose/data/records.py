@@ -77,9 +77,14 @@ class Instances:
         )
 
     def summary(self) -> str:
-        """One line for logs: counts kept and skipped, by reason."""
-        kept = f"{len(self)} person instances in {len(np.unique(self.image_ids))} images from {self.source}"
-        if not self.skipped:
-            return kept
-        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items()))
-        return f"{kept}; skipped {sum(self.skipped.values())} ({reasons})"
+        """One line for logs: counts kept, skipped by reason, and repairs ("warning: ...")."""
+        line = f"{len(self)} person instances in {len(np.unique(self.image_ids))} images from {self.source}"
+        dropped = {k: v for k, v in self.skipped.items() if not k.startswith("warning:")}
+        repaired = {k[len("warning:"):].strip(): v for k, v in self.skipped.items()
+                    if k.startswith("warning:")}
+        if dropped:
+            line += (f"; skipped {sum(dropped.values())} ("
+                     + ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items())) + ")")
+        if repaired:
+            line += "; repaired " + ", ".join(f"{k}: {v}" for k, v in sorted(repaired.items()))
+        return line
