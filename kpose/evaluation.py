@@ -69,7 +69,10 @@ def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str 
 
     if not isinstance(model, PoseModel):
         model = load(model)
-    gt = load_instances(data, split, skeleton=model.skeleton)
+    gt = load_instances(data, split, progress=progress)
+    if gt.skeleton.name != model.skeleton.name:
+        raise ValueError(f"data {data!r} has {gt.skeleton.name} keypoints but the model predicts "
+                         f"{model.skeleton.name}; evaluate on data with the model's skeleton")
     if detections is None:
         return evaluate_instances(model, gt, batch_size, results_file, progress=progress)
     inst, scores = detections_to_instances(gt, detections)

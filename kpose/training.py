@@ -212,12 +212,17 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     print(f"kpose: run folder {run_dir}", flush=True)
 
     skeleton = get_skeleton(cfg["skeleton"])
-    train_set = load_instances(cfg["data"]["train"], "train", skeleton=skeleton)
-    val_set = load_instances(cfg["data"]["val"], "val", skeleton=skeleton)
+    data_spec = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
+    train_set = load_instances(data_spec, "train", progress=progress)
+    val_set = load_instances(data_spec, "val", progress=progress)
     if cfg["data"]["max_val"]:
         val_set = val_set.select(np.arange(min(len(val_set), int(cfg["data"]["max_val"]))))
     for split, inst in (("train", train_set), ("val", val_set)):
         print(f"kpose: {split}: {inst.summary()}", flush=True)
+        if inst.skeleton.name != skeleton.name:
+            raise ValueError(f"data.{split} = {cfg['data'][split]!r} has {inst.skeleton.name} keypoints "
+                             f"but the recipe's skeleton is {skeleton.name}; set skeleton: "
+                             f"{inst.skeleton.name} in the recipe (or --set skeleton={inst.skeleton.name})")
         if len(inst) == 0:
             raise ValueError(f"data.{split} = {cfg['data'][split]!r} has no usable person instances "
                              f"({inst.summary()}); check the annotation file and image folder")
