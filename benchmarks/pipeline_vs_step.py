@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--per-window", type=int, default=10)
+    ap.add_argument("--jit", action="store_true", help="compile the training step with XLA")
     a = ap.parse_args()
     cfg = load_recipe(a.recipe, dict(parse_override(s) for s in a.set))
     size = tuple(cfg["model"]["input_size"])
@@ -55,12 +56,12 @@ def main() -> None:
     trainer = PoseTrainer(net, specs, cfg["loss"]["pass_weights"], cfg["loss"]["scale"], batch)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     fixed = next(it)
-    step = tf.function(trainer.train_step)
+    step = tf.function(trainer.train_step, jit_compile=a.jit)
     train = _windows(lambda: step(fixed)["loss"].numpy(), 3, a.windows, a.per_window)
 
     pipe_s, step_s = statistics.median(pipe), statistics.median(train)
     result = {
-        "recipe": a.recipe, "input_size": size, "batch": batch, "cpu_cores": len(tf.config.list_physical_devices("CPU")),
+        "recipe": a.recipe, "jit": a.jit, "input_size": size, "batch": batch, "cpu_cores": len(tf.config.list_physical_devices("CPU")),
         "pipeline_crops_per_s": round(batch / pipe_s, 1),
         "train_step_ms": round(step_s * 1000, 1),
         "train_samples_per_s": round(batch / step_s, 1),

@@ -112,13 +112,16 @@ MPII16 = Skeleton(
         ("right_wrist", "left_wrist"), ("right_elbow", "left_elbow"),
         ("right_shoulder", "left_shoulder"),
     ]),
+    # OpenPose's 14-limb MPI layout, in the PAF channel order of the official
+    # EfficientPose releases (pass-1 channels 2k, 2k+1 = x, y of limb k), so
+    # kpose's MPII models can load and fine-tune the official PAF head.
     limbs=_pairs(_MPII_NAMES, [
-        ("right_ankle", "right_knee"), ("right_knee", "right_hip"), ("right_hip", "pelvis"),
-        ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("left_hip", "pelvis"),
-        ("pelvis", "thorax"), ("thorax", "upper_neck"), ("upper_neck", "head_top"),
-        ("right_wrist", "right_elbow"), ("right_elbow", "right_shoulder"),
-        ("right_shoulder", "thorax"), ("left_wrist", "left_elbow"),
-        ("left_elbow", "left_shoulder"), ("left_shoulder", "thorax"),
+        ("head_top", "upper_neck"), ("upper_neck", "right_shoulder"),
+        ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+        ("upper_neck", "left_shoulder"), ("left_shoulder", "left_elbow"),
+        ("left_elbow", "left_wrist"), ("upper_neck", "thorax"), ("thorax", "right_hip"),
+        ("right_hip", "right_knee"), ("right_knee", "right_ankle"), ("thorax", "left_hip"),
+        ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
     ]),
     sigmas=None,
     # PCKh normalises by head size: the head segment is (upper_neck, head_top).

@@ -74,6 +74,10 @@ class PoseTrainer(keras.Model):
         self.global_batch = global_batch
         self.trackers = {n: keras.metrics.Mean(name=n) for n in ["loss"] + [s.name for s in specs]}
 
+    def get_config(self):
+        # The wrapper is rebuilt from the recipe, never deserialised.
+        return {}
+
     @property
     def metrics(self):
         return list(self.trackers.values())
@@ -81,7 +85,7 @@ class PoseTrainer(keras.Model):
     def call(self, x, training=False):
         return self.net(x, training=training)
 
-    def _losses(self, targets, weights, outputs):
+    def _pass_losses(self, targets, weights, outputs):
         per_sample, parts = 0.0, {}
         for spec, out, pw in zip(self.specs, outputs, self.pass_weights):
             t, w = targets[spec.name], weights[spec.name]
@@ -100,14 +104,14 @@ class PoseTrainer(keras.Model):
         x, targets, weights = data
         with tf.GradientTape() as tape:
             outputs = self.net(x, training=True)
-            loss, parts = self._losses(targets, weights, outputs)
+            loss, parts = self._pass_losses(targets, weights, outputs)
         variables = self.net.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return self._track(loss, parts)
 
     def test_step(self, data):
         x, targets, weights = data
-        loss, parts = self._losses(targets, weights, self.net(x, training=False))
+        loss, parts = self._pass_losses(targets, weights, self.net(x, training=False))
         return self._track(loss, parts)
 
     def _track(self, loss, parts):

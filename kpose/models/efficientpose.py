@@ -129,68 +129,64 @@ def _activation(x, kind: str, name: str):
     raise ValueError(f"unknown activation {kind!r}")
 
 
-class _LiteNames:
+def _lite_names(scope: str, roles: list[str]) -> dict[str, str]:
     """Layer names of the official Lite release (a TF graph converted to Keras).
 
-    TF numbers repeated op types inside a scope (conv2d, conv2d_1, ...), so names
-    depend on the order in which a block creates its layers.
+    TF numbered repeated op types inside a scope (conv2d, conv2d_1, ...), so a name
+    depends on how many layers of its type the block created before it.
     """
+    ops = {"conv": ("conv2d", "Conv2D"), "bn": ("tpu_batch_normalization", "FusedBatchNormV3"),
+           "act": ("Relu6", None), "dw": ("depthwise_conv2d", "depthwise")}
+    counts: dict[str, int] = {}
+    names = {}
+    for role in roles:
+        kind = role.split("_")[-1]
+        scope_name, op = ops[kind]
+        n = counts.get(kind, 0)
+        counts[kind] = n + 1
+        base = scope_name if n == 0 else f"{scope_name}_{n}"
+        names[role] = f"{scope}/{base}_0" if op is None else f"{scope}/{base}/{op}_0"
+    names["add"] = f"{scope}/Add_0"
+    return names
 
-    def __init__(self, scope: str):
-        self.scope = scope
-        self.counts: dict[str, int] = {}
 
-    def __call__(self, kind: str, op: str) -> str:
-        n = self.counts.get(kind, 0)
-        self.counts[kind] = n + 1
-        return f"{self.scope}/{kind if n == 0 else f'{kind}_{n}'}/{op}_0"
-
-    def relu(self) -> str:
-        n = self.counts.get("Relu6", 0)
-        self.counts["Relu6"] = n + 1
-        return f"{self.scope}/Relu6{'' if n == 0 else f'_{n}'}_0"
+def _block_names(naming: str, index: int, block: str, has_expand: bool) -> dict[str, str]:
+    """Official layer name for each role of backbone block `index` (`block` = 'block2a', ...)."""
+    roles = (["expand_conv", "expand_bn", "expand_act"] if has_expand else []) + [
+        "dw", "dw_bn", "dw_act", "project_conv", "project_bn"]
+    if naming == "tf_lite0":
+        return _lite_names(f"efficientnet-lite0/model/blocks_{index}", roles)
+    keras_roles = {"expand_conv": "expand_conv", "expand_bn": "expand_bn", "expand_act": "expand_activation",
+                   "dw": "dwconv", "dw_bn": "bn", "dw_act": "activation",
+                   "project_conv": "project_conv", "project_bn": "project_bn", "add": "add"}
+    return {role: f"{block}_{suffix}_res1" for role, suffix in keras_roles.items()}
 
 
 def _backbone(x, cfg: dict):
     act = cfg["activation"]
     conv_kw = {"padding": "same", "use_bias": False, "kernel_initializer": _BACKBONE_INIT}
-    lite = cfg["naming"] == "tf_lite0"
 
-    if lite:
-        nm = _LiteNames("efficientnet-lite0/model/stem")
-        x = keras.layers.Conv2D(cfg["stem_filters"], 3, strides=2, name=nm("conv2d", "Conv2D"), **conv_kw)(x)
-        x = keras.layers.BatchNormalization(name=nm("tpu_batch_normalization", "FusedBatchNormV3"))(x)
-        x = _activation(x, act, nm.relu())
+    if cfg["naming"] == "tf_lite0":
+        names = _lite_names("efficientnet-lite0/model/stem", ["stem_conv", "stem_bn", "stem_act"])
     else:
-        x = keras.layers.Conv2D(cfg["stem_filters"], 3, strides=2, name="stem_conv_res1", **conv_kw)(x)
-        x = keras.layers.BatchNormalization(name="stem_bn_res1")(x)
-        x = _activation(x, act, "stem_activation_res1")
+        names = {"stem_conv": "stem_conv_res1", "stem_bn": "stem_bn_res1", "stem_act": "stem_activation_res1"}
+    x = keras.layers.Conv2D(cfg["stem_filters"], 3, strides=2, name=names["stem_conv"], **conv_kw)(x)
+    x = keras.layers.BatchNormalization(name=names["stem_bn"])(x)
+    x = _activation(x, act, names["stem_act"])
 
     filters_in = cfg["stem_filters"]
     for i, (block, expand, kernel, stride, filters_out) in enumerate(cfg["blocks"]):
-        if lite:
-            nm = _LiteNames(f"efficientnet-lite0/model/blocks_{i}")
-            n_conv = lambda: nm("conv2d", "Conv2D")  # noqa: E731
-            n_bn = lambda: nm("tpu_batch_normalization", "FusedBatchNormV3")  # noqa: E731
-            n_act = nm.relu
-            n_dw = nm("depthwise_conv2d", "depthwise")
-            n_add = f"{nm.scope}/Add_0"
-        else:
-            names = iter([f"{block}_{s}_res1" for s in (
-                "expand_conv", "expand_bn", "expand_activation")])
-            n_conv = n_bn = n_act = lambda: next(names)  # noqa: E731
-            n_dw = f"{block}_dwconv_res1"
-            n_add = f"{block}_add_res1"
+        names = _block_names(cfg["naming"], i, block, expand != 1)
         inputs = x
         expanded = filters_in * expand
         if expand != 1:
-            x = keras.layers.Conv2D(expanded, 1, name=n_conv(), **conv_kw)(x)
-            x = keras.layers.BatchNormalization(name=n_bn())(x)
-            x = _activation(x, act, n_act())
+            x = keras.layers.Conv2D(expanded, 1, name=names["expand_conv"], **conv_kw)(x)
+            x = keras.layers.BatchNormalization(name=names["expand_bn"])(x)
+            x = _activation(x, act, names["expand_act"])
         x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
-                                         depthwise_initializer=_BACKBONE_INIT, name=n_dw)(x)
-        x = keras.layers.BatchNormalization(name=n_bn() if lite else f"{block}_bn_res1")(x)
-        x = _activation(x, act, n_act() if lite else f"{block}_activation_res1")
+                                         depthwise_initializer=_BACKBONE_INIT, name=names["dw"])(x)
+        x = keras.layers.BatchNormalization(name=names["dw_bn"])(x)
+        x = _activation(x, act, names["dw_act"])
         if cfg["se_ratio"]:
             se = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{block}_se_squeeze_res1")(x)
             se = keras.layers.Conv2D(max(1, int(filters_in * cfg["se_ratio"])), 1, padding="same",
@@ -199,11 +195,10 @@ def _backbone(x, cfg: dict):
             se = keras.layers.Conv2D(expanded, 1, padding="same", activation="sigmoid",
                                      kernel_initializer=_BACKBONE_INIT, name=f"{block}_se_expand_res1")(se)
             x = keras.layers.Multiply(name=f"{block}_se_excite_res1")([x, se])
-        x = keras.layers.Conv2D(filters_out, 1, name=n_conv() if lite else f"{block}_project_conv_res1",
-                                **conv_kw)(x)
-        x = keras.layers.BatchNormalization(name=n_bn() if lite else f"{block}_project_bn_res1")(x)
+        x = keras.layers.Conv2D(filters_out, 1, name=names["project_conv"], **conv_kw)(x)
+        x = keras.layers.BatchNormalization(name=names["project_bn"])(x)
         if stride == 1 and filters_in == filters_out:
-            x = keras.layers.Add(name=n_add)([x, inputs])
+            x = keras.layers.Add(name=names["add"])([x, inputs])
         filters_in = filters_out
     return x
 

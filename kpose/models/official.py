@@ -1,0 +1,197 @@
+"""Load the official EfficientPose Keras releases into kpose's own model.
+
+Only the file's JSON config and weight arrays are read (h5py); the released model is
+never deserialised, since it contains marshalled Lambda code.
+
+Input convention found in the release: the official graphs (.h5 and .tflite) start
+directly with the stem convolution and expect *already normalised* RGB input:
+RT = torch-style ImageNet normalisation (x / 255 - mean) / std, RT_LITE = x / 127.5 - 1
+(the official `preprocess` uses Keras' `preprocess_input` modes "torch" and "tf").
+kpose puts that normalisation inside the graph (`input_normalization`, a `Rescaling`
+layer), so kpose's models take RGB float pixels in 0..255.
+
+Keypoint order: the official confidence maps are in EFFICIENTPOSE_MPII_ORDER. By
+default `load_official_h5` permutes the output channels of the confidence heads and
+the upscaling layers, so the kpose model outputs MPII16 order directly (an exact
+re-indexing; no extra op). The PAF output (pass 1) is left in the official limb order.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+
+from kpose._tf import keras
+from kpose.models.efficientpose import (
+    NORMALIZATIONS, VARIANTS, build_efficientpose,
+)
+from kpose.skeletons import EFFICIENTPOSE_MPII_ORDER, MPII16, efficientpose_to_mpii
+
+# Layers whose output channels are keypoints (the official heads after pass 1).
+_CONF_CONVS = ("pass2_detection1_confs", "pass3_detection2_confs")
+_TRAINING_ONLY = ("pass1_skeleton_pafs", "pass2_detection1_confs")
+
+
+def read_official_config(path: str) -> dict:
+    """The Keras model config (JSON) stored in an official .h5 file."""
+    with h5py.File(path, "r") as f:
+        raw = f.attrs["model_config"]
+    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def detect_variant(config: dict) -> str:
+    """'rt' or 'rt_lite' from the layer names of an official model config."""
+    names = [layer["name"] for layer in config["config"]["layers"]]
+    if any("_res2" in n for n in names):
+        raise ValueError("multi-resolution EfficientPose (I-IV) is not supported; only RT and RT_LITE")
+    if any(n.startswith("efficientnet-lite0/") for n in names):
+        return "rt_lite"
+    if "stem_conv_res1" in names and "block3b_add_res1" in names and "block3c_add_res1" not in names:
+        return "rt"
+    raise ValueError("not an EfficientPose RT / RT_LITE config (unrecognised layer names)")
+
+
+def _input_size(config: dict, variant: str) -> tuple[int, int]:
+    shape = config["config"]["layers"][0]["config"]["batch_input_shape"]
+    h, w = shape[1], shape[2]
+    if h is None or w is None:
+        # RT_LITE is stored fully convolutional; its release (TFLite) runs at 224.
+        size = VARIANTS[variant]["input_size"]
+        return size, size
+    return int(h), int(w)
+
+
+def _short(weight_name: str) -> str:
+    """'stem_bn/gamma:0' -> 'gamma'; matches kpose and official weights by role."""
+    return weight_name.split("/")[-1].split(":")[0]
+
+
+def _permute_keypoints(layer_name: str, arrays: dict[str, np.ndarray], perm: np.ndarray) -> dict:
+    out = dict(arrays)
+    if "bias" in out:
+        out["bias"] = out["bias"][perm]
+    if layer_name in _CONF_CONVS:
+        out["kernel"] = out["kernel"][..., perm]
+    else:
+        # Conv2DTranspose kernels are (h, w, out, in); both sides are keypoint channels.
+        out["kernel"] = out["kernel"][:, :, perm][:, :, :, perm]
+    return out
+
+
+def load_official_h5(
+    path: str,
+    keypoint_order: str = "mpii16",
+    training_outputs: bool = False,
+    input_size: int | tuple | None = None,
+) -> tuple[keras.Model, dict]:
+    """Build kpose's EfficientPose for the official file at `path` and assign its weights.
+
+    keypoint_order: "mpii16" (kpose's order, see module docstring) or "efficientpose_mpii"
+      (the official channel order, unchanged weights).
+    training_outputs: also build the pass-1 PAF and pass-2 heads; the RT_LITE release
+      does not contain them, so this raises for RT_LITE.
+    input_size: defaults to the release's resolution (224 for RT and RT_LITE).
+    Returns (model, info); info records variant, input size, normalisation, order.
+    Raises ValueError naming the layer on any missing or mismatched weight.
+    """
+    if keypoint_order not in ("mpii16", "efficientpose_mpii"):
+        raise ValueError(f"keypoint_order must be 'mpii16' or 'efficientpose_mpii', got {keypoint_order!r}")
+    config = read_official_config(path)
+    variant = detect_variant(config)
+    size = _input_size(config, variant) if input_size is None else input_size
+    model = build_efficientpose(variant, num_keypoints=16, input_size=size,
+                                training_outputs=training_outputs, num_limbs=len(MPII16.limbs))
+    perm = efficientpose_to_mpii()
+    permuted = set(_CONF_CONVS) | {layer.name for layer in model.layers
+                                   if isinstance(layer, keras.layers.Conv2DTranspose)}
+
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"]
+        official = {n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]}
+        official_with_weights = {n for n in official if len(group[n].attrs["weight_names"])}
+        used = set()
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            if layer.name not in official_with_weights:
+                raise ValueError(f"layer {layer.name!r} has no weights in {os.path.basename(path)}")
+            g = group[layer.name]
+            arrays = {}
+            for wname in g.attrs["weight_names"]:
+                wname = wname.decode() if isinstance(wname, bytes) else wname
+                arrays[_short(wname)] = np.asarray(g[wname])
+            if keypoint_order == "mpii16" and layer.name in permuted:
+                arrays = _permute_keypoints(layer.name, arrays, perm)
+            values = []
+            for w in layer.weights:
+                key = _short(w.name)
+                if key not in arrays:
+                    raise ValueError(f"layer {layer.name!r}: weight {key!r} missing in the official file "
+                                     f"(has {sorted(arrays)})")
+                if tuple(arrays[key].shape) != tuple(w.shape):
+                    raise ValueError(f"layer {layer.name!r}: weight {key!r} has shape {arrays[key].shape} "
+                                     f"in the official file, kpose expects {tuple(w.shape)}")
+                values.append(arrays[key])
+            if len(values) != len(arrays):
+                raise ValueError(f"layer {layer.name!r}: official file has weights {sorted(arrays)}, "
+                                 f"kpose uses {[_short(w.name) for w in layer.weights]}")
+            layer.set_weights(values)
+            used.add(layer.name)
+        unused = sorted(official_with_weights - used)
+        unexpected = [n for n in unused if n not in _TRAINING_ONLY]
+        if unexpected:
+            raise ValueError(f"official layers not matched by kpose's model: {unexpected}")
+
+    h, w = (size, size) if np.isscalar(size) else size
+    norm = VARIANTS[variant]["normalization"]
+    info = {
+        "variant": variant,
+        "input_size": [int(h), int(w)],
+        "input": "RGB float32 pixels in 0..255, NHWC; normalisation is inside the model",
+        "normalization": dict(NORMALIZATIONS[norm], in_graph=True,
+                              layer="input_normalization"),
+        "official_input": f"official .h5/.tflite take the normalised image ({NORMALIZATIONS[norm]['formula']})",
+        "keypoint_order": keypoint_order,
+        "keypoints": list(MPII16.keypoints if keypoint_order == "mpii16" else EFFICIENTPOSE_MPII_ORDER),
+        "num_limbs": len(MPII16.limbs),
+        "output_stride": {"pass1_skeleton_pafs": 8, "pass2_detection1_confs": 8,
+                          "pass3_detection2_confs": 8, "upscaled_confs": 1},
+        "unused_official_layers": unused,
+        "source": os.path.basename(path),
+    }
+    return model, info
+
+
+def official_to_mpii(maps: np.ndarray) -> np.ndarray:
+    """Reorder official EfficientPose keypoint channels (last axis) to kpose's MPII16 order."""
+    return np.asarray(maps)[..., efficientpose_to_mpii()]
+
+
+def normalize_like_official(image: np.ndarray, variant: str) -> np.ndarray:
+    """RGB 0..255 image -> the normalised input the official graphs (.h5/.tflite) expect."""
+    x = np.asarray(image, np.float32)
+    if VARIANTS[variant]["normalization"] == "imagenet":
+        mean = np.asarray(NORMALIZATIONS["imagenet"]["mean"], np.float32)
+        std = np.asarray(NORMALIZATIONS["imagenet"]["std"], np.float32)
+        return (x / 255.0 - mean) / std
+    return x / 127.5 - 1.0
+
+
+# The release's confidence maps are Gaussian-like blobs of about this standard
+# deviation in input pixels (median FWHM / 2.355 over the MPII samples, both
+# variants); it only sets the codec's decoding window.
+OFFICIAL_HEATMAP_SIGMA = 8.0
+
+
+def load_official_pose_model(path):
+    """`kpose.load` for an official .h5: a PoseModel in MPII16 order, full-resolution maps."""
+    from kpose.codecs.heatmap import HeatmapCodec
+    from kpose.pose_model import PoseModel, model_config
+
+    model, info = load_official_h5(str(path))
+    size = tuple(info["input_size"])
+    codec = HeatmapCodec(input_size=size, heatmap_size=size, sigma=OFFICIAL_HEATMAP_SIGMA)
+    config = model_config("efficientpose", info["variant"], size, MPII16, codec, official=info)
+    return PoseModel(model, config)
