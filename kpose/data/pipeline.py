@@ -55,7 +55,11 @@ def _decode(path: tf.Tensor) -> tf.Tensor:
     # Images were validated (and normalised when needed) by kpose.data.images
     # before the pipeline, so decode_image sees only clean JPEG/PNG here.
     raw = tf.io.read_file(path)
-    img = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    # INTEGER_ACCURATE is libjpeg's ISLOW IDCT, the one Pillow uses: the pipeline
+    # and the reference path (kpose.data.images.load_image) see the same pixels.
+    img = tf.cond(tf.io.is_jpeg(raw),
+                  lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
+                  lambda: tf.io.decode_png(raw, channels=3))
     return tf.cast(img, tf.float32)
 
 
