@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "boxes of a COCO detection results file (--detections).")
     e.add_argument("model", help="runs/<run>/, a saved model folder, or an EfficientPose*.h5 file")
     e.add_argument("--data", default="synthetic", help=DATA_HELP)
-    e.add_argument("--split", default="val", choices=["train", "val"], help="split of --data")
+    e.add_argument("--split", default="val", choices=["train", "val"], help="split of the synthetic dataset (coco:/mpii: specs are evaluated as given)")
     e.add_argument("--detections", help="COCO results JSON of person boxes [{image_id, bbox, score}]")
     e.add_argument("--results", help="write predictions here in COCO results format")
     e.add_argument("--batch-size", type=int, default=32)

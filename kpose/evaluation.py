@@ -63,12 +63,17 @@ def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str 
     """Evaluate a model (PoseModel or a path kpose.load accepts) on a data spec.
 
     Top-down on ground-truth boxes, or on the person boxes of a COCO detection
-    results file. Returns {"AP": .., "AP50": .., ...} and/or PCKh.
+    results file. `split` ("train"/"val") applies to the synthetic dataset; a
+    "coco:..." or "mpii:..." spec is evaluated as given. Returns {"AP": .., "AP50": .., ...} and/or PCKh.
     """
-    from kpose.data.sources import load_instances
+    from kpose.data.sources import load_instances, parse_data_spec
 
     if not isinstance(model, PoseModel):
         model = load(model)
+    # A coco/mpii spec names exactly the data to evaluate; `split` picks a part
+    # of the synthetic dataset only.
+    if parse_data_spec(data)["format"] != "synthetic":
+        split = "train"
     gt = load_instances(data, split, progress=progress)
     if gt.skeleton.name != model.skeleton.name:
         raise ValueError(f"data {data!r} has {gt.skeleton.name} keypoints but the model predicts "
