@@ -62,7 +62,8 @@ class PoseTrainer(keras.Model):
     keypoints and for limbs missing an endpoint).
     """
 
-    def __init__(self, net, specs: list[TargetSpec], pass_weights, scale: float, global_batch: int):
+    def __init__(self, net, specs: list[TargetSpec], pass_weights, scale: float, global_batch: int,
+                 foreground_weight: float = 0.0):
         super().__init__()
         self.net = net
         self.specs = specs
@@ -71,6 +72,7 @@ class PoseTrainer(keras.Model):
             raise ValueError(f"recipe loss.pass_weights has {len(self.pass_weights)} entries; the "
                              f"model has {len(specs)} supervised outputs {[s.name for s in specs]}")
         self.scale = float(scale)
+        self.foreground_weight = float(foreground_weight)
         self.global_batch = global_batch
         self.trackers = {n: keras.metrics.Mean(name=n) for n in ["loss"] + [s.name for s in specs]}
 
@@ -91,7 +93,13 @@ class PoseTrainer(keras.Model):
             t, w = targets[spec.name], weights[spec.name]
             if spec.kind == "paf":  # one weight per limb, two channels (x, y) per limb
                 w = tf.repeat(w, 2, axis=-1)
-            err = tf.reduce_mean(tf.square(tf.cast(out, tf.float32) - t), axis=[1, 2])  # [B, C]
+            sq = tf.square(tf.cast(out, tf.float32) - t)
+            if self.foreground_weight:
+                # Gaussian peaks cover a tiny fraction of a map: without extra weight on
+                # them a from-scratch model first learns to predict zeros everywhere and
+                # sits on that plateau. Per-pixel weights keep the optimum at the target.
+                sq = sq * (1.0 + self.foreground_weight * tf.abs(t))
+            err = tf.reduce_mean(sq, axis=[1, 2])  # [B, C]
             sample = self.scale * tf.reduce_mean(err * w, axis=-1)  # [B]
             parts[spec.name] = tf.nn.compute_average_loss(sample, global_batch_size=self.global_batch)
             per_sample += pw * sample
@@ -243,7 +251,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
                             training_outputs=True)
         specs = target_specs(net, input_size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])
         trainer = PoseTrainer(net, specs, cfg["loss"]["pass_weights"], cfg["loss"]["scale"],
-                              global_batch)
+                              global_batch, cfg["loss"]["foreground_weight"])
         lr = WarmupCosine(tcfg["lr"], int(tcfg["warmup_epochs"] * steps), total)
         if tcfg["optimizer"] == "adamw":
             opt = keras.optimizers.AdamW(lr, weight_decay=tcfg["weight_decay"])

@@ -67,3 +67,28 @@ def test_eval_dataset_matrices_map_keypoints_into_crop(person):
     center, scale = box_to_center_scale(person.bboxes[0].astype(np.float64), SIZE[1] / SIZE[0], 1.25)
     np.testing.assert_allclose(mats[0].numpy(), affine_matrix(center, scale, SIZE), atol=1e-3)
     assert crops.shape == (1, *SIZE, 3) and int(idx[0]) == 0
+
+
+def test_perfect_heatmaps_score_ap_one_through_the_eval_path(tmp_path):
+    """Eval crops -> encoded ground truth -> PoseModel.decode_crops -> COCO AP = 1."""
+    from kpose.metrics import coco_keypoint_ap, coco_results
+    from kpose.pose_model import PoseModel, model_config
+
+    ann = generate(tmp_path, 4, seed=9, split="val", progress=False)
+    inst = read_coco(ann, tmp_path / "val", cache_dir=tmp_path / "cache", progress=False)
+    size, hm = (96, 72), (24, 18)
+    codec = HeatmapCodec(size, hm, 2.0)
+    model = PoseModel(None, model_config("efficientpose", "rt", size, inst.skeleton, codec))
+    pred = np.zeros_like(inst.keypoints)
+    for crops, mats, idx in eval_dataset(inst, size, batch_size=8):
+        idx, mats = idx.numpy(), mats.numpy()
+        kps = np.stack([apply_affine(inst.keypoints[i].astype(np.float64), m) for i, m in zip(idx, mats)])
+        maps = codec.batch_encode(kps)[0]
+        pred[idx] = model.decode_crops(maps, mats)
+    seen = inst.keypoints[..., 2] > 0
+    inside = np.isfinite(pred[..., 0]) & (pred[..., 2] > 0.5)
+    err = np.linalg.norm(pred[..., :2] - inst.keypoints[..., :2], axis=-1)[seen & inside]
+    assert err.max() < 0.05
+    ap = coco_keypoint_ap(inst.ann_file, coco_results(inst, pred), inst.skeleton.sigmas_array(),
+                          image_ids=list(inst.image_ids))["AP"]
+    assert ap > 0.97  # keypoints outside the padded crop cannot be recovered
