@@ -10,8 +10,9 @@ makes left and right learnable without colour-coding them.
 
 Labels come from the renderer itself: a keypoint is v=2 when the surface seen at
 its pixel is this person's own surface at the joint's depth, v=1 when something
-(another person, a foreground object, the person's own torso or head) is in
-front, v=0 with x=y=0 outside the image. bbox, area and the RLE segmentation
+(another person, a foreground object, the person's own torso) is in front, v=0
+with x=y=0 outside the image, and v=0 for a face point hidden by the person's
+own head (COCO's annotators leave those unlabelled). bbox, area and the RLE segmentation
 are those of the person's visible pixels.
 
 Coordinates follow kpose.transforms: keypoints in the pixel-centre frame, boxes
@@ -26,6 +27,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -56,8 +59,10 @@ OCCLUDER_P = 0.35            # chance of 1-2 foreground objects over a person
 DISTRACTORS = (0, 6)         # limb-like sticks in the background, min/max count
 YAW_FRONT_SIDE_BACK_P = (0.45, 0.25, 0.30)
 
+_IN_WORKER_HOST = False  # set when this module runs as the generator process (see generate)
 _K = COCO17.num_keypoints
 _KP = {name: i for i, name in enumerate(COCO17.keypoints)}
+_FACE = np.isin(np.arange(_K), [_KP[n] for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear")])
 _D2R = np.pi / 180.0
 _OCCLUDER = 255
 _FAR = -1e9
@@ -747,10 +752,16 @@ def render_image(rng: np.random.Generator, image_size: tuple[int, int] = (256, 2
         cx, cy = np.clip(ix, 0, w - 1), np.clip(iy, 0, h - 1)
         surf = kp[:, 2] + p["rad"] * p["s"]
         tol = np.maximum(1.0, 0.35 * p["rad"] * p["s"])
-        seen = (canvas.lab[cy, cx] == pi + 1) & (canvas.z[cy, cx] <= surf + tol)
-        v = np.where(inside, np.where(seen, 2, 1), 0)
+        own = canvas.lab[cy, cx] == pi + 1
+        seen = own & (canvas.z[cy, cx] <= surf + tol)
+        # A face point hidden by the person's own head or body (a face seen from
+        # behind, the far ear in profile) is left unlabelled, as COCO's annotators
+        # do: unlike a limb behind the torso, nothing in the image places it.
+        # Face points behind another person or an object stay labelled occluded.
+        unplaceable = _FACE & own & ~seen
+        v = np.where(inside & ~unplaceable, np.where(seen, 2, 1), 0)
         kps = np.zeros((_K, 3))
-        kps[:, :2] = np.where(inside[:, None], kp[:, :2], 0)
+        kps[:, :2] = np.where((v > 0)[:, None], kp[:, :2], 0)
         kps[:, 2] = v
         yaw_front = p["kp"][_KP["left_shoulder"], 0] > p["kp"][_KP["right_shoulder"], 0]
         out.append({"keypoints": kps, "mask": canvas.lab == pi + 1, "pose": p["pose"]["kind"],
@@ -837,6 +848,14 @@ def generate(out_dir: str | Path, num_images: int, seed: int, image_size: tuple[
     """
     out_dir = Path(out_dir)
     h, w = int(image_size[0]), int(image_size[1])
+    if workers > 1 and num_images > 1 and not _IN_WORKER_HOST:
+        # Spawned workers re-import the caller's __main__: a user's script that
+        # calls kpose.train() at top level, without a main guard, would run again
+        # in every worker. A fresh interpreter running this module hosts the pool.
+        cmd = [sys.executable, "-m", "kpose.data.synthetic", str(out_dir), str(num_images),
+               str(seed), f"{h}x{w}", split, str(int(progress)), str(workers)]
+        subprocess.run(cmd, check=True)
+        return out_dir / "annotations" / f"person_keypoints_{split}.json"
     img_dir = out_dir / split
     ann_dir = out_dir / "annotations"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -1011,3 +1030,11 @@ def preview(ann_path: str | Path, out_png: str | Path, n: int = 8, seed: int = 0
     fig.savefig(out_png, dpi=80)
     plt.close(fig)
     return out_png
+
+
+if __name__ == "__main__":
+    # The worker-pool host started by generate(): out_dir n seed HxW split progress workers
+    _IN_WORKER_HOST = True
+    _out, _n, _seed, _size, _split, _progress, _workers = sys.argv[1:8]
+    _h, _w = (int(v) for v in _size.split("x"))
+    generate(_out, int(_n), int(_seed), (_h, _w), _split, bool(int(_progress)), int(_workers))
