@@ -12,3 +12,27 @@ def test_official_weights_pckh_on_mpii_samples(shared, name, minimum):
                        data=f"mpii:{mpii / 'test_mpii.json'}:{mpii}", progress=False)
     # Measured: RT 0.985, RT_LITE 0.818 (5 people, 66 labelled joints without pelvis/thorax).
     assert m["PCKh@0.5"] >= minimum
+
+
+def test_cli_predict_with_official_weights(shared, tmp_path, capsys):
+    import json
+
+    from kpose.cli import main
+
+    img = shared / "peers" / "efficientpose" / "MPII.jpg"
+    assert main(["predict", str(shared / "peers/efficientpose/EfficientPoseRT.h5"), str(img),
+                 "--out", str(tmp_path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "head_top" in out and (tmp_path / "MPII_pose.png").stat().st_size > 10_000
+    pose = json.loads((tmp_path / "MPII_pose.json").read_text())[0]
+    assert len(pose["keypoints"]) == 16 and pose["names"][9] == "head_top"
+
+
+def test_cli_errors_name_the_problem(shared, capsys):
+    from kpose.cli import main
+
+    h5 = str(shared / "peers/efficientpose/EfficientPoseRT.h5")
+    assert main(["evaluate", h5, "--data", "cocoo:a.json:b"]) == 2
+    assert "unknown data spec" in capsys.readouterr().err
+    assert main(["evaluate", "no/such/run", "--data", "synthetic"]) == 2
+    assert "kpose.json" in capsys.readouterr().err
