@@ -68,7 +68,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from kpose.evaluation import evaluate
 
     metrics = evaluate(a.model, data=a.data, split=a.split, detections=a.detections,
-                       results_file=a.results, batch_size=a.batch_size)
+                       results_file=a.results, batch_size=a.batch_size, flip_test=a.flip_test)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--detections", help="COCO results JSON of person boxes [{image_id, bbox, score}]")
     e.add_argument("--results", help="write predictions here in COCO results format")
     e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--flip-test", action="store_true",
+                   help="average with the prediction on the mirrored crop (2x slower, usually more accurate)")
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("recipes", help="list the packaged recipes",

@@ -13,10 +13,11 @@ from kpose.pose_model import PoseModel, load
 
 def evaluate_instances(model: PoseModel, instances: Instances, batch_size: int = 32,
                        results_file: str | Path | None = None, box_scores: np.ndarray | None = None,
-                       progress: bool = False) -> dict[str, float]:
+                       progress: bool = False, flip_test: bool = False) -> dict[str, float]:
     """Predict every instance box and score: OKS AP/AR (skeletons with sigmas) and PCKh
     (instances with head sizes). Predictions are written in COCO results format."""
-    pred = model.predict_instances(instances, batch_size=batch_size, progress=progress)
+    pred = model.predict_instances(instances, batch_size=batch_size, progress=progress,
+                                   flip_test=flip_test)
     results = coco_results(instances, pred, box_scores)
     if results_file is not None:
         write_results(results, results_file)
@@ -59,7 +60,7 @@ def detections_to_instances(gt: Instances, detections: str | Path,
 
 def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str = "val",
              detections: str | Path | None = None, results_file: str | Path | None = None,
-             batch_size: int = 32, progress: bool = True) -> dict[str, float]:
+             batch_size: int = 32, progress: bool = True, flip_test: bool = False) -> dict[str, float]:
     """Evaluate a model (PoseModel or a path kpose.load accepts) on a data spec.
 
     Top-down on ground-truth boxes, or on the person boxes of a COCO detection
@@ -79,7 +80,8 @@ def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str 
         raise ValueError(f"data {data!r} has {gt.skeleton.name} keypoints but the model predicts "
                          f"{model.skeleton.name}; evaluate on data with the model's skeleton")
     if detections is None:
-        return evaluate_instances(model, gt, batch_size, results_file, progress=progress)
+        return evaluate_instances(model, gt, batch_size, results_file, progress=progress,
+                                  flip_test=flip_test)
     inst, scores = detections_to_instances(gt, detections)
     return evaluate_instances(model, inst, batch_size, results_file, box_scores=scores,
-                              progress=progress)
+                              progress=progress, flip_test=flip_test)

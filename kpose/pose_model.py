@@ -71,9 +71,21 @@ class PoseModel:
         return tuple(self.config["input_size"])
 
     # ---- inference -------------------------------------------------------
-    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
-        """Raw network output for a batch of crops, channels in skeleton order."""
-        out = self.keras_model(np.asarray(crops, np.float32), training=False)
+    def heatmaps(self, crops: np.ndarray, flip_test: bool = False) -> np.ndarray:
+        """Network output for a batch of crops, channels in skeleton order.
+
+        flip_test averages with the output for the mirrored crops, mirrored back
+        (exact under kpose's pixel-centre convention: heatmap column u <-> w-1-u).
+        """
+        crops = np.asarray(crops, np.float32)
+        out = self._raw(crops)
+        if flip_test:
+            mirrored = self._raw(crops[:, :, ::-1])[:, :, ::-1]
+            out = 0.5 * (out + mirrored[..., self.skeleton.flip_index()])
+        return out
+
+    def _raw(self, crops: np.ndarray) -> np.ndarray:
+        out = self.keras_model(crops, training=False)
         if isinstance(out, (list, tuple)):
             out = out[-1]
         out = np.asarray(out)
@@ -86,7 +98,7 @@ class PoseModel:
         xy = np.einsum("bij,bkj->bki", inv[:, :, :2], kps[..., :2]) + inv[:, None, :, 2]
         return np.concatenate([xy, kps[..., 2:3]], -1)
 
-    def predict(self, image, boxes=None, padding: float = 1.25) -> list[Pose]:
+    def predict(self, image, boxes=None, padding: float = 1.25, flip_test: bool = False) -> list[Pose]:
         """Poses in an image (path or HxWx3 uint8 RGB array).
 
         boxes: optional person boxes [[x, y, w, h], ...] in image pixels; without
@@ -104,13 +116,13 @@ class PoseModel:
         centers, scales = box_to_center_scale(boxes, iw / ih, padding)
         mats = np.stack([affine_matrix(c, s, (ih, iw)) for c, s in zip(centers, scales)])
         crops = np.stack([warp_image(img, m, (ih, iw)) for m in mats]).astype(np.float32)
-        kps = self.decode_crops(self.heatmaps(crops), mats)
+        kps = self.decode_crops(self.heatmaps(crops, flip_test), mats)
         from kpose.metrics import instance_scores
         scores = instance_scores(kps)
         return [Pose(k, float(s), b, self.skeleton.keypoints) for k, s, b in zip(kps, scores, boxes)]
 
-    def predict_instances(self, instances: Instances, batch_size: int = 32,
-                          padding: float = 1.25, progress: bool = False) -> np.ndarray:
+    def predict_instances(self, instances: Instances, batch_size: int = 32, padding: float = 1.25,
+                          progress: bool = False, flip_test: bool = False) -> np.ndarray:
         """Top-down predictions [N, K, 3] for every instance box, via the tf.data eval pipeline."""
         from tqdm import tqdm
 
@@ -120,7 +132,7 @@ class PoseModel:
         ds = eval_dataset(instances, self.input_size, batch_size, padding)
         steps = -(-len(instances) // batch_size)
         for crops, mats, idx in tqdm(ds, total=steps, disable=not progress, desc="predict"):
-            out[idx.numpy()] = self.decode_crops(self.heatmaps(crops), mats.numpy())
+            out[idx.numpy()] = self.decode_crops(self.heatmaps(crops, flip_test), mats.numpy())
         return out
 
     # ---- persistence -----------------------------------------------------

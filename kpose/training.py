@@ -154,8 +154,9 @@ class EvalCallback(keras.callbacks.Callback):
     """Evaluates on the validation split every N epochs; keeps the best weights."""
 
     def __init__(self, pose_model: PoseModel, val: Instances, every: int, ckpt_dir: Path,
-                 batch_size: int, key: str):
+                 batch_size: int, key: str, flip_test: bool = False):
         super().__init__()
+        self.flip_test = flip_test
         self.pose_model, self.val, self.every = pose_model, val, max(int(every), 1)
         self.ckpt_dir, self.batch_size, self.key = ckpt_dir, batch_size, key
         self.best = -np.inf
@@ -166,7 +167,8 @@ class EvalCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.every and not last:
             return
         from kpose.evaluation import evaluate_instances
-        m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size)
+        m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size,
+                               flip_test=self.flip_test)
         self.last_metrics = m
         for k, v in m.items():
             if logs is not None and isinstance(v, float):
@@ -274,7 +276,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     ckpt.mkdir()
     key = "AP" if skeleton.sigmas is not None else "PCKh@0.5"
     evaluator = EvalCallback(pose_model, val_set, tcfg["eval_every"], ckpt,
-                             cfg["eval"]["batch_size"], key)
+                             cfg["eval"]["batch_size"], key, bool(cfg["eval"]["flip_test"]))
     callbacks = [
         evaluator,
         keras.callbacks.ModelCheckpoint(str(ckpt / "last.weights.h5"), save_weights_only=True),
@@ -292,7 +294,8 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         inference.load_weights(str(ckpt / "best.weights.h5"))
     from kpose.evaluation import evaluate_instances
     metrics = evaluate_instances(pose_model, val_set, batch_size=cfg["eval"]["batch_size"],
-                                 results_file=run_dir / "val_predictions.json")
+                                 results_file=run_dir / "val_predictions.json",
+                                 flip_test=bool(cfg["eval"]["flip_test"]))
     metrics.update({"train_seconds": round(train_seconds, 1), "epochs": int(tcfg["epochs"]),
                     "steps_per_epoch": steps, "global_batch": global_batch,
                     "replicas": strategy.num_replicas_in_sync,

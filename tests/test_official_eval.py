@@ -36,3 +36,19 @@ def test_cli_errors_name_the_problem(shared, capsys):
     assert "unknown data spec" in capsys.readouterr().err
     assert main(["evaluate", "no/such/run", "--data", "synthetic"]) == 2
     assert "kpose.json" in capsys.readouterr().err
+
+
+def test_flip_test_agrees_with_plain_prediction(shared):
+    """Averaging with the mirrored crop must swap left/right channels back: a wrong
+    swap would pull each wrist towards the other one."""
+    import numpy as np
+
+    model = kpose.load(shared / "peers" / "efficientpose" / "EfficientPoseRT.h5")
+    img = str(shared / "peers" / "efficientpose" / "MPII.jpg")
+    plain = model.predict(img)[0].keypoints
+    flipped = model.predict(img, flip_test=True)[0].keypoints
+    # 1024 px image, 224 px crop: 1 crop pixel is 4.6 image pixels
+    assert np.median(np.linalg.norm(plain[:, :2] - flipped[:, :2], axis=1)) < 10
+    mpii = shared / "data" / "mpii_samples"
+    m = kpose.evaluate(model, data=f"mpii:{mpii / 'test_mpii.json'}:{mpii}", progress=False, flip_test=True)
+    assert m["PCKh@0.5"] >= 0.95
