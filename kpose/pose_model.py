@@ -93,10 +93,7 @@ class PoseModel:
 
     def decode_crops(self, heatmaps: np.ndarray, matrices: np.ndarray) -> np.ndarray:
         """Heatmaps [B,h,w,K] + image->crop affines [B,2,3] -> keypoints [B,K,3] in image pixels."""
-        kps = self.codec.batch_decode(heatmaps)
-        inv = np.stack([invert_affine(m) for m in matrices])
-        xy = np.einsum("bij,bkj->bki", inv[:, :, :2], kps[..., :2]) + inv[:, None, :, 2]
-        return np.concatenate([xy, kps[..., 2:3]], -1)
+        return apply_affine(self.codec.batch_decode(heatmaps), invert_affine(matrices))
 
     def predict(self, image, boxes=None, padding: float = 1.25, flip_test: bool = False) -> list[Pose]:
         """Poses in an image (path or HxWx3 uint8 RGB array).
@@ -114,7 +111,7 @@ class PoseModel:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         ih, iw = self.input_size
         centers, scales = box_to_center_scale(boxes, iw / ih, padding)
-        mats = np.stack([affine_matrix(c, s, (ih, iw)) for c, s in zip(centers, scales)])
+        mats = affine_matrix(centers, scales, (ih, iw))
         crops = np.stack([warp_image(img, m, (ih, iw)) for m in mats]).astype(np.float32)
         kps = self.decode_crops(self.heatmaps(crops, flip_test), mats)
         from kpose.metrics import instance_scores

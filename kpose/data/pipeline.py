@@ -18,7 +18,7 @@ from kpose.codecs.heatmap_tf import encode_heatmaps_tf
 from kpose.codecs.paf_tf import encode_pafs_tf
 from kpose.data.records import Instances
 from kpose.transforms import box_to_center_scale
-from kpose.transforms_tf import affine_matrix_tf, warp_image_tf
+from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -63,11 +63,6 @@ def _decode(path: tf.Tensor) -> tf.Tensor:
     return tf.cast(img, tf.float32)
 
 
-def _transform_points(kps: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
-    xy = tf.linalg.matvec(m[:, :2], kps[:, :2]) + m[:, 2]
-    return tf.concat([xy, kps[:, 2:3]], axis=-1)
-
-
 def _color_jitter(img: tf.Tensor, strength: float) -> tf.Tensor:
     x = img / 255.0
     x = tf.image.random_brightness(x, 0.4 * strength)
@@ -108,7 +103,7 @@ def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list
         img = warp_image_tf(_decode(x["path"]), m, input_size)
         if a["color"] > 0:
             img = _color_jitter(img, a["color"])
-        kps = _transform_points(x["keypoints"], m)
+        kps = apply_affine_tf(x["keypoints"], m)
         # A horizontal flip turns the left wrist into the right one: swap channels.
         kps = tf.where(flip, tf.gather(kps, flip_index), kps)
         inside = ((kps[:, 0] >= -0.5) & (kps[:, 0] <= out_w - 0.5)
