@@ -25,14 +25,15 @@ def draw_pose(ax, keypoints: np.ndarray, limbs, threshold: float = 0.2, color="l
     ax.scatter(keypoints[ok, 0], keypoints[ok, 1], s=12, c="red", zorder=3)
 
 
-def loss_curves(history_csv: str | Path, out_png: str | Path) -> Path | None:
-    """Training losses per pass, and validation metrics, per epoch."""
+def loss_curves(history_csv: str | Path, out_png: str | Path,
+                validation_csv: str | Path | None = None) -> Path | None:
+    """Training losses per pass (log scale) and validation metrics, per epoch."""
     path = Path(history_csv)
-    if not path.exists():
-        return None
-    rows = list(csv.DictReader(path.open()))
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
     if not rows:
         return None
+    vpath = Path(validation_csv) if validation_csv else None
+    vrows = list(csv.DictReader(vpath.open())) if vpath and vpath.exists() else []
     plt = _plt()
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -44,15 +45,15 @@ def loss_curves(history_csv: str | Path, out_png: str | Path) -> Path | None:
     ax1.set_xlabel("epoch")
     ax1.set_title("training loss")
     ax1.legend(fontsize=7)
-    for key in rows[0]:
-        if key.startswith("val_") and key[4:] in ("AP", "AP50", "PCKh@0.5", "PCKh@0.1"):
-            pts = [(e, float(r[key])) for e, r in zip(epochs, rows) if r.get(key) not in ("", None)]
-            if pts:
-                ax2.plot(*zip(*pts), "o-", label=key[4:])
+    for key in ("AP", "AP50", "AR", "PCKh@0.5", "PCKh@0.1"):
+        if vrows and key in vrows[0]:
+            ax2.plot([int(r["epoch"]) + 1 for r in vrows], [float(r[key]) for r in vrows], "o-", label=key)
     ax2.set_ylim(0, 1)
+    ax2.set_xlim(0.5, max(epochs) + 0.5)
     ax2.set_xlabel("epoch")
     ax2.set_title("validation")
-    ax2.legend(fontsize=8)
+    if vrows:
+        ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)

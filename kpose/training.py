@@ -161,6 +161,9 @@ class EvalCallback(keras.callbacks.Callback):
         self.ckpt_dir, self.batch_size, self.key = ckpt_dir, batch_size, key
         self.best = -np.inf
         self.last_metrics: dict = {}
+        # Validation runs every N epochs; CSVLogger fixes its columns at epoch 1,
+        # so validation metrics get their own file.
+        self.csv = ckpt_dir.parent / "validation.csv"
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == self.params.get("epochs")
@@ -170,6 +173,13 @@ class EvalCallback(keras.callbacks.Callback):
         m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size,
                                flip_test=self.flip_test)
         self.last_metrics = m
+        scalars = {k: v for k, v in m.items() if isinstance(v, float)}
+        new_file = not self.csv.exists()
+        with self.csv.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["epoch", *scalars])
+            if new_file:
+                w.writeheader()
+            w.writerow({"epoch": epoch, **scalars})
         for k, v in m.items():
             if logs is not None and isinstance(v, float):
                 logs[f"val_{k}"] = v
@@ -304,7 +314,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     pose_model.save(run_dir / "model")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     from kpose import plots
-    plots.loss_curves(run_dir / "history.csv", run_dir / "loss.png")
+    plots.loss_curves(run_dir / "history.csv", run_dir / "loss.png", run_dir / "validation.csv")
     plots.prediction_grid(pose_model, val_set, run_dir / "val_predictions.png")
     print(f"kpose: done in {train_seconds:.0f}s; {key}={metrics.get(key, float('nan')):.4f}; "
           f"run saved in {run_dir}", flush=True)

@@ -20,7 +20,8 @@ def run(tmp_path_factory):
 
 
 def test_run_folder_has_everything(run):
-    for name in ("recipe.yaml", "metrics.json", "history.csv", "loss.png", "val_predictions.png",
+    for name in ("recipe.yaml", "metrics.json", "history.csv", "validation.csv", "loss.png",
+                 "val_predictions.png",
                  "val_predictions.json", "model/kpose.json", "model/weights.h5",
                  "checkpoints/last.weights.h5", "checkpoints/best.weights.h5"):
         assert (run.dir / name).exists(), name
