@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "epochs": 10, "batch_size": 16, "optimizer": "adam", "lr": 1e-3,
-        "weight_decay": 0.0, "warmup_epochs": 0.5, "schedule": "cosine",
+        "weight_decay": 0.0, "warmup_epochs": 0.5,
         "steps_per_epoch": None, "seed": 0, "eval_every": 1, "shuffle_buffer": 2048,
     },
     "eval": {"flip_test": False, "batch_size": 32},

@@ -251,6 +251,9 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
             raise ValueError(f"data.{split} = {cfg['data'][split]!r} has no usable person instances "
                              f"({inst.summary()}); check the annotation file and image folder")
 
+    if cfg["codec"]["type"] != "heatmap":
+        raise ValueError(f"recipe codec.type={cfg['codec']['type']!r}: top-down training decodes "
+                         f"heatmaps; known: heatmap")
     input_size = tuple(int(v) for v in mcfg["input_size"])
     strategy = _strategy()
     global_batch = int(tcfg["batch_size"]) * strategy.num_replicas_in_sync
