@@ -37,6 +37,16 @@ NORMALIZATIONS = {
                   "formula": "x / 127.5 - 1"},
 }
 
+def normalization_scale_offset(kind: str) -> tuple[list[float], list[float]]:
+    """Per-channel (scale, offset) with normalised = x * scale + offset for RGB 0..255."""
+    if kind == "imagenet":
+        return ([1.0 / (255.0 * s) for s in IMAGENET_STD],
+                [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+    if kind == "symmetric":
+        return [1.0 / 127.5] * 3, [-1.0] * 3
+    raise ValueError(f"unknown normalization {kind!r}; known: {sorted(NORMALIZATIONS)}")
+
+
 # EfficientNet MBConv stages up to stride 8:
 # (official block name, expand ratio, kernel, stride, output filters).
 _B0_STRIDE8_BLOCKS = (
@@ -278,11 +288,7 @@ def build_efficientpose(
     if normalization is not None:
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {normalization!r}; known: {sorted(NORMALIZATIONS)}")
-        if normalization == "imagenet":
-            scale = [1.0 / (255.0 * s) for s in IMAGENET_STD]
-            offset = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
-        else:
-            scale, offset = 1.0 / 127.5, -1.0
+        scale, offset = normalization_scale_offset(normalization)
         x = keras.layers.Rescaling(scale, offset, name="input_normalization")(x)
 
     features = _backbone(x, cfg["backbone"])

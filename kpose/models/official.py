@@ -25,7 +25,7 @@ import numpy as np
 
 from kpose._tf import keras
 from kpose.models.efficientpose import (
-    NORMALIZATIONS, VARIANTS, build_efficientpose,
+    NORMALIZATIONS, VARIANTS, build_efficientpose, normalization_scale_offset,
 )
 from kpose.skeletons import EFFICIENTPOSE_MPII_ORDER, MPII16, efficientpose_to_mpii
 
@@ -171,12 +171,8 @@ def official_to_mpii(maps: np.ndarray) -> np.ndarray:
 
 def normalize_like_official(image: np.ndarray, variant: str) -> np.ndarray:
     """RGB 0..255 image -> the normalised input the official graphs (.h5/.tflite) expect."""
-    x = np.asarray(image, np.float32)
-    if VARIANTS[variant]["normalization"] == "imagenet":
-        mean = np.asarray(NORMALIZATIONS["imagenet"]["mean"], np.float32)
-        std = np.asarray(NORMALIZATIONS["imagenet"]["std"], np.float32)
-        return (x / 255.0 - mean) / std
-    return x / 127.5 - 1.0
+    scale, offset = normalization_scale_offset(VARIANTS[variant]["normalization"])
+    return np.asarray(image, np.float32) * np.float32(scale) + np.float32(offset)
 
 
 # The release's confidence maps are Gaussian-like blobs of about this standard
