@@ -1,0 +1,122 @@
+"""The metadata every exported model carries, and how it is stored in each format.
+
+One JSON object (schema below) describes how to feed the model and decode its
+output. It is written by `model_metadata` from the PoseModel's config and is
+stored
+* in a ``.tflite`` twice from the same bytes: as the flatbuffer's ``Model.metadata``
+  entry ``kpose`` (read by kpose, or any flatbuffer reader), and as the associated
+  file ``kpose.json`` in a zip appended to the model, which is the TFLite metadata
+  convention Android's ``MetadataExtractor.getAssociatedFile`` reads;
+* in TF.js ``model.json`` as ``userDefinedMetadata.kpose``;
+* in ONNX as the ``metadata_props`` entry ``kpose``.
+
+Schema (version 1)::
+
+    {"format": "kpose", "schema_version": 1, "kpose_version": str,
+     "model": {"name", "family", "variant", "task": "top_down"},
+     "precision": "fp32" | "fp16" | "int8" | "qat",
+     "signature": "serving_default",
+     "input": {"name": "image", "shape": [1, H, W, 3], "dtype": "float32", "layout": "NHWC",
+               "channels": "RGB", "range": [0, 255], "normalization": "in_graph"},
+     "outputs": [{"name": "heatmaps", "shape": [1, h, w, K], "dtype": "float32",
+                  "stride": [sx, sy], "content": "keypoint_heatmaps"}],
+     "skeleton": {"name", "keypoints": [K names], "flip_pairs": [[a, b]], "limbs": [[a, b]],
+                  "oks_sigmas": [K] | null},
+     "codec": {"type": "heatmap", "input_size": [H, W], "heatmap_size": [h, w], "sigma", "dark_radius"},
+     "crop": {"padding": 1.25, "whole_image_padding": 1.0, "interpolation": "bilinear", "fill": 0}}
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from kpose.skeletons import get_skeleton
+from kpose.version import __version__
+
+SCHEMA_VERSION = 1
+METADATA_NAME = "kpose"
+ASSOCIATED_FILE = "kpose.json"
+
+
+def model_metadata(model, precision: str = "fp32") -> dict:
+    """The metadata object for a PoseModel exported at `precision`."""
+    from kpose.deploy.graph import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY
+
+    cfg = model.config
+    skeleton = get_skeleton(cfg["skeleton"])
+    codec = model.codec
+    h, w = model.input_size
+    hh, hw = codec.heatmap_size
+    sx, sy = codec.stride
+    return {
+        "format": "kpose", "schema_version": SCHEMA_VERSION, "kpose_version": __version__,
+        "model": {"name": cfg.get("recipe") or f"{cfg['family']}_{cfg['variant']}",
+                  "family": cfg["family"], "variant": cfg["variant"], "task": "top_down"},
+        "precision": precision,
+        "signature": SIGNATURE_KEY,
+        "input": {"name": INPUT_NAME, "shape": [1, h, w, 3], "dtype": "float32", "layout": "NHWC",
+                  "channels": "RGB", "range": [0, 255], "normalization": "in_graph"},
+        "outputs": [{"name": OUTPUT_NAME, "shape": [1, hh, hw, skeleton.num_keypoints],
+                     "dtype": "float32", "stride": [sx, sy], "content": "keypoint_heatmaps"}],
+        "skeleton": {"name": skeleton.name, "keypoints": list(skeleton.keypoints),
+                     "flip_pairs": [list(p) for p in skeleton.flip_pairs],
+                     "limbs": [list(p) for p in skeleton.limbs],
+                     "oks_sigmas": None if skeleton.sigmas is None else [float(s) for s in skeleton.sigmas]},
+        "codec": codec.to_dict(),
+        "crop": {"padding": 1.25, "whole_image_padding": 1.0, "interpolation": "bilinear", "fill": 0},
+    }
+
+
+def _schema():
+    # tf.lite's public namespace does not expose these modules; import them by path.
+    return (importlib.import_module("tensorflow.lite.python.schema_py_generated"),
+            importlib.import_module("tensorflow.lite.tools.flatbuffer_utils"))
+
+
+def embed_tflite_metadata(tflite: bytes, metadata: dict) -> bytes:
+    """A copy of a .tflite flatbuffer carrying `metadata` (entry + appended kpose.json zip)."""
+    schema, fb = _schema()
+    payload = json.dumps(metadata, indent=1).encode()
+    model = fb.read_model_from_bytearray(bytearray(tflite))
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode() != METADATA_NAME] \
+        if model.metadata else []
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(payload, np.uint8)
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    out = io.BytesIO(bytes(fb.convert_object_to_bytearray(model)))
+    out.seek(0, io.SEEK_END)
+    # zipfile appends an archive with absolute offsets after non-zip data, so Java's
+    # ZipFile (and MetadataExtractor) can read it; the interpreter ignores trailing bytes.
+    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as z:
+        z.writestr(ASSOCIATED_FILE, payload)
+    return out.getvalue()
+
+
+def read_tflite_metadata(model: str | Path | bytes) -> dict:
+    """The kpose metadata of a .tflite file (path or bytes)."""
+    data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+    schema, _ = _schema()
+    root = schema.Model.GetRootAsModel(data, 0)
+    for i in range(root.MetadataLength()):
+        entry = root.Metadata(i)
+        if entry.Name().decode() == METADATA_NAME:
+            raw = root.Buffers(entry.Buffer()).DataAsNumpy()
+            return json.loads(bytes(raw).decode())
+    where = model if isinstance(model, (str, Path)) else "the model bytes"
+    raise ValueError(f"{where}: no '{METADATA_NAME}' metadata; export it with kpose.export")
+
+
+def read_tflite_associated_file(model: str | Path | bytes, name: str = ASSOCIATED_FILE) -> dict:
+    """The JSON associated file zipped into a .tflite (what a mobile app reads)."""
+    data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return json.loads(z.read(name).decode())

@@ -1,0 +1,63 @@
+"""Person crops for calibration (int8) and for parity checks, from any data source."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def crops_from(source, input_size: tuple[int, int], n: int = 32, split: str = "val",
+               seed: int = 0) -> np.ndarray:
+    """Up to `n` model-input crops [N, H, W, 3] float32 (0..255).
+
+    source: a data spec ("synthetic", "coco:ANN:IMAGES", "mpii:LIST:IMAGES", dict) whose
+    person boxes give top-down crops (padding 1.25, a random but seeded subset), an image
+    file, a folder of images or a list of image paths (each whole image is one crop, as
+    `PoseModel.predict` does without boxes), or an array of crops (returned as is).
+    """
+    if isinstance(source, np.ndarray):
+        return np.asarray(source, np.float32)
+    paths = _image_paths(source)
+    if paths is not None:
+        return _whole_image_crops(paths[:n], input_size)
+    from kpose.data.pipeline import eval_dataset
+    from kpose.data.sources import load_instances
+
+    inst = load_instances(source, split, progress=False)
+    if len(inst) == 0:
+        raise ValueError(f"{source!r} ({split}) has no person instances to crop")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(inst), size=min(n, len(inst)), replace=False))
+    crops = [c.numpy() for c, _, _ in eval_dataset(inst.select(pick), input_size, 16)]
+    return np.concatenate(crops).astype(np.float32)
+
+
+def _image_paths(source) -> list[Path] | None:
+    if isinstance(source, (list, tuple)):
+        return [Path(p) for p in source]
+    if not isinstance(source, (str, Path)):
+        return None
+    p = Path(source)
+    if p.is_dir():
+        return sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+        return [p]
+    return None
+
+
+def _whole_image_crops(paths, input_size) -> np.ndarray:
+    from kpose.data.images import load_image
+    from kpose.transforms import affine_matrix, box_to_center_scale, warp_image
+
+    ih, iw = input_size
+    out = []
+    for path in paths:
+        img = load_image(path)
+        h, w = img.shape[:2]
+        center, scale = box_to_center_scale(np.array([0, 0, w, h], np.float64), iw / ih, 1.0)
+        out.append(warp_image(img, affine_matrix(center, scale, (ih, iw)), (ih, iw)))
+    if not out:
+        raise ValueError("no images to crop")
+    return np.stack(out).astype(np.float32)

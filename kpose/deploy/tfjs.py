@@ -1,0 +1,82 @@
+"""TF.js graph-model export through the tensorflowjs converter, and a node runner."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from kpose.deploy.graph import SIGNATURE_KEY
+
+# Optional weight quantisation of the graph model: weights stored as float16 or
+# uint8 (affine), dequantised to float32 when the model loads.
+WEIGHT_QUANTIZATION = (None, "float16", "uint8")
+
+
+def convert(saved_model_dir: str | Path, out_dir: str | Path, metadata: dict,
+            quantization: str | None = None) -> Path:
+    """Write model.json + weight shards; metadata goes to userDefinedMetadata.kpose."""
+    from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs_conv
+
+    if quantization not in WEIGHT_QUANTIZATION:
+        raise ValueError(f"tfjs quantization {quantization!r}; known: none, float16, uint8")
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    tfjs_conv.convert_tf_saved_model(
+        str(saved_model_dir), str(out), signature_def=SIGNATURE_KEY,
+        quantization_dtype_map={quantization: "*"} if quantization else None,
+        use_structured_outputs_names=True, metadata={"kpose": metadata})
+    return out
+
+
+def read_metadata(model_dir: str | Path) -> dict:
+    model_json = Path(model_dir) / "model.json"
+    meta = json.loads(model_json.read_text()).get("userDefinedMetadata", {}).get("kpose")
+    if meta is None:
+        raise ValueError(f"{model_json}: no userDefinedMetadata.kpose; export it with kpose.export")
+    return meta
+
+
+def web_demo_dir() -> Path | None:
+    """The repository's web_demo/ folder with its npm packages installed, if present."""
+    here = Path(__file__).resolve().parents[2] / "web_demo"
+    return here if (here / "node_modules" / "@tensorflow" / "tfjs").exists() else None
+
+
+class TfjsRunner:
+    """Runs a TF.js graph model in node (@tensorflow/tfjs, CPU backend) on crops.
+
+    Needs node and `npm ci` in web_demo/; raises RuntimeError naming what is missing.
+    """
+
+    def __init__(self, model_dir: str | Path):
+        self.model_dir = Path(model_dir).resolve()
+        self.demo = web_demo_dir()
+        if shutil.which("node") is None or self.demo is None:
+            raise RuntimeError("running TF.js models needs node and the web_demo npm packages: "
+                               "cd web_demo && npm ci")
+
+    def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        crops = np.ascontiguousarray(crops, np.float32)
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.json"
+            src.write_bytes(crops.tobytes())
+            subprocess.run(["node", str(self.demo / "tools" / "infer.mjs"), str(self.model_dir),
+                            str(src), ",".join(map(str, crops.shape)), str(dst)],
+                           check=True, cwd=self.demo, env=dict(os.environ))
+            result = json.loads(dst.read_text())
+            return {_output_name(name): np.fromfile(o["file"], np.float32).reshape(o["shape"])
+                    for name, o in result.items()}
+
+
+def _output_name(node: str) -> str:
+    """Graph-model output node names look like 'Identity:0' unless the converter kept
+    the structured names; the single-output models map to 'heatmaps'."""
+    from kpose.deploy.graph import OUTPUT_NAME
+
+    return node if ":" not in node and "Identity" not in node else OUTPUT_NAME

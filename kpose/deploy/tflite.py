@@ -1,0 +1,115 @@
+"""TFLite conversion (fp32, fp16, PTQ int8, QAT int8), GPU-delegate checks and a runner."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kpose._tf import tf
+from kpose.deploy.graph import SIGNATURE_KEY
+
+PRECISIONS = ("fp32", "fp16", "int8", "qat")
+# Decoding ops that must stay out of a phone graph: the GPU delegate lacks them
+# or they force a CPU fallback.
+FORBIDDEN_OPS = frozenset({"GATHER_ND", "ARG_MAX", "CAST"})
+
+
+def convert(saved_model_dir: str | Path, precision: str = "fp32",
+            calibration: np.ndarray | None = None) -> bytes:
+    """Convert the export SavedModel to a .tflite flatbuffer.
+
+    fp16: float16 weights, float compute (the GPU delegate runs it in fp16).
+    int8: post-training full-integer quantisation; `calibration` = representative
+      crops [N, H, W, 3] (float32 0..255) drawn from the training data.
+    qat: the SavedModel holds a quantisation-aware network; its fake-quant ranges
+      give a full-integer model without calibration.
+    Inputs and outputs stay float32 (QUANTIZE/DEQUANTIZE at the ends) so every
+    precision is fed and decoded the same way.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE_KEY])
+    if precision == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise ValueError("int8 export needs calibration crops (representative data); "
+                             "pass calibration= a data spec or an array [N, H, W, 3]")
+        calib = np.asarray(calibration, np.float32)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([c[None]] for c in calib)
+        # Fail instead of silently keeping a float op.
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif precision == "qat":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    with _quiet():
+        return conv.convert()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the converter's C++ logging to stderr (it prints per-op statistics)."""
+    old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = old
+
+
+def op_names(tflite: bytes | str | Path) -> list[str]:
+    """Builtin op names of a .tflite model, in execution order."""
+    interp = _interpreter(tflite)
+    return [d["op_name"] for d in interp._get_ops_details()]
+
+
+def tensor_types(tflite: bytes | str | Path) -> dict[str, int]:
+    """Count of tensor dtypes (by numpy name) in the model."""
+    counts: dict[str, int] = {}
+    for d in _interpreter(tflite).get_tensor_details():
+        name = np.dtype(d["dtype"]).name
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def gpu_compatibility(tflite: bytes | str | Path) -> tuple[bool, str]:
+    """(compatible, analyzer report) from TFLite's offline GPU-delegate analyzer."""
+    content = Path(tflite).read_bytes() if isinstance(tflite, (str, Path)) else bytes(tflite)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        tf.lite.experimental.Analyzer.analyze(model_content=content, gpu_compatibility=True)
+    report = buf.getvalue()
+    ok = ("looks compatible with GPU delegate" in report
+          and "GPU COMPATIBILITY WARNING" not in report)
+    return ok, report
+
+
+def _interpreter(tflite, num_threads: int | None = None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(tflite, (str, Path)):
+        return Interpreter(model_path=str(tflite), num_threads=num_threads)
+    return Interpreter(model_content=bytes(tflite), num_threads=num_threads)
+
+
+class TFLiteRunner:
+    """Runs an exported .tflite through its signature with the LiteRT interpreter (XNNPACK)."""
+
+    def __init__(self, tflite: bytes | str | Path, num_threads: int | None = None):
+        self.interpreter = _interpreter(tflite, num_threads)
+        self.runner = self.interpreter.get_signature_runner(SIGNATURE_KEY)
+
+    def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """crops [B, H, W, 3] float32 0..255 -> {output name: [B, ...]} (one crop per call)."""
+        outs: dict[str, list] = {}
+        for crop in np.asarray(crops, np.float32):
+            for k, v in self.runner(image=crop[None]).items():
+                outs.setdefault(k, []).append(v[0])
+        return {k: np.stack(v) for k, v in outs.items()}
