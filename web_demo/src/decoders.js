@@ -1,0 +1,518 @@
+// Ports of kpose's NumPy reference decoders and crop geometry (no dependencies).
+//
+// kpose/transforms.py         boxToCenterScale, affineMatrix, invertAffine, applyAffine
+// kpose/codecs/heatmap.py     savgolQuadratic2d, darkRefine, decodeHeatmaps (HeatmapCodec.decode)
+// kpose/codecs/paf.py         findPeaks, limbOrder, decodePafs (PafCodec.decode)
+// kpose/metrics.py            instanceScores
+//
+// All arithmetic is float64 on float32 inputs, in the same operation order as the
+// NumPy code wherever the order decides a comparison (thresholds, ties, sample
+// pixels), so the outputs agree with the Python reference to float64 rounding and
+// every discrete decision (argmax, peaks, matching, people order) is identical.
+// test/*.test.mjs checks this against vectors written by the Python codecs.
+//
+// Coordinates: pixel centres at integers (pixel i covers [i-0.5, i+0.5]); heatmap
+// coordinate u = (x + 0.5) / stride - 0.5. Heatmaps are channels-last (HWC) arrays,
+// exactly what a TF.js model returns: value(k, y, x) = data[(y * w + x) * K + k].
+
+export const LOG_FLOOR = 1e-4;
+
+// ---------------------------------------------------------------------------
+// numpy helpers
+
+/** numpy's pairwise summation (add.reduce of float64 along one axis): 8 partial
+ * sums for n >= 8, recursive halves above 128. Needed where a sum feeds a
+ * ranking (mean PAF score, person score), so the rounding matches NumPy's. */
+export function pairwiseSum(a, start = 0, n = a.length - start, stride = 1) {
+  if (n < 8) {
+    let res = 0;
+    for (let i = 0; i < n; i++) res += a[start + i * stride];
+    return res;
+  }
+  if (n <= 128) {
+    const r = new Float64Array(8);
+    for (let j = 0; j < 8; j++) r[j] = a[start + j * stride];
+    let i = 8;
+    for (; i < n - (n % 8); i += 8) {
+      for (let j = 0; j < 8; j++) r[j] += a[start + (i + j) * stride];
+    }
+    let res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++) res += a[start + i * stride];
+    return res;
+  }
+  let n2 = Math.floor(n / 2);
+  n2 -= n2 % 8;
+  return pairwiseSum(a, start, n2, stride) + pairwiseSum(a, start + n2 * stride, n - n2, stride);
+}
+
+const clip = (x, lo, hi) => Math.min(Math.max(x, lo), hi);
+
+// ---------------------------------------------------------------------------
+// crop geometry (kpose/transforms.py)
+
+/** COCO box [x, y, w, h] -> {center: [cx, cy], scale: [sw, sh]}: grown to the
+ * crop's aspect ratio (width / height), then multiplied by padding. */
+export function boxToCenterScale(box, aspectRatio, padding = 1.25) {
+  const [x, y, w, h] = box.map(Number);
+  const center = [x + 0.5 * w - 0.5, y + 0.5 * h - 0.5];
+  const sw = Math.max(w, h * aspectRatio);
+  const sh = Math.max(h, w / aspectRatio);
+  return { center, scale: [sw * padding, sh * padding] };
+}
+
+/** Image -> crop affine [[a00, a01, tx], [a10, a11, ty]] for a crop of outputSize
+ * [H, W]: centre +- scale/2 maps onto the crop's outer pixel edges. rotation in
+ * degrees (counter-clockwise as displayed), flip mirrors inside the crop. */
+export function affineMatrix(center, scale, outputSize, rotation = 0, flip = false) {
+  const [outH, outW] = outputSize;
+  const [cx, cy] = center;
+  const kx = outW / scale[0];
+  const ky = outH / scale[1];
+  const theta = rotation * (Math.PI / 180); // numpy's deg2rad: x * (pi / 180)
+  const cos = Math.cos(theta);
+  const sin = Math.sin(theta);
+  let a00 = kx * cos;
+  let a01 = kx * sin;
+  const a10 = -ky * sin;
+  const a11 = ky * cos;
+  const sign = flip ? -1 : 1;
+  a00 = sign * a00;
+  a01 = sign * a01;
+  const tx = 0.5 * (outW - 1) - (a00 * cx + a01 * cy);
+  const ty = 0.5 * (outH - 1) - (a10 * cx + a11 * cy);
+  return [[a00, a01, tx], [a10, a11, ty]];
+}
+
+/** Inverse of a [2, 3] affine (crop -> image for a crop matrix). */
+export function invertAffine(M) {
+  const [[a, b, c], [d, e, f]] = M;
+  const det = a * e - b * d;
+  const ia = e / det;
+  const ib = -b / det;
+  const id = -d / det;
+  const ie = a / det;
+  return [[ia, ib, -(ia * c + ib * f)], [id, ie, -(id * c + ie * f)]];
+}
+
+/** Map one point [x, y, ...rest] with M; extra entries (e.g. a score) pass through. */
+export function applyAffine(M, point) {
+  const [x, y, ...rest] = point;
+  return [x * M[0][0] + y * M[0][1] + M[0][2], x * M[1][0] + y * M[1][1] + M[1][2], ...rest];
+}
+
+/** The top-down crop of PoseModel.predict: box [x, y, w, h] -> image->crop matrix for
+ * a model input of inputSize [H, W]. */
+export function cropMatrix(box, inputSize, padding = 1.25) {
+  const [H, W] = inputSize;
+  const { center, scale } = boxToCenterScale(box, W / H, padding);
+  return affineMatrix(center, scale, inputSize);
+}
+
+// ---------------------------------------------------------------------------
+// heatmap codec (kpose/codecs/heatmap.py)
+
+/** The least-squares map (NumPy: pinv of the design matrix) from a row-major
+ * (2ry+1) x (2rx+1) window to the coefficients (c, gx, gy, hxx/2, hxy, hyy/2) of
+ * a quadratic about its centre: 6 rows of (2ry+1)(2rx+1) weights.
+ *
+ * Closed form: on a symmetric grid the columns dx, dy, dx*dy are orthogonal to
+ * everything else, and 1, dx^2 - mean, dy^2 - mean are mutually orthogonal, so
+ * every weight is one integer ratio (exactly rounded; pinv agrees to ~1e-16). */
+export function savgolQuadratic2d(ry, rx) {
+  const nx = 2 * rx + 1;
+  const ny = 2 * ry + 1;
+  const n = nx * ny;
+  let sx2 = 0; // sum of dx^2 over one row
+  let sy2 = 0;
+  let qx = 0; // sum of (3 dx^2 - rx(rx+1))^2 over one row
+  let qy = 0;
+  const ex = (d, r) => 3 * d * d - r * (r + 1); // 3 * (d^2 - mean d^2), an integer
+  for (let d = -rx; d <= rx; d++) { sx2 += d * d; qx += ex(d, rx) ** 2; }
+  for (let d = -ry; d <= ry; d++) { sy2 += d * d; qy += ex(d, ry) ** 2; }
+  const rows = Array.from({ length: 6 }, () => new Float64Array(n));
+  let i = 0;
+  for (let dy = -ry; dy <= ry; dy++) {
+    for (let dx = -rx; dx <= rx; dx++, i++) {
+      const a = (3 * ex(dx, rx)) / (ny * qx); // coefficient of dx^2
+      const b = (3 * ex(dy, ry)) / (nx * qy); // coefficient of dy^2
+      rows[1][i] = dx / (ny * sx2);
+      rows[2][i] = dy / (nx * sy2);
+      rows[3][i] = a;
+      rows[4][i] = (dx * dy) / (sx2 * sy2);
+      rows[5][i] = b;
+      // Constant term (unused by DARK): mean minus the squares' mean contributions.
+      rows[0][i] = 1 / n - (rx * (rx + 1) / 3) * a - (ry * (ry + 1) / 3) * b;
+    }
+  }
+  return rows;
+}
+
+const savgolCache = new Map();
+function savgolCached(ry, rx) {
+  const key = `${ry},${rx}`;
+  if (!savgolCache.has(key)) savgolCache.set(key, savgolQuadratic2d(ry, rx));
+  return savgolCache.get(key);
+}
+
+/** DARK window radius from sigma (default_dark_radius). */
+export function defaultDarkRadius(sigma) {
+  return Math.max(1, Math.floor(sigma));
+}
+
+/** Sub-pixel centres of blobs at integer maxima (kpose's dark_refine).
+ *
+ * hm: Float32Array channels-last [h, w, K]; peaks: [{k, iy, ix}].
+ * Returns [[u, v], ...] in heatmap pixels; the integer position where the fitted
+ * quadratic has no maximum. The window is shifted inward at the border.
+ *
+ * The log-window is fitted relative to the log-peak (the NumPy code fits the
+ * plain log). The fit is the same up to rounding (the constant only moves the
+ * unused c), but a flat window then gives exactly zero curvature in any summation
+ * order, i.e. the documented integer fallback; with the plain log NumPy's BLAS
+ * rounding noise decides the step on flat maps (up to a pixel). */
+export function darkRefine(hm, shape, peaks, radius) {
+  const [h, w, K] = shape;
+  const ry = Math.min(radius, Math.floor((h - 1) / 2));
+  const rx = Math.min(radius, Math.floor((w - 1) / 2));
+  if (ry < 1 || rx < 1) throw new Error(`DARK needs a heatmap of at least 3x3, got ${h}x${w}`);
+  const P = savgolCached(ry, rx);
+  const size = (2 * ry + 1) * (2 * rx + 1);
+  const logw = new Float64Array(size);
+  return peaks.map(({ k, iy, ix }) => {
+    const cy = clip(iy, ry, h - 1 - ry);
+    const cx = clip(ix, rx, w - 1 - rx);
+    const peak = hm[(iy * w + ix) * K + k];
+    const floor = LOG_FLOOR * Math.max(peak, 1e-30);
+    const logPeak = Math.log(Math.max(peak, floor));
+    let i = 0;
+    for (let dy = -ry; dy <= ry; dy++) {
+      for (let dx = -rx; dx <= rx; dx++, i++) {
+        logw[i] = Math.log(Math.max(hm[((cy + dy) * w + (cx + dx)) * K + k], floor)) - logPeak;
+      }
+    }
+    const coef = [1, 2, 3, 4, 5].map((j) => {
+      let s = 0;
+      for (let t = 0; t < size; t++) s += logw[t] * P[j][t];
+      return s;
+    });
+    const [gx, gy] = coef;
+    const hxx = 2 * coef[2];
+    const hxy = coef[3];
+    const hyy = 2 * coef[4];
+    const det = hxx * hyy - hxy * hxy;
+    if (!(hxx < 0 && det > 0)) return [ix, iy];
+    // Newton step to the stationary point of the fitted quadratic: -H^-1 g.
+    const ox = -(hyy * gx - hxy * gy) / det;
+    const oy = -(hxx * gy - hxy * gx) / det;
+    return [clip(cx + ox, ix - 1, ix + 1), clip(cy + oy, iy - 1, iy + 1)];
+  });
+}
+
+/** A codec dict from metadata ({type: "heatmap"|"paf", input_size, heatmap_size, ...}). */
+export function codecStride(codec) {
+  const [H, W] = codec.input_size;
+  const [h, w] = codec.heatmap_size;
+  return [W / w, H / h];
+}
+
+export function codecRadius(codec) {
+  return codec.dark_radius ?? defaultDarkRadius(codec.sigma);
+}
+
+/** Heatmap (u, v) -> input (x, y). */
+export function toInput(codec, u, v) {
+  const [sx, sy] = codecStride(codec);
+  return [(u + 0.5) * sx - 0.5, (v + 0.5) * sy - 0.5];
+}
+
+/** Input (x, y) -> heatmap (u, v). */
+export function toHeatmap(codec, x, y) {
+  const [sx, sy] = codecStride(codec);
+  return [(x + 0.5) / sx - 0.5, (y + 0.5) / sy - 0.5];
+}
+
+/** HeatmapCodec.decode for one [h, w, K] map: argmax (first maximum; NumPy returns
+ * the first NaN if any) + DARK -> [[x, y, score], ...] in input pixels (float64;
+ * Python casts its result to float32). refine: "dark" or "none". */
+export function decodeHeatmaps(hm, shape, codec, refine = 'dark') {
+  const [h, w, K] = shape;
+  const [ch, cw] = codec.heatmap_size;
+  if (h !== ch || w !== cw) throw new Error(`heatmaps are ${h}x${w}, codec expects ${ch}x${cw}`);
+  if (hm.length !== h * w * K) throw new Error(`heatmap data has ${hm.length} values, shape says ${h * w * K}`);
+  const peaks = [];
+  const scores = [];
+  for (let k = 0; k < K; k++) {
+    let best = 0;
+    let bestVal = hm[k];
+    if (!Number.isNaN(bestVal)) {
+      for (let i = 1; i < h * w; i++) {
+        const v = hm[i * K + k];
+        if (Number.isNaN(v)) { best = i; bestVal = v; break; }
+        if (v > bestVal) { best = i; bestVal = v; }
+      }
+    }
+    peaks.push({ k, iy: Math.floor(best / w), ix: best % w });
+    scores.push(bestVal);
+  }
+  let uv;
+  if (refine === 'dark') uv = darkRefine(hm, shape, peaks, codecRadius(codec));
+  else if (refine === 'none') uv = peaks.map(({ iy, ix }) => [ix, iy]);
+  else throw new Error(`refine must be 'dark' or 'none', got ${refine}`);
+  return uv.map(([u, v], k) => [...toInput(codec, u, v), scores[k]]);
+}
+
+// ---------------------------------------------------------------------------
+// PAF codec (kpose/codecs/paf.py)
+
+/** 3x3 NMS peaks of a channels-last [h, w, K] map, sorted by (k, iy, ix): >= every
+ * neighbour and > every neighbour earlier in raster order (a plateau keeps its
+ * first pixel). The threshold compares in float32, as NumPy does for a float32
+ * array against a Python float. */
+export function findPeaks(hm, shape, threshold) {
+  const [h, w, K] = shape;
+  const thr = Math.fround(threshold);
+  const out = [];
+  for (let k = 0; k < K; k++) {
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const v = hm[(y * w + x) * K + k];
+        if (!(v >= thr)) continue;
+        let keep = true;
+        for (let dy = -1; dy <= 1 && keep; dy++) {
+          for (let dx = -1; dx <= 1; dx++) {
+            if (dy === 0 && dx === 0) continue;
+            const yy = y + dy;
+            const xx = x + dx;
+            const nb = yy < 0 || yy >= h || xx < 0 || xx >= w ? -Infinity : hm[(yy * w + xx) * K + k];
+            const earlier = dy < 0 || (dy === 0 && dx < 0);
+            if (earlier ? !(v > nb) : !(v >= nb)) { keep = false; break; }
+          }
+        }
+        if (keep) out.push({ k, iy: y, ix: x });
+      }
+    }
+  }
+  return out;
+}
+
+/** Limb indices breadth-first from the keypoint with most limbs (lowest index on
+ * ties); several components one after the other, best-connected first. */
+export function limbOrder(limbs, numKeypoints) {
+  const adjacency = Array.from({ length: numKeypoints }, () => []);
+  limbs.forEach(([a, b], i) => {
+    adjacency[a].push([b, i]);
+    adjacency[b].push([a, i]);
+  });
+  const degree = adjacency.map((n) => n.length);
+  const roots = [...Array(numKeypoints).keys()].sort((p, q) => degree[q] - degree[p] || p - q);
+  const order = [];
+  const seenLimb = new Set();
+  const seenKp = new Set();
+  for (const root of roots) {
+    if (seenKp.has(root) || !degree[root]) continue;
+    const queue = [root];
+    seenKp.add(root);
+    while (queue.length) {
+      const k = queue.shift();
+      for (const [other, i] of adjacency[k]) {
+        if (!seenLimb.has(i)) { seenLimb.add(i); order.push(i); }
+        if (!seenKp.has(other)) { seenKp.add(other); queue.push(other); }
+      }
+    }
+  }
+  return order;
+}
+
+/** Full PAF decode parameters, with PafCodec's defaults. */
+export function pafParams(codec) {
+  return {
+    limb_width: 1.0, sigma: 2.0, dark_radius: null, peak_threshold: 0.1, num_samples: 10,
+    paf_threshold: 0.05, min_sample_fraction: 0.8, min_keypoints: 3, ...codec,
+  };
+}
+
+/** PAF line integrals (PafCodec._limb_scores) for all pairs of a-peaks and
+ * b-peaks ([u, v] in heatmap pixels) on limb li of a channels-last [h, w, 2L]
+ * field. Returns {score: Float64Array [Na*Nb], ok: Uint8Array [Na*Nb]}. */
+export function limbScores(pa, pb, pafs, shape, li, params) {
+  const [h, w, C] = shape;
+  const n = params.num_samples;
+  const step = 1 / (n - 1);
+  const t = Float64Array.from({ length: n }, (_, s) => (s === n - 1 ? 1 : s * step)); // np.linspace
+  const dots = new Float64Array(n);
+  const score = new Float64Array(pa.length * pb.length);
+  const ok = new Uint8Array(pa.length * pb.length);
+  for (let i = 0; i < pa.length; i++) {
+    for (let j = 0; j < pb.length; j++) {
+      const dx = pb[j][0] - pa[i][0];
+      const dy = pb[j][1] - pa[i][1];
+      const length = Math.sqrt(dx * dx + dy * dy); // np.linalg.norm: sqrt of the sum of squares
+      const denom = Math.max(length, 1e-9);
+      const ux = dx / denom;
+      const uy = dy / denom;
+      let above = 0;
+      for (let s = 0; s < n; s++) {
+        const px = pa[i][0] + t[s] * dx;
+        const py = pa[i][1] + t[s] * dy;
+        const ix = clip(Math.floor(px + 0.5), 0, w - 1);
+        const iy = clip(Math.floor(py + 0.5), 0, h - 1);
+        const base = (iy * w + ix) * C + 2 * li;
+        dots[s] = pafs[base] * ux + pafs[base + 1] * uy;
+        if (dots[s] > params.paf_threshold) above += 1;
+      }
+      const m = pairwiseSum(dots) / n;
+      score[i * pb.length + j] = m;
+      ok[i * pb.length + j] = length > 1e-6 && m > 0 && above / n >= params.min_sample_fraction ? 1 : 0;
+    }
+  }
+  return { score, ok };
+}
+
+/** PafCodec.decode: heatmaps [h, w, K] and pafs [h, w, 2L] (channels-last Float32Arrays)
+ * -> people sorted by descending score:
+ * [{keypoints: [[x, y, score], ...] (missing: [0, 0, 0]), score, peaks: [peak id or -1]}].
+ * codec: PafCodec.to_dict() (input_size, heatmap_size, limbs, sigma, ...). */
+export function decodePafs(heatmaps, pafs, shape, codec) {
+  const params = pafParams(codec);
+  const [h, w, K] = shape;
+  const limbs = params.limbs;
+  const L = limbs.length;
+  const [ch, cw] = params.heatmap_size;
+  if (h !== ch || w !== cw || heatmaps.length !== h * w * K || pafs.length !== h * w * 2 * L) {
+    throw new Error(`expected heatmaps ${ch}x${cw}x${K} and pafs ${ch}x${cw}x${2 * L}, got shape ${shape} ` +
+      `with ${heatmaps.length} and ${pafs.length} values`);
+  }
+  const peaks = findPeaks(heatmaps, shape, params.peak_threshold);
+  const peakUv = peaks.length ? darkRefine(heatmaps, shape, peaks, codecRadius(params)) : [];
+  const peakScore = peaks.map(({ k, iy, ix }) => heatmaps[(iy * w + ix) * K + k]);
+  const byKp = Array.from({ length: K }, () => []);
+  peaks.forEach((p, id) => byKp[p.k].push(id));
+
+  const owner = new Int32Array(peaks.length).fill(-1);
+  const people = []; // [K] peak ids, -1 empty
+  const limbTotal = [];
+  const pafShape = [h, w, 2 * L];
+  for (const li of limbOrder(limbs, K)) {
+    const [a, b] = limbs[li];
+    const idsA = byKp[a];
+    const idsB = byKp[b];
+    if (!idsA.length || !idsB.length) continue;
+    const { score, ok } = limbScores(idsA.map((i) => peakUv[i]), idsB.map((i) => peakUv[i]),
+      pafs, pafShape, li, params);
+    // Candidates in row-major order, then by descending score, ties by (ia, ib):
+    // np.lexsort((ib, ia, -score)).
+    const cand = [];
+    for (let ia = 0; ia < idsA.length; ia++) {
+      for (let ib = 0; ib < idsB.length; ib++) {
+        if (ok[ia * idsB.length + ib]) cand.push({ ia, ib, s: score[ia * idsB.length + ib] });
+      }
+    }
+    cand.sort((p, q) => (p.s > q.s ? -1 : p.s < q.s ? 1 : p.ia - q.ia || p.ib - q.ib));
+    const usedA = new Set();
+    const usedB = new Set();
+    for (const { ia, ib, s } of cand) {
+      if (usedA.has(ia) || usedB.has(ib)) continue;
+      usedA.add(ia);
+      usedB.add(ib);
+      connect(people, limbTotal, owner, K, a, b, idsA[ia], idsB[ib], s);
+    }
+  }
+
+  const found = [];
+  people.forEach((slots, p) => {
+    const ids = Array.from(slots).filter((id) => id >= 0);
+    if (ids.length < params.min_keypoints) return;
+    const kpScores = new Float64Array(K);
+    const keypoints = Array.from(slots, (id, k) => {
+      if (id < 0) return [0, 0, 0];
+      kpScores[k] = peakScore[id];
+      return [...toInput(params, peakUv[id][0], peakUv[id][1]), peakScore[id]];
+    });
+    const score = (pairwiseSum(kpScores) + limbTotal[p]) / (K + L);
+    found.push({ keypoints, score, peaks: Array.from(slots), first: Math.min(...ids) });
+  });
+  // np.lexsort((firsts, -scores)): descending score, then lowest first peak id.
+  found.sort((p, q) => (p.score > q.score ? -1 : p.score < q.score ? 1 : p.first - q.first));
+  return found.map(({ keypoints, score, peaks: ids }) => ({ keypoints, score, peaks: ids }));
+}
+
+/** PafCodec._connect: add connection pa (keypoint a) - pb (keypoint b). */
+function connect(people, limbTotal, owner, K, a, b, pa, pb, score) {
+  let oa = owner[pa];
+  let ob = owner[pb];
+  if (oa < 0 && ob < 0) {
+    people.push(new Int32Array(K).fill(-1));
+    limbTotal.push(0);
+    oa = ob = people.length - 1;
+  } else if (oa >= 0 && ob >= 0 && oa !== ob) {
+    const sa = people[oa];
+    const sb = people[ob];
+    for (let k = 0; k < K; k++) if (sa[k] >= 0 && sb[k] >= 0) return; // not the same person
+    for (let k = 0; k < K; k++) {
+      if (sb[k] >= 0) { sa[k] = sb[k]; owner[sb[k]] = oa; }
+    }
+    limbTotal[oa] += limbTotal[ob];
+    people[ob] = new Int32Array(K).fill(-1); // emptied; dropped as too small
+    limbTotal[ob] = 0;
+    ob = oa;
+  } else if (oa < 0) {
+    if (people[ob][a] >= 0) return; // b's person already has an a
+    oa = ob;
+  } else if (ob < 0) {
+    if (people[oa][b] >= 0) return;
+    ob = oa;
+  }
+  people[oa][a] = pa;
+  people[oa][b] = pb;
+  owner[pa] = oa;
+  owner[pb] = oa;
+  limbTotal[oa] += score;
+}
+
+// ---------------------------------------------------------------------------
+// scores and the top-down pipeline
+
+/** kpose.metrics.instance_scores for one person: mean score of the keypoints
+ * scoring > threshold (0 when none). */
+export function instanceScore(keypoints, threshold = 0.2) {
+  const s = new Float64Array(keypoints.length);
+  let count = 0;
+  keypoints.forEach((kp, i) => {
+    if (kp[2] > threshold) { s[i] = kp[2]; count += 1; }
+  });
+  return count > 0 ? pairwiseSum(s) / count : 0;
+}
+
+/** PoseModel.decode_crops for one crop: heatmaps [h, w, K] of the crop made with
+ * image->crop matrix M -> keypoints [[x, y, score], ...] in image pixels. The crop
+ * coordinates are rounded to float32 first, as HeatmapCodec.decode returns them. */
+export function decodeTopDown(hm, shape, codec, M, refine = 'dark') {
+  const inv = invertAffine(M);
+  return decodeHeatmaps(hm, shape, codec, refine)
+    .map((kp) => applyAffine(inv, kp.map(Math.fround)));
+}
+
+/** PoseModel.heatmaps' flip test on channels-last [h, w, K] float32 maps: average
+ * the crop's output with the mirrored crop's output, mirrored back and with
+ * left/right channels swapped (flipIndex). float32 arithmetic, as NumPy's. */
+export function flipAverage(out, mirroredOut, shape, flipIndex) {
+  const [h, w, K] = shape;
+  const res = new Float32Array(h * w * K);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const i = (y * w + x) * K;
+      const j = (y * w + (w - 1 - x)) * K;
+      for (let k = 0; k < K; k++) {
+        res[i + k] = 0.5 * Math.fround(out[i + k] + mirroredOut[j + flipIndex[k]]);
+      }
+    }
+  }
+  return res;
+}
+
+/** Skeleton.flip_index(): channel permutation that swaps every flip pair. */
+export function flipIndex(numKeypoints, flipPairs) {
+  const perm = [...Array(numKeypoints).keys()];
+  for (const [a, b] of flipPairs) { perm[a] = b; perm[b] = a; }
+  return perm;
+}

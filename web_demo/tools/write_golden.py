@@ -1,0 +1,501 @@
+"""Write the golden vectors that the JS decoders (web_demo/src/decoders.js) are tested against.
+
+Every expected value comes from kpose's Python reference code (HeatmapCodec.decode,
+PafCodec.decode, find_peaks, limb_order, dark_refine, the affine helpers,
+PoseModel.predict with a stand-in network, instance_scores). Run with the kpose
+environment from the repository root:
+
+    python web_demo/tools/write_golden.py [--out web_demo/test/golden]
+
+The decoders cast their results to float32 at the end; to compare the float64 JS
+ports to float64 rounding, the decode bodies are also run with numpy's float32
+replaced by float64 (``_float64_variant``: same code, only the final casts differ;
+their inputs are float32 values, so upcasting them is exact). The writer asserts
+that those results cast to float32 equal the real decoders' outputs bit for bit.
+
+Arrays are stored as {"dtype", "shape", "zlib_b64"} (little-endian, zlib, base64).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import types
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+import kpose.codecs.heatmap as heatmap_module
+import kpose.codecs.paf as paf_module
+from kpose.codecs.heatmap import LOG_FLOOR, HeatmapCodec, dark_refine, savgol_quadratic_2d
+from kpose.codecs.paf import PafCodec, find_peaks, limb_order
+from kpose.metrics import instance_scores
+from kpose.pose_model import PoseModel, model_config
+from kpose.skeletons import COCO17, MPII16
+from kpose.transforms import affine_matrix, apply_affine, box_to_center_scale, invert_affine
+
+OUT = Path(__file__).resolve().parents[1] / "test" / "golden"
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+def arr(a: np.ndarray, dtype=np.float32) -> dict:
+    a = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
+    data = base64.b64encode(zlib.compress(a.tobytes(), 9)).decode("ascii")
+    return {"dtype": np.dtype(dtype).name, "shape": list(a.shape), "zlib_b64": data}
+
+
+def floats(a) -> list:
+    """float64 values as nested lists (JSON keeps every bit: repr round-trips)."""
+    return np.asarray(a, np.float64).tolist()
+
+
+class _Float64Numpy:
+    """numpy, except that ``float32`` is float64."""
+
+    float32 = np.float64
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def _float64_variant(func, module):
+    """``func`` with its own body's numpy float32 casts made float64 (callees unchanged)."""
+    g = dict(module.__dict__, np=_Float64Numpy())
+    return types.FunctionType(func.__code__, g, func.__name__, func.__defaults__, func.__closure__)
+
+
+heatmap_decode64 = _float64_variant(HeatmapCodec.decode, heatmap_module)
+paf_decode64 = _float64_variant(PafCodec.decode, paf_module)
+
+
+def flat_windows(maps: np.ndarray, iy, ix, radius: int) -> list[bool]:
+    """Whether each peak's DARK window is constant after flooring: the fitted
+    quadratic is then flat, and only rounding decides NumPy's step (see decoders.js)."""
+    _, h, w = maps.shape
+    ry, rx = min(radius, (h - 1) // 2), min(radius, (w - 1) // 2)
+    out = []
+    for k, (y, x) in enumerate(zip(iy, ix)):
+        cy, cx = min(max(y, ry), h - 1 - ry), min(max(x, rx), w - 1 - rx)
+        win = maps[k, cy - ry:cy + ry + 1, cx - rx:cx + rx + 1].astype(np.float64)
+        floor = LOG_FLOOR * max(float(maps[k, y, x]), 1e-30)
+        win = np.maximum(win, floor)
+        out.append(bool(np.all(win == win.flat[0])))
+    return out
+
+
+def write(out: Path, name: str, payload: dict) -> None:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    (out / f"{name}.json").write_text(text + "\n")
+
+
+# ---------------------------------------------------------------------------
+# heatmap decode
+
+def heatmap_case(name: str, codec: HeatmapCodec, heatmaps: np.ndarray, note: str) -> dict:
+    heatmaps = np.asarray(heatmaps, np.float32)
+    h, w, k = heatmaps.shape
+    dark = codec.decode(heatmaps)
+    dark64 = heatmap_decode64(codec, heatmaps)
+    assert np.array_equal(dark64.astype(np.float32), dark), name
+    plain = codec.decode(heatmaps, refine="none")
+    maps = np.moveaxis(heatmaps, -1, 0)
+    idx = maps.reshape(k, -1).argmax(1)
+    iy, ix = np.divmod(idx, w)
+    return {
+        "name": name, "note": note, "codec": codec.to_dict(), "heatmaps": arr(heatmaps),
+        "expected": {
+            "keypoints": floats(dark64), "keypoints_none": floats(plain),
+            "argmax": [[int(y), int(x)] for y, x in zip(iy, ix)],
+            "flat_window": flat_windows(maps, iy, ix, codec.radius),
+        },
+    }
+
+
+def random_keypoints(rng, n, width, height, margin=0.0):
+    xy = rng.uniform([margin - 0.5, margin - 0.5], [width - 0.5 - margin, height - 0.5 - margin], (n, 2))
+    return np.concatenate([xy, np.full((n, 1), 2.0)], -1)
+
+
+def gaussian(h, w, u, v, sigma_u, sigma_v=None, rho=0.0):
+    sigma_v = sigma_u if sigma_v is None else sigma_v
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    du, dv = (xx - u) / sigma_u, (yy - v) / sigma_v
+    return np.exp(-(du * du - 2 * rho * du * dv + dv * dv) / (2 * (1 - rho * rho)))
+
+
+def heatmap_cases(rng) -> list[dict]:
+    cases = []
+
+    c = HeatmapCodec((128, 96), (32, 24), sigma=2.0)
+    kps = random_keypoints(rng, 8, 96, 128, margin=6)
+    cases.append(heatmap_case("exact_subpixel", c, c.encode(kps)[0],
+                              "encoded Gaussians at random sub-pixel positions (DARK is exact)"))
+
+    # Border: on the outer pixel edges, in corners, just inside, outside and unlabelled.
+    kps = np.array([[-0.5, 60.2, 2], [95.5, 10.7, 2], [-0.4, -0.45, 2], [95.3, 127.4, 1],
+                    [1.3, 126.9, 2], [47.1, -0.2, 2], [120.0, 40.0, 2], [30.0, 30.0, 0]], np.float64)
+    cases.append(heatmap_case("exact_border", c, c.encode(kps)[0],
+                              "blobs at the border (shifted window); outside and unlabelled -> empty maps"))
+
+    c = HeatmapCodec((256, 192), (64, 48), sigma=2.0)
+    kps = random_keypoints(rng, 5, 192, 256, margin=2)
+    hm = c.encode(kps)[0].astype(np.float64)
+    hm[..., 0] += 0.6 * gaussian(64, 48, 10.3, 50.7, 2.5)        # a weaker second person
+    hm[..., 1] *= 0.35                                              # a low-confidence joint
+    hm[..., 2] = 0.8 * gaussian(64, 48, 20.4, 33.2, 3.0, 1.7, 0.5)  # anisotropic, correlated
+    hm += rng.normal(0, 0.03, hm.shape)
+    cases.append(heatmap_case("noisy_prediction", c, hm,
+                              "prediction-like: noise, negative values, second blob, anisotropic blob"))
+
+    c = HeatmapCodec((100, 75), (24, 18), sigma=1.5)
+    kps = random_keypoints(rng, 4, 75, 100, margin=3)
+    hm = c.encode(kps)[0].astype(np.float64)
+    hm[..., 3] += rng.normal(0, 0.05, hm.shape[:2])
+    cases.append(heatmap_case("non_integer_stride", c, hm, "strides 75/18 and 100/24, radius 1"))
+
+    c = HeatmapCodec((90, 130), (21, 37), sigma=2.5, dark_radius=3)
+    kps = random_keypoints(rng, 3, 130, 90, margin=1)
+    cases.append(heatmap_case("explicit_radius", c, c.encode(kps)[0], "dark_radius 3, non-integer strides"))
+
+    c = HeatmapCodec((20, 80), (5, 20), sigma=3.0)
+    kps = np.array([[40.3, 9.1, 2], [2.2, 17.6, 2], [77.0, 1.0, 2]])
+    cases.append(heatmap_case("rect_window", c, c.encode(kps)[0], "5x20 maps: window 5x7 (ry 2, rx 3)"))
+
+    c = HeatmapCodec((12, 12), (3, 3), sigma=1.0)
+    kps = np.array([[5.1, 6.3, 2], [0.2, 11.0, 2]])
+    hm = c.encode(kps)[0]
+    cases.append(heatmap_case("tiny_3x3", c, hm, "3x3 maps, the smallest DARK accepts"))
+
+    c = HeatmapCodec((56, 56), (56, 56), sigma=8.0)
+    hm = np.stack([gaussian(56, 56, 20.37, 31.81, 8.0),
+                   0.7 * gaussian(56, 56, 3.2, 50.4, 9.0, 6.5, -0.3) + rng.normal(0, 0.02, (56, 56))], -1)
+    cases.append(heatmap_case("stride1_sigma8", c, hm, "official-like stride-1 maps, 17x17 window"))
+
+    c = HeatmapCodec((64, 64), (16, 16), sigma=2.0)
+    hm = np.zeros((16, 16, 6), np.float64)
+    hm[..., 1] = 0.5
+    hm[..., 2] = -0.1
+    hm[6:8, 9:11, 3] = 1.0                                           # flat-topped 2x2 plateau
+    hm[..., 4] = gaussian(16, 16, 7.5, 4.5, 2.0)                     # centred between four pixels
+    hm[11, 3, 5] = 1.0                                               # a single spike
+    cases.append(heatmap_case("flat_and_ties", c, hm,
+                              "zero, constant and negative maps; plateau; half-pixel centre (tied argmax); spike"))
+    return cases
+
+
+# ---------------------------------------------------------------------------
+# PAF decode
+
+# A standing, front-facing COCO17 person, unit height, centred on the origin.
+TEMPLATE = np.array([
+    (0.0, -0.42), (0.03, -0.45), (-0.03, -0.45), (0.07, -0.43), (-0.07, -0.43),
+    (0.15, -0.30), (-0.15, -0.30), (0.20, -0.10), (-0.20, -0.10), (0.22, 0.08), (-0.22, 0.08),
+    (0.10, 0.05), (-0.10, 0.05), (0.11, 0.27), (-0.11, 0.27), (0.12, 0.50), (-0.12, 0.50),
+])
+
+
+def coco_person(rng, cx, cy, height, jitter=0.6, missing=()):
+    xy = TEMPLATE * height + (cx, cy) + rng.normal(0, jitter, TEMPLATE.shape)
+    v = np.full((17, 1), 2.0)
+    v[list(missing)] = 0
+    return np.concatenate([xy, v], -1)
+
+
+class _BranchCounter:
+    """Counts which case of PafCodec._connect each connection takes (coverage report)."""
+
+    def __init__(self):
+        self.counts = Counter()
+        self.original = PafCodec.__dict__["_connect"]
+
+    def __enter__(self):
+        orig = self.original.__func__
+        counts = self.counts
+
+        def counting(people, limb_total, owner, num_kp, a, b, pa, pb, score):
+            oa, ob = owner[pa], owner[pb]
+            if oa < 0 and ob < 0:
+                kind = "new"
+            elif oa >= 0 and ob >= 0 and oa != ob:
+                clash = np.any((people[oa] >= 0) & (people[ob] >= 0))
+                kind = "merge_refused" if clash else "merge"
+            elif oa >= 0 and ob >= 0:
+                kind = "same_person"
+            elif oa < 0:
+                kind = "extend_a_refused" if people[ob][a] >= 0 else "extend_a"
+            else:
+                kind = "extend_b_refused" if people[oa][b] >= 0 else "extend_b"
+            counts[kind] += 1
+            return orig(people, limb_total, owner, num_kp, a, b, pa, pb, score)
+
+        PafCodec._connect = staticmethod(counting)
+        return self
+
+    def __exit__(self, *exc):
+        PafCodec._connect = self.original
+
+
+def paf_case(name: str, codec: PafCodec, heatmaps, pafs, note: str) -> dict:
+    heatmaps = np.asarray(heatmaps, np.float32)
+    pafs = np.asarray(pafs, np.float32)
+    poses, scores = codec.decode(heatmaps, pafs, return_scores=True)
+    poses64, scores64 = paf_decode64(codec, heatmaps, pafs, return_scores=True)
+    assert len(poses) == len(poses64), name
+    for p32, p64 in zip(poses, poses64):
+        assert np.array_equal(p64.astype(np.float32), p32), name
+    assert np.array_equal(np.asarray(scores64).astype(np.float32), scores), name
+    pk, piy, pix = find_peaks(heatmaps, codec.peak_threshold)
+    maps = np.moveaxis(heatmaps, -1, 0)
+    if len(pk):
+        u, v = dark_refine(maps, piy, pix, codec.heatmap_codec.radius, rows=pk)
+    else:
+        u = v = np.zeros(0)
+    flat = [flat_windows(maps[k:k + 1], [y], [x], codec.heatmap_codec.radius)[0]
+            for k, y, x in zip(pk, piy, pix)]
+    return {
+        "name": name, "note": note, "codec": codec.to_dict(),
+        "heatmaps": arr(heatmaps), "pafs": arr(pafs),
+        "expected": {
+            "peaks": [[int(k), int(y), int(x)] for k, y, x in zip(pk, piy, pix)],
+            "peak_uv": floats(np.stack([u, v], -1).reshape(-1, 2)),
+            "flat_window": flat,
+            "limb_order": limb_order(codec.limbs, heatmaps.shape[-1]),
+            "people": [{"keypoints": floats(p), "score": float(s)} for p, s in zip(poses64, scores64)],
+        },
+    }
+
+
+def encoded(codec: PafCodec, people: np.ndarray):
+    return codec.encode_heatmaps(people)[0].astype(np.float64), codec.encode(people)[0].astype(np.float64)
+
+
+def paf_cases(rng) -> tuple[list[dict], Counter]:
+    cases = []
+    with _BranchCounter() as counter:
+        c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=1.5)
+        people = np.stack([coco_person(rng, 30, 50, 56), coco_person(rng, 70, 62, 70),
+                           coco_person(rng, 104, 40, 48)])
+        cases.append(paf_case("coco17_three_people", c, *encoded(c, people),
+                              "three separate people, exact targets"))
+
+        c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=2.0)
+        a = coco_person(rng, 52, 64, 80, missing=(3, 4, 9))
+        b = coco_person(rng, 70, 70, 76, missing=(0, 1, 2))
+        b[[9, 10], 0] -= 30                                           # b's wrists reach across a
+        c_ = coco_person(rng, 118, 66, 72, missing=(5, 11, 13, 15))   # truncated at the border
+        hm, pf = encoded(c, np.stack([a, b, c_]))
+        hm += rng.normal(0, 0.02, hm.shape)
+        pf += np.round(rng.normal(0, 0.05, pf.shape) * 128) / 128         # coarse noise: compresses
+        cases.append(paf_case("coco17_crossing_noisy", c, hm, pf,
+                              "overlapping people with crossing arms, missing and truncated keypoints, noise"))
+
+        c = PafCodec((112, 112), (28, 28), MPII16.limbs, sigma=1.5, min_keypoints=2)
+        mp = np.zeros((3, 16, 3))
+        for i, (cx, cy, s) in enumerate([(30, 56, 70), (60, 50, 60), (90, 60, 66)]):
+            # A rough MPII stick figure (ankles .. head top, wrists .. shoulders).
+            base = np.array([(-.1, .5), (-.1, .27), (-.1, .05), (.1, .05), (.1, .27), (.1, .5),
+                             (0, .05), (0, -.3), (0, -.36), (0, -.5), (-.22, .08), (-.2, -.1),
+                             (-.15, -.3), (.15, -.3), (.2, -.1), (.22, .08)])
+            mp[i, :, :2] = base * s + (cx, cy) + rng.normal(0, 0.8, base.shape)
+            mp[i, :, 2] = 2
+        mp[1, [10, 11], 2] = 0                                        # one arm missing
+        mp[2, 8:10, 2] = 0                                            # head missing
+        hm, pf = encoded(c, mp)
+        hm += rng.normal(0, 0.01, hm.shape)
+        cases.append(paf_case("mpii16_three_people", c, hm, pf, "MPII limbs, missing parts, min_keypoints 2"))
+
+        # Exact ties: Gaussians at integer positions (DARK returns the integers exactly)
+        # and uniform fields, so equal scores are equal to the last bit.
+        c = PafCodec((96, 96), (24, 24), [(0, 1), (1, 2)], sigma=1.5, min_keypoints=2)
+        hm = np.zeros((24, 24, 4))
+        # (14.5, 16) and (18.5, 5.5) are plateaus (centred between pixels): one peak each.
+        for k, (u, v) in [(0, (10, 6)), (1, (6, 10)), (1, (14, 10)), (2, (6, 16)), (2, (14.5, 16)),
+                          (3, (18.5, 5.5))]:
+            hm[..., k] = np.maximum(hm[..., k], gaussian(24, 24, u, v, 1.5))
+        pf = np.zeros((24, 24, 4))
+        pf[..., 1] = 1.0                                              # both limbs point down
+        pf[..., 3] = 1.0
+        cases.append(paf_case("matching_ties", c, hm, pf,
+                              "a peak with two equally good partners (lower index wins); plateau peaks; "
+                              "a keypoint without limbs"))
+
+        # Two identical people one integer offset apart: equal scores, ranked by first peak.
+        c = PafCodec((96, 96), (24, 24), [(0, 1), (1, 2), (2, 3), (1, 3)], sigma=1.5)
+        kp = np.array([[10, 3], [10, 8], [8, 13], [12, 13]], np.float64)
+        people = []
+        for off in [(9, 5), (0, 5), (5, 0)]:                          # heatmap px offsets
+            uv = kp + off
+            xy = (uv + 0.5) * 4 - 0.5                                  # exact inverse of to_heatmap
+            people.append(np.concatenate([xy, np.full((4, 1), 2.0)], -1))
+        hm, pf = encoded(c, np.stack(people))
+        cases.append(paf_case("rank_ties", c, hm, pf, "identical translated people: equal scores, order by first peak"))
+
+        # Fragments that only join late: a chain whose middle keypoint is weak.
+        c = PafCodec((80, 80), (20, 20), [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4)], sigma=1.0,
+                     peak_threshold=0.7, min_keypoints=2)
+        people = np.array([[[10, 10, 2], [30, 12, 2], [50, 10, 2], [60, 40, 2], [20, 40, 2]],
+                           [[12, 60, 2], [30, 70, 2], [48, 64, 2], [70, 70, 2], [8, 76, 2]]], np.float64)
+        hm, pf = encoded(c, people)
+        hm[..., 2] *= 0.6                                              # the second person's is dropped
+        hm[np.unravel_index(hm[..., 2].argmax(), hm.shape[:2]) + (2,)] = 0.7  # float32(0.7) < 0.7: kept
+        hm[..., 4] += rng.normal(0, 0.05, hm.shape[:2])
+        pf[..., 2:4] *= -1                                             # limb 1 reversed: no candidates
+        cases.append(paf_case("cycle_threshold", c, hm, pf,
+                              "a cycle of limbs, a peak at exactly float32(0.7) threshold, a reversed field"))
+
+        # Every refusal in _connect: square-cycle people whose last limb points elsewhere.
+        c = PafCodec((160, 160), (40, 40), [(0, 1), (1, 2), (2, 3), (3, 0)], sigma=1.5)
+        X = [(4, 4), (10, 4), (10, 10), (4, 10)]
+        Y = [(24, 4), (30, 4), (30, 10), (24, 10)]
+        Z = [(4, 24), (10, 24), (10, 30), (4, 30)]
+        W2, V3 = (4, 38), (36, 18)
+        points = {k: [X[k], Y[k], Z[k]] for k in range(4)}
+        points[2].append(W2)
+        points[3].append(V3)
+        segments = {li: [(P[a], P[b]) for P in (X, Y, Z)] for li, (a, b) in enumerate(c.limbs[:2])}
+        segments[3] = [(P[3], P[0]) for P in (X, Y, Z)]
+        segments[2] = [(X[2], Y[3]), (Y[2], V3), (W2, Z[3])]
+        cases.append(paf_case("connect_refusals", c, *handmade(c, points, segments),
+                              "a merge with clashing slots, a person that already has the a / the b keypoint"))
+
+        c = PafCodec((64, 64), (16, 16), COCO17.limbs)
+        cases.append(paf_case("empty", c, np.zeros((16, 16, 17)), np.zeros((16, 16, 38)), "no peaks"))
+    return cases, counter.counts
+
+
+def handmade(codec: PafCodec, points: dict, segments: dict):
+    """Targets from peak positions {k: [(u, v), ...]} and limb segments {limb: [((u, v), (u, v)), ...]}
+    in heatmap pixels (fields drawn by PafCodec.encode, one limb at a time)."""
+    stride = np.asarray(codec.heatmap_codec.stride)
+    num_kp = 1 + max(max(p) for p in codec.limbs)
+    h, w = codec.heatmap_size
+
+    def xy(uv):
+        return (*((np.asarray(uv, np.float64) + 0.5) * stride - 0.5), 2.0)
+
+    people = np.zeros((max(len(v) for v in points.values()), num_kp, 3))
+    for k, uvs in points.items():
+        for i, uv in enumerate(uvs):
+            people[i, k] = xy(uv)
+    pafs = np.zeros((h, w, 2 * codec.num_limbs))
+    for li, segs in segments.items():
+        a, b = codec.limbs[li]
+        fake = np.zeros((len(segs), num_kp, 3))
+        for i, (pa, pb) in enumerate(segs):
+            fake[i, a], fake[i, b] = xy(pa), xy(pb)
+        pafs[..., 2 * li:2 * li + 2] = codec.encode(fake)[0][..., 2 * li:2 * li + 2]
+    return codec.encode_heatmaps(people)[0], pafs
+
+
+# ---------------------------------------------------------------------------
+# affine geometry, the top-down pipeline, instance scores
+
+def affine_cases(rng) -> list[dict]:
+    cases = []
+    specs = [([10, 20, 50, 100], 0.75, 1.25, (256, 192), 0.0, False),
+             ([0, 0, 640, 480], 1.0, 1.0, (224, 224), 0.0, False),
+             ([3.5, 7.25, 12.0, 40.0], 1.5, 1.1, (64, 96), 30.0, False),
+             ([100, 50, 80, 60], 0.75, 1.25, (256, 192), -45.0, True),
+             ([5, 5, 1, 1], 1.0, 2.0, (17, 13), 90.0, True),
+             ([-20, -10, 300, 200], 0.8, 1.25, (80, 80), 180.0, False)]
+    for _ in range(6):
+        box = np.round(rng.uniform([-50, -50, 5, 5], [500, 400, 300, 400]), 2).tolist()
+        specs.append((box, float(rng.uniform(0.5, 2.0)), float(rng.uniform(1.0, 1.5)),
+                      (int(rng.integers(8, 300)), int(rng.integers(8, 300))),
+                      float(rng.uniform(-180, 180)), bool(rng.integers(2))))
+    for box, aspect, padding, size, rot, flip in specs:
+        center, scale = box_to_center_scale(box, aspect, padding)
+        m = affine_matrix(center, scale, size, rot, flip)
+        inv = invert_affine(m)
+        pts = rng.uniform(-100, 600, (5, 2))
+        cases.append({
+            "box": box, "aspect_ratio": aspect, "padding": padding, "output_size": list(size),
+            "rotation": rot, "flip": flip, "points": floats(pts),
+            "expected": {"center": floats(center), "scale": floats(scale), "matrix": floats(m),
+                         "inverse": floats(inv), "mapped": floats(apply_affine(pts, m)),
+                         "unmapped": floats(apply_affine(pts, inv))},
+        })
+    return cases
+
+
+class _StandIn:
+    """A 'network' that returns prepared heatmaps: PoseModel.predict's own geometry,
+    flip test, decoding and scoring run unchanged around it."""
+
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+
+    def __call__(self, crops, training=False):
+        out = self.outputs.pop(0)
+        assert out.shape[0] == len(crops)
+        return out
+
+
+def pose_cases(rng) -> list[dict]:
+    cases = []
+    specs = [("whole_image_mpii", MPII16, (48, 48), (12, 12), 1.5, (300, 200), None, False),
+             ("boxes_coco", COCO17, (64, 48), (16, 12), 2.0, (120, 160),
+              [[10, 20, 50, 100], [80.5, 5.25, 60, 40]], False),
+             ("flip_test_coco", COCO17, (64, 48), (16, 12), 2.0, (90, 70), [[5, 5, 40, 70]], True)]
+    for name, skel, size, hsize, sigma, (img_h, img_w), boxes, flip in specs:
+        codec = HeatmapCodec(size, hsize, sigma)
+        config = model_config("stand_in", "golden", size, skel, codec)
+        n = 1 if boxes is None else len(boxes)
+        outs = []
+        for _ in range(2 if flip else 1):
+            kps = np.stack([random_keypoints(rng, skel.num_keypoints, size[1], size[0], margin=2)
+                            for _ in range(n)])
+            hm = codec.batch_encode(kps)[0] * rng.uniform(0.1, 1.0, (n, 1, 1, skel.num_keypoints))
+            outs.append((hm + rng.normal(0, 0.01, hm.shape)).astype(np.float32))
+        model = PoseModel(_StandIn(outs), config)
+        poses = model.predict(np.zeros((img_h, img_w, 3), np.uint8), boxes=boxes, flip_test=flip)
+        cases.append({
+            "name": name, "codec": codec.to_dict(), "image_size": [img_h, img_w], "boxes": boxes,
+            "flip_test": flip, "flip_index": skel.flip_index().tolist(),
+            "heatmaps": [arr(o) for o in outs],
+            "expected": {"keypoints": [floats(p.keypoints) for p in poses],
+                         "scores": [p.score for p in poses], "boxes": [floats(p.box) for p in poses]},
+        })
+    return cases
+
+
+def score_cases(rng) -> list[dict]:
+    s = rng.uniform(0, 0.5, (6, 17))
+    s[0] = 0.0                                                        # nothing confident -> 0
+    s[1, :5] = 0.2                                                    # exactly the threshold: not counted
+    s[2, :5] = np.float32(0.2)                                        # float32(0.2) > 0.2: counted
+    s = s.astype(np.float32).astype(np.float64)                       # scores are float32 values
+    kps = np.concatenate([rng.uniform(0, 100, (6, 17, 2)), s[..., None]], -1)
+    return [{"keypoints": floats(kps), "expected": floats(instance_scores(kps))}]
+
+
+def savgol_cases() -> list[dict]:
+    return [{"ry": ry, "rx": rx, "expected": floats(savgol_quadratic_2d(ry, rx))}
+            for ry, rx in [(1, 1), (2, 2), (1, 3), (3, 2), (8, 8)]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(20240611)
+    write(args.out, "heatmap", {"cases": heatmap_cases(rng)})
+    cases, branches = paf_cases(rng)
+    write(args.out, "paf", {"cases": cases, "limb_orders": [
+        {"limbs": [list(p) for p in limbs], "num_keypoints": k, "expected": limb_order(limbs, k)}
+        for limbs, k in [(COCO17.limbs, 17), (MPII16.limbs, 16), ([(0, 1), (2, 3), (4, 5), (3, 4)], 7),
+                         ([(5, 6), (0, 1), (1, 2), (2, 0)], 8), ([], 3)]]})
+    write(args.out, "geometry", {"affine": affine_cases(rng), "pose": pose_cases(rng),
+                                 "instance_scores": score_cases(rng), "savgol": savgol_cases()})
+    sizes = {p.name: p.stat().st_size for p in sorted(args.out.glob("*.json"))}
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
+    print("PafCodec._connect cases covered: " + ", ".join(f"{k} {v}" for k, v in sorted(branches.items())))
+
+
+if __name__ == "__main__":
+    main()
