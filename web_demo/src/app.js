@@ -1,0 +1,315 @@
+// The demo page: pick a model and a TF.js backend, run on the webcam, an uploaded
+// image/video or ?image=URL, draw the skeletons, show FPS and the active backend.
+//
+// URL parameters: model (model.json URL; default the first entry of models/index.json),
+// backend (webgl | wasm | webgpu | cpu; default webgl), image (run once on this image),
+// boxes (JSON [[x, y, w, h], ...]: person boxes for top-down models on that image),
+// flip (1: flip test).
+// window.kposeDemo exposes the state for scripted runs (test/e2e.mjs).
+import * as tf from '@tensorflow/tfjs';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import '@tensorflow/tfjs-backend-webgpu';
+
+import { createDetector } from './kpose-pose.js';
+
+// The wasm binaries are copied beside the bundle by `npm run build`: no CDN, works offline.
+setWasmPaths(new URL('wasm/', document.baseURI).href);
+
+// Tried in this order after the requested backend fails to start or to run.
+const FALLBACKS = ['webgl', 'wasm', 'cpu'];
+// Keypoints (and limbs between them) scoring above this are drawn; the pose-score threshold.
+const DRAW_THRESHOLD = 0.2;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  model: $('model-select'), backend: $('backend-select'), webcam: $('webcam-button'), file: $('file-input'),
+  flip: $('flip-input'), fps: $('fps'), backendLabel: $('backend'), timing: $('timing'), info: $('model-info'),
+  status: $('status'), canvas: $('view'), video: $('video'),
+};
+const ctx = ui.canvas.getContext('2d');
+const params = new URLSearchParams(location.search);
+
+const demo = {
+  state: 'loading', error: null, result: null, detector: null, modelUrl: null,
+  requestedBackend: params.get('backend') || 'webgl', fallbacks: [], source: null, generation: 0,
+  fps: null, runImage, boxes: params.get('boxes') ? JSON.parse(params.get('boxes')) : undefined,
+};
+window.kposeDemo = demo;
+
+function setState(state, message) {
+  demo.state = state;
+  document.body.dataset.state = state;
+  if (message !== undefined) ui.status.textContent = message;
+}
+
+function fail(error) {
+  console.error(error);
+  demo.error = String(error?.message ?? error);
+  setState('error', demo.error);
+}
+
+// ---------------------------------------------------------------------------
+// models and backends
+
+async function listModels() {
+  try {
+    const res = await fetch('models/index.json');
+    if (!res.ok) return [];
+    const index = await res.json();
+    const entries = Array.isArray(index) ? index : index.models ?? [];
+    // Entries: "models/x/model.json" or {name, url}.
+    return entries.map((e) => (typeof e === 'string' ? { name: e, url: e } : { name: e.name ?? e.url, url: e.url }));
+  } catch {
+    return [];
+  }
+}
+
+async function startBackend(name) {
+  try {
+    if (await tf.setBackend(name)) {
+      await tf.ready();
+      return true;
+    }
+  } catch (e) {
+    demo.fallbacks.push(`${name}: ${e.message}`);
+    return false;
+  }
+  demo.fallbacks.push(`${name}: failed to start`);
+  return false;
+}
+
+/** Loads the model on the requested backend, falling back (webgl -> wasm -> cpu) when a
+ * backend does not start or fails its first inference (e.g. no usable WebGL). */
+async function loadDetector(modelUrl, requested) {
+  const generation = ++demo.generation;
+  demo.detector?.dispose();
+  demo.detector = null;
+  demo.fallbacks = [];
+  // Problems with the model itself are reported as they are, not as backend failures.
+  const res = await fetch(modelUrl);
+  if (!res.ok) throw new Error(`${modelUrl}: HTTP ${res.status}`);
+  if (!(await res.json()).userDefinedMetadata?.kpose) {
+    throw new Error(`${modelUrl}: no userDefinedMetadata.kpose; export the model with kpose's exporter`);
+  }
+  const order = [requested, ...FALLBACKS.filter((b) => b !== requested)];
+  for (const backend of order) {
+    setState('loading', `Loading ${modelUrl} on ${backend}…`);
+    if (!(await startBackend(backend))) continue;
+    let detector;
+    try {
+      detector = await createDetector(modelUrl, { flipTest: ui.flip.checked });
+      // A warm-up run compiles the kernels (shaders) now, and proves the backend works.
+      const [H, W] = detector.inputSize;
+      const blank = tf.zeros([H, W, 3], 'int32');
+      try { await detector.estimatePoses(blank); } finally { blank.dispose(); }
+    } catch (e) {
+      detector?.dispose();
+      demo.fallbacks.push(`${backend}: ${e.message}`);
+      continue;
+    }
+    if (generation !== demo.generation) { detector.dispose(); return null; }
+    demo.detector = detector;
+    demo.modelUrl = modelUrl;
+    const m = detector.metadata;
+    ui.backendLabel.textContent = `backend ${tf.getBackend()}` + (backend !== requested ? ` (${requested} failed)` : '');
+    ui.backend.value = tf.getBackend();
+    ui.info.textContent = `${m.model.name} · ${m.model.task} · ${detector.inputSize.join('×')} · ` +
+      `${m.skeleton.name} (${m.skeleton.keypoints.length} keypoints) · ${m.precision}`;
+    if (demo.fallbacks.length) console.warn('backend fallbacks:', demo.fallbacks);
+    return detector;
+  }
+  throw new Error(`no TF.js backend could run the model (${demo.fallbacks.join('; ')})`);
+}
+
+// ---------------------------------------------------------------------------
+// drawing
+
+function color(name) {
+  if (name.startsWith('left')) return '#35c759';
+  if (name.startsWith('right')) return '#ff9f0a';
+  return '#0a84ff';
+}
+
+function drawPoses(poses, width, height) {
+  const skeleton = demo.detector.skeleton;
+  // kpose puts pixel centres at integers, the canvas at i + 0.5.
+  const cx = (k) => k.x + 0.5;
+  const cy = (k) => k.y + 0.5;
+  const unit = Math.max(2, Math.max(width, height) / 320);
+  ctx.lineCap = 'round';
+  const ok = (k) => k && k.x !== null && k.score > DRAW_THRESHOLD;
+  for (const pose of poses) {
+    ctx.lineWidth = unit;
+    for (const [a, b] of skeleton.limbs) {
+      const ka = pose.keypoints[a];
+      const kb = pose.keypoints[b];
+      if (!ok(ka) || !ok(kb)) continue;
+      // A limb takes its side's colour (e.g. the neck-to-left-shoulder limb is "left").
+      ctx.strokeStyle = color([ka.name, kb.name].find((n) => /^(left|right)/.test(n)) ?? ka.name);
+      ctx.beginPath();
+      ctx.moveTo(cx(ka), cy(ka));
+      ctx.lineTo(cx(kb), cy(kb));
+      ctx.stroke();
+    }
+    for (const k of pose.keypoints) {
+      if (!ok(k)) continue;
+      ctx.fillStyle = color(k.name);
+      ctx.beginPath();
+      ctx.arc(cx(k), cy(k), 1.5 * unit, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+  }
+}
+
+function drawFrame(source, width, height, poses, boxes) {
+  if (ui.canvas.width !== width || ui.canvas.height !== height) {
+    ui.canvas.width = width;
+    ui.canvas.height = height;
+  }
+  ctx.drawImage(source, 0, 0, width, height);
+  if (boxes) {
+    ctx.strokeStyle = '#ffffff';
+    ctx.lineWidth = Math.max(1, Math.max(width, height) / 640);
+    // A COCO box covers pixel columns x .. x+w-1, i.e. canvas x .. x+w (canvas pixel i spans [i, i+1]).
+    for (const [x, y, w, h] of boxes) ctx.strokeRect(x, y, w, h);
+  }
+  drawPoses(poses, width, height);
+}
+
+function showTimings(ms) {
+  const t = demo.detector.lastTimings;
+  demo.fps = demo.fps === null ? 1000 / ms : 0.9 * demo.fps + 0.1 * (1000 / ms);
+  ui.fps.textContent = `FPS ${demo.fps.toFixed(1)}`;
+  if (t) {
+    ui.timing.textContent = `crop ${t.crop.toFixed(1)} ms · model ${t.inference.toFixed(1)} ms · ` +
+      `decode ${t.decode.toFixed(1)} ms`;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// sources
+
+function stopVideo() {
+  const v = ui.video;
+  v.pause();
+  if (v.srcObject) v.srcObject.getTracks().forEach((t) => t.stop());
+  v.srcObject = null;
+  if (v.src) { URL.revokeObjectURL(v.src); v.removeAttribute('src'); }
+}
+
+async function loadImage(url) {
+  const img = new Image();
+  img.crossOrigin = 'anonymous';
+  img.src = url;
+  await img.decode();
+  return img;
+}
+
+/** Runs the detector once on the current image; the result is also kept in kposeDemo.result. */
+async function runImage() {
+  const img = demo.source?.kind === 'image' ? demo.source.el : null;
+  if (!img || !demo.detector) throw new Error('no image or no model loaded');
+  const t = performance.now();
+  const boxes = demo.detector.task === 'top_down' ? demo.boxes : undefined;
+  const poses = await demo.detector.estimatePoses(img, { flipTest: ui.flip.checked, boxes });
+  const ms = performance.now() - t;
+  drawFrame(img, img.naturalWidth, img.naturalHeight, poses, boxes);
+  showTimings(ms);
+  demo.result = {
+    poses, backend: tf.getBackend(), requestedBackend: demo.requestedBackend, fallbacks: [...demo.fallbacks],
+    timings: { ...demo.detector.lastTimings, wall: ms }, imageSize: [img.naturalHeight, img.naturalWidth],
+    modelUrl: demo.modelUrl, metadata: demo.detector.metadata, tfjsVersion: tf.version.tfjs,
+  };
+  setState('done', `${poses.length} pose(s) · score ${poses.map((p) => p.score.toFixed(3)).join(', ')}`);
+  return demo.result;
+}
+
+async function showImage(url) {
+  stopVideo();
+  const img = await loadImage(url);
+  demo.source = { kind: 'image', el: img };
+  if (demo.detector) await runImage();
+}
+
+async function videoLoop(generation) {
+  const v = ui.video;
+  if (demo.source?.kind !== 'video' || generation !== demo.generation) return;
+  if (demo.detector && v.readyState >= 2 && !v.paused && !v.ended) {
+    const t = performance.now();
+    try {
+      const poses = await demo.detector.estimatePoses(v, { flipTest: ui.flip.checked });
+      if (generation !== demo.generation) return;
+      drawFrame(v, v.videoWidth, v.videoHeight, poses);
+      showTimings(performance.now() - t);
+    } catch (e) {
+      fail(e);
+      return;
+    }
+  }
+  requestAnimationFrame(() => videoLoop(generation));
+}
+
+async function showVideo(setup) {
+  stopVideo();
+  await setup(ui.video);
+  await ui.video.play();
+  demo.source = { kind: 'video', el: ui.video };
+  setState('ready', 'Running on video');
+  videoLoop(demo.generation);
+}
+
+// ---------------------------------------------------------------------------
+// wiring
+
+async function switchModel(url) {
+  const u = new URL(location.href);
+  u.searchParams.set('model', url);
+  history.replaceState(null, '', u);
+  await loadDetector(url, ui.backend.value || demo.requestedBackend);
+  setState('ready', 'Ready: use the webcam or open an image or video');
+  if (demo.source?.kind === 'image') await runImage();
+  else if (demo.source?.kind === 'video') videoLoop(demo.generation);
+}
+
+ui.model.addEventListener('change', () => switchModel(ui.model.value).catch(fail));
+ui.backend.addEventListener('change', () => {
+  demo.requestedBackend = ui.backend.value;
+  const u = new URL(location.href);
+  u.searchParams.set('backend', ui.backend.value);
+  history.replaceState(null, '', u);
+  switchModel(demo.modelUrl).catch(fail);
+});
+ui.flip.addEventListener('change', () => { if (demo.source?.kind === 'image') runImage().catch(fail); });
+ui.webcam.addEventListener('click', () => showVideo(async (v) => {
+  v.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'user' }, audio: false });
+}).catch(fail));
+ui.file.addEventListener('change', () => {
+  const file = ui.file.files[0];
+  if (!file) return;
+  const url = URL.createObjectURL(file);
+  const run = file.type.startsWith('video/')
+    ? showVideo(async (v) => { v.src = url; v.loop = true; })
+    : showImage(url).finally(() => URL.revokeObjectURL(url));
+  run.catch(fail);
+});
+
+async function main() {
+  ui.flip.checked = params.get('flip') === '1';
+  ui.backend.value = demo.requestedBackend;
+  const models = await listModels();
+  let modelUrl = params.get('model');
+  for (const m of models) ui.model.add(new Option(m.name, m.url));
+  if (modelUrl && !models.some((m) => m.url === modelUrl)) ui.model.add(new Option(modelUrl, modelUrl));
+  modelUrl ||= models[0]?.url;
+  if (!modelUrl) {
+    setState('error', 'No model: open this page with ?model=models/<name>/model.json, or list models in models/index.json');
+    return;
+  }
+  ui.model.value = modelUrl;
+  await loadDetector(modelUrl, demo.requestedBackend);
+  setState('ready', 'Ready: use the webcam or open an image or video');
+  const image = params.get('image');
+  if (image) await showImage(image);
+}
+
+main().catch(fail);

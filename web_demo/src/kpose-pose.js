@@ -1,0 +1,249 @@
+// kpose-pose: run exported kpose TF.js models in the browser, in the style of
+// @tensorflow-models/pose-detection.
+//
+//   import { createDetector } from './kpose-pose.js';
+//   const detector = await createDetector('models/efficientpose_rt/model.json', { backend: 'webgl' });
+//   const poses = await detector.estimatePoses(videoElement);           // whole frame = one person
+//   const poses = await detector.estimatePoses(img, { boxes: [[x, y, w, h]] });
+//   // [{score, box: [x, y, w, h], keypoints: [{x, y, score, name}]}] in image pixels
+//   detector.dispose();
+//
+// Everything a model needs is read from its model.json (userDefinedMetadata.kpose,
+// written by kpose's exporter): input size, skeleton, codec, crop padding.
+//
+// Top-down models (task "top_down") follow kpose's PoseModel.predict exactly: each
+// person box (default: the whole image, no padding) is grown to the input's aspect
+// ratio, padded, and warped into the input with the same affine map and bilinear
+// sampling (tf.image.transform is TF's ImageProjectiveTransformV3: outside pixels
+// read 0), rounded back to 8-bit like kpose's warp of uint8 images; the heatmaps are
+// decoded with argmax + DARK (decoders.js) and mapped back through the inverse affine.
+// Pose score = mean score of the keypoints scoring > 0.2 (kpose.metrics.instance_scores).
+//
+// Bottom-up models (task "bottom_up", outputs heatmaps + pafs) see the whole image
+// letterboxed into the input: the same affine with box = the whole image and padding
+// 1.0 scales it uniformly to fit and centres it, filling the margins with 0. The
+// people found by PafCodec's grouping (decoders.js decodePafs) are mapped back to
+// the image; pose score = PafCodec's person score (the codec's own ranking); missing
+// keypoints have score 0 and x = y = null; the box is the found keypoints' extent.
+import * as tf from '@tensorflow/tfjs';
+
+import {
+  applyAffine, cropMatrix, decodePafs, decodeTopDown, flipAverage, flipIndex, instanceScore,
+  invertAffine,
+} from './decoders.js';
+
+export const SCHEMA_VERSION = 1;
+// kpose.metrics.instance_scores: keypoints above this count towards the pose score.
+export const INSTANCE_SCORE_THRESHOLD = 0.2;
+
+/** Validates and returns the kpose metadata of a loaded GraphModel. */
+export function readMetadata(model, where = 'model.json') {
+  const meta = model.metadata?.kpose;
+  if (!meta) {
+    throw new Error(`${where}: no userDefinedMetadata.kpose; export the model with kpose's exporter ` +
+      '(kpose.export(model, "tfjs"))');
+  }
+  if (meta.format !== 'kpose' || meta.schema_version !== SCHEMA_VERSION) {
+    throw new Error(`${where}: kpose metadata format ${meta.format} schema ${meta.schema_version}; ` +
+      `this demo reads schema ${SCHEMA_VERSION}`);
+  }
+  const task = meta.model?.task ?? 'top_down';
+  if (!['top_down', 'bottom_up'].includes(task)) throw new Error(`${where}: unknown task ${task}`);
+  const type = meta.codec?.type;
+  if ((task === 'top_down' && type !== 'heatmap') || (task === 'bottom_up' && type !== 'paf')) {
+    throw new Error(`${where}: task ${task} with a codec of type ${type}`);
+  }
+  const [, H, W, C] = meta.input.shape;
+  if (C !== 3 || H !== meta.codec.input_size[0] || W !== meta.codec.input_size[1]) {
+    throw new Error(`${where}: input shape ${meta.input.shape} does not match codec input_size ${meta.codec.input_size}`);
+  }
+  return meta;
+}
+
+/** Loads model.json (+ weights) and returns a detector.
+ * options: backend ('webgl' | 'wasm' | 'webgpu' | 'cpu'; default: TF.js's current),
+ *   flipTest (top-down: average with the mirrored crop; default false),
+ *   scoreThreshold (drop poses scoring below it; default 0),
+ *   padding (box padding for top-down crops; default: the metadata's crop.padding, 1.25),
+ *   refine ('dark' | 'none'), loadOptions (passed to tf.loadGraphModel). */
+export async function createDetector(modelUrl, options = {}) {
+  if (options.backend) {
+    // setBackend resolves false (it does not throw) when a backend cannot start.
+    if (!(await tf.setBackend(options.backend))) throw new Error(`TF.js backend ${options.backend} failed to start`);
+  }
+  await tf.ready();
+  const model = await tf.loadGraphModel(modelUrl, options.loadOptions);
+  let meta;
+  try {
+    meta = readMetadata(model, String(modelUrl));
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return new KposeDetector(model, meta, options);
+}
+
+export class KposeDetector {
+  constructor(model, metadata, options = {}) {
+    this.model = model;
+    this.metadata = metadata;
+    this.task = metadata.model?.task ?? 'top_down';
+    this.codec = metadata.codec;
+    this.skeleton = metadata.skeleton;
+    this.inputSize = metadata.codec.input_size;
+    this.options = {
+      flipTest: false, scoreThreshold: 0, refine: 'dark',
+      padding: metadata.crop?.padding ?? 1.25, ...options,
+    };
+    this.flipIndex = flipIndex(this.skeleton.keypoints.length, this.skeleton.flip_pairs ?? []);
+    const names = (metadata.outputs ?? []).map((o) => o.name);
+    this.outputNames = this.task === 'bottom_up' ? ['heatmaps', 'pafs'] : ['heatmaps'];
+    for (const n of this.outputNames) {
+      if (names.length && !names.includes(n)) throw new Error(`model metadata lists outputs ${names}, no ${n}`);
+    }
+    this.inputName = metadata.input?.name ?? 'image';
+    this.lastTimings = null;
+  }
+
+  get backend() { return tf.getBackend(); }
+
+  /** Poses in an image: HTMLImageElement | HTMLVideoElement | HTMLCanvasElement |
+   * ImageBitmap | ImageData | tf.Tensor3D (RGB 0..255, [H, W, 3]).
+   * config.boxes: person boxes [[x, y, w, h], ...] (top-down; default the whole image).
+   * config.flipTest overrides the detector's option. */
+  async estimatePoses(image, config = {}) {
+    const t0 = performance.now();
+    const owned = !(image instanceof tf.Tensor);
+    const pixels = owned ? tf.browser.fromPixels(image, 3) : image;
+    if (pixels.rank !== 3 || pixels.shape[2] !== 3) {
+      if (owned) pixels.dispose();
+      throw new Error(`image tensor must be [H, W, 3], got [${pixels.shape}]`);
+    }
+    const timings = { crop: 0, inference: 0, decode: 0 };
+    try {
+      const poses = this.task === 'bottom_up'
+        ? await this.#bottomUp(pixels, timings)
+        : await this.#topDown(pixels, config, timings);
+      this.lastTimings = { ...timings, total: performance.now() - t0 };
+      return poses.filter((p) => p.score >= this.options.scoreThreshold);
+    } finally {
+      if (owned) pixels.dispose();
+    }
+  }
+
+  /** The crop fed to the model for image->crop matrix M, as PoseModel.predict makes it. */
+  crop(pixels, M) {
+    const [H, W] = this.inputSize;
+    const inv = invertAffine(M);
+    return tf.tidy(() => {
+      const img = pixels.toFloat().expandDims(0);
+      // tf.image.transform maps each output pixel through the 3x3 [a0 a1 a2; b0 b1 b2; c0 c1 1]
+      // to an input position: here the crop->image affine.
+      const transform = tf.tensor2d([[inv[0][0], inv[0][1], inv[0][2], inv[1][0], inv[1][1], inv[1][2], 0, 0]]);
+      const warped = tf.image.transform(img, transform, 'bilinear', 'constant', 0, [H, W]);
+      // kpose warps uint8 images and rounds back to uint8 (half to even, as tf.round).
+      return warped.round().clipByValue(0, 255);
+    });
+  }
+
+  /** Runs the network on one crop [1, H, W, 3]: {name: {data: Float32Array, shape}}. */
+  async run(crop) {
+    let out = this.model.execute({ [this.inputName]: crop }, this.outputNames);
+    if (!Array.isArray(out)) out = [out];
+    try {
+      const result = {};
+      for (let i = 0; i < out.length; i++) {
+        result[this.outputNames[i]] = { data: await out[i].data(), shape: out[i].shape.slice(1) };
+      }
+      return result;
+    } finally {
+      out.forEach((t) => t.dispose());
+    }
+  }
+
+  async #heatmaps(crop, flipTest, timings) {
+    const t = performance.now();
+    const { heatmaps } = await this.run(crop);
+    if (flipTest) {
+      const mirrored = tf.reverse(crop, 2);
+      try {
+        const other = (await this.run(mirrored)).heatmaps;
+        heatmaps.data = flipAverage(heatmaps.data, other.data, heatmaps.shape, this.flipIndex);
+      } finally {
+        mirrored.dispose();
+      }
+    }
+    timings.inference += performance.now() - t;
+    return heatmaps;
+  }
+
+  async #topDown(pixels, config, timings) {
+    const [imgH, imgW] = pixels.shape;
+    const boxes = config.boxes ?? [[0, 0, imgW, imgH]];
+    // PoseModel.predict: without boxes, the whole image with no padding.
+    const padding = config.boxes ? (config.padding ?? this.options.padding) : 1.0;
+    const flipTest = config.flipTest ?? this.options.flipTest;
+    const poses = [];
+    for (const box of boxes) {
+      let t = performance.now();
+      const M = cropMatrix(box, this.inputSize, padding);
+      const crop = this.crop(pixels, M);
+      timings.crop += performance.now() - t;
+      let hm;
+      try {
+        hm = await this.#heatmaps(crop, flipTest, timings);
+      } finally {
+        crop.dispose();
+      }
+      t = performance.now();
+      const kps = decodeTopDown(hm.data, hm.shape, this.codec, M, this.options.refine);
+      poses.push({
+        score: instanceScore(kps, INSTANCE_SCORE_THRESHOLD),
+        box: box.map(Number),
+        keypoints: kps.map(([x, y, score], k) => ({ x, y, score, name: this.skeleton.keypoints[k] })),
+      });
+      timings.decode += performance.now() - t;
+    }
+    return poses;
+  }
+
+  async #bottomUp(pixels, timings) {
+    const [imgH, imgW] = pixels.shape;
+    let t = performance.now();
+    const M = cropMatrix([0, 0, imgW, imgH], this.inputSize, 1.0); // letterbox: fit and centre
+    const crop = this.crop(pixels, M);
+    timings.crop += performance.now() - t;
+    t = performance.now();
+    let out;
+    try {
+      out = await this.run(crop);
+    } finally {
+      crop.dispose();
+    }
+    timings.inference += performance.now() - t;
+    t = performance.now();
+    const inv = invertAffine(M);
+    const people = decodePafs(out.heatmaps.data, out.pafs.data, out.heatmaps.shape, this.codec);
+    const poses = people.map(({ keypoints, score, peaks }) => {
+      const kps = keypoints.map(([x, y, s], k) => {
+        const name = this.skeleton.keypoints[k];
+        if (peaks[k] < 0) return { x: null, y: null, score: 0, name };
+        const [ix, iy] = applyAffine(inv, [x, y]);
+        return { x: ix, y: iy, score: s, name };
+      });
+      const found = kps.filter((k) => k.x !== null);
+      const xs = found.map((k) => k.x);
+      const ys = found.map((k) => k.y);
+      const box = [Math.min(...xs), Math.min(...ys), Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys)];
+      return { score, box, keypoints: kps };
+    });
+    timings.decode += performance.now() - t;
+    return poses;
+  }
+
+  dispose() {
+    this.model.dispose();
+  }
+}
+
+export { tf };
