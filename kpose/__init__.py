@@ -18,6 +18,7 @@ _LAZY = {
     "evaluate": ("kpose.evaluation", "evaluate"),
     "recipes": ("kpose.recipe", "recipes"),
     "load_recipe": ("kpose.recipe", "load_recipe"),
+    "export": ("kpose.deploy.exporter", "export"),
 }
 
 

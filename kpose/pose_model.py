@@ -47,12 +47,19 @@ def build_network(config: dict, training_outputs: bool = False):
 
     family = config["family"]
     skeleton = get_skeleton(config["skeleton"])
-    if family == "efficientpose":
-        return build_efficientpose(
-            variant=config["variant"], num_keypoints=skeleton.num_keypoints,
-            num_limbs=len(skeleton.limbs), input_size=tuple(config["input_size"]),
-            training_outputs=training_outputs)
-    raise ValueError(f"{CONFIG_FILE}: unknown model family {family!r}; known: efficientpose")
+    if family != "efficientpose":
+        raise ValueError(f"{CONFIG_FILE}: unknown model family {family!r}; known: efficientpose")
+    net = build_efficientpose(
+        variant=config["variant"], num_keypoints=skeleton.num_keypoints,
+        num_limbs=len(skeleton.limbs), input_size=tuple(config["input_size"]),
+        training_outputs=training_outputs)
+    quantization = config.get("quantization")
+    if quantization == "qat":
+        from kpose.quantization import quantize_model
+        return quantize_model(net)
+    if quantization is not None:
+        raise ValueError(f"{CONFIG_FILE}: unknown quantization {quantization!r}; known: qat")
+    return net
 
 
 class PoseModel:

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
         "steps_per_epoch": None, "seed": 0, "eval_every": 1, "shuffle_buffer": 2048,
     },
     "eval": {"flip_test": False, "batch_size": 32},
+    # Quantisation-aware fine-tuning after the float stage (kpose.train(..., qat=True)).
+    "qat": {"enabled": False, "epochs": 2, "lr": 1e-4},
+    "init": None,
 }
 
 

@@ -208,15 +208,50 @@ def _run_dir(root: str | Path, name: str) -> Path:
     return d
 
 
+def _init_weights(net, init: str | Path) -> int:
+    """Copy weights from a trained model (run/model folder or official .h5) by layer name.
+
+    Returns the number of layers copied; the model's output channel order is folded in
+    first, so an official release initialises a network in skeleton order.
+    """
+    from kpose.deploy.graph import export_network
+    from kpose.pose_model import load
+
+    source = export_network(load(init))
+    copied = 0
+    for layer in source.layers:
+        if not layer.weights:
+            continue
+        try:
+            target = net.get_layer(layer.name)
+        except ValueError:
+            continue
+        if [w.shape for w in target.weights] != [w.shape for w in layer.weights]:
+            raise ValueError(f"init={init!s}: layer {layer.name!r} has shapes "
+                             f"{[tuple(w.shape) for w in layer.weights]}, the recipe's model has "
+                             f"{[tuple(w.shape) for w in target.weights]}; use a model of the same "
+                             f"family, variant and skeleton")
+        target.set_weights(layer.get_weights())
+        copied += 1
+    if not copied:
+        raise ValueError(f"init={init!s}: no layer names in common with the recipe's model")
+    return copied
+
+
 def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
           epochs: int | None = None, batch_size: int | None = None,
           overrides: dict[str, Any] | None = None, runs_dir: str | Path = "runs",
-          progress: bool = True) -> Run:
+          progress: bool = True, qat: bool | None = None, init: str | Path | None = None) -> Run:
     """Train a packaged (or YAML-file) recipe end to end and return the Run.
 
     data: "synthetic" (default, the embedded dataset), "coco:ANN.json:IMAGES",
     "mpii:LIST.json:IMAGES", or {"train": spec, "val": spec}.
     overrides: dotted recipe keys, e.g. {"train.lr": 5e-4, "model.input_size": [128, 128]}.
+    qat: after the float stage, fine-tune with quantisation-aware training for the
+      recipe's qat.epochs (None: the recipe's qat.enabled). The run's model is then the
+      QAT model (export it with precision "qat"); the float model is kept in model_float/.
+    init: start from a trained model (run folder, model folder or official .h5), e.g.
+      `train(recipe, init="runs/<run>", epochs=0, qat=True)` quantises a trained model.
     """
     ov = dict(overrides or {})
     if epochs is not None:
@@ -229,6 +264,10 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         else:
             ov["data.train"] = ov["data.val"] = data
     cfg = load_recipe(recipe, ov)
+    if qat is not None:
+        cfg["qat"]["enabled"] = bool(qat)
+    if init is not None:
+        cfg["init"] = str(init)
     tcfg, mcfg = cfg["train"], cfg["model"]
     tf.keras.utils.set_random_seed(int(tcfg["seed"]))
     run_dir = _run_dir(runs_dir, cfg["name"])
@@ -258,7 +297,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     strategy = _strategy()
     global_batch = int(tcfg["batch_size"]) * strategy.num_replicas_in_sync
     steps = int(tcfg["steps_per_epoch"] or max(len(train_set) // global_batch, 1))
-    total = steps * int(tcfg["epochs"])
+    total = max(steps * int(tcfg["epochs"]), 1)
 
     with strategy.scope():
         net = build_network({"family": mcfg["family"], "variant": mcfg["variant"],
@@ -275,12 +314,15 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         else:
             raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
         trainer.compile(optimizer=opt)
+        if init is not None:
+            n = _init_weights(net, init)
+            print(f"kpose: initialised {n} layers from {init}", flush=True)
 
     final = specs[-1]
     codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
     inference = keras.Model(net.inputs, net.outputs[-1], name=net.name)
     config = model_config(mcfg["family"], mcfg["variant"], input_size, skeleton, codec,
-                          recipe=cfg["name"])
+                          recipe=cfg["name"], data=data_spec)
     pose_model = PoseModel(inference, config)
 
     ds = train_dataset(train_set, input_size, specs, cfg["augment"], global_batch,
@@ -299,16 +341,33 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         keras.callbacks.TerminateOnNaN(),
     ]
     t0 = time.time()
-    hist = trainer.fit(ds, epochs=int(tcfg["epochs"]), steps_per_epoch=steps,
-                       callbacks=callbacks, verbose=1 if progress else 2)
+    history: dict = {}
+    if int(tcfg["epochs"]) > 0:
+        hist = trainer.fit(ds, epochs=int(tcfg["epochs"]), steps_per_epoch=steps,
+                           callbacks=callbacks, verbose=1 if progress else 2)
+        history.update(hist.history)
     train_seconds = time.time() - t0
 
     if (ckpt / "best.weights.h5").exists():
         inference.load_weights(str(ckpt / "best.weights.h5"))
     from kpose.evaluation import evaluate_instances
-    metrics = evaluate_instances(pose_model, val_set, batch_size=cfg["eval"]["batch_size"],
-                                 results_file=run_dir / "val_predictions.json",
-                                 flip_test=bool(cfg["eval"]["flip_test"]))
+    eval_kw = dict(batch_size=cfg["eval"]["batch_size"], flip_test=bool(cfg["eval"]["flip_test"]))
+
+    float_metrics = None
+    if cfg["qat"]["enabled"]:
+        float_metrics = evaluate_instances(pose_model, val_set, **eval_kw)
+        pose_model.save(run_dir / "model_float")
+        print(f"kpose: float model {key}={float_metrics.get(key, float('nan')):.4f}; "
+              f"quantisation-aware training for {cfg['qat']['epochs']} epochs", flush=True)
+        pose_model, qat_hist, qat_seconds = _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy,
+                                                       config, val_set, ckpt, key, run_dir, progress)
+        history.update({f"qat_{k}": v for k, v in qat_hist.items()})
+        train_seconds += qat_seconds
+
+    metrics = evaluate_instances(pose_model, val_set, results_file=run_dir / "val_predictions.json",
+                                 **eval_kw)
+    if float_metrics is not None:
+        metrics["float"] = {k: v for k, v in float_metrics.items() if isinstance(v, float)}
     metrics.update({"train_seconds": round(train_seconds, 1), "epochs": int(tcfg["epochs"]),
                     "steps_per_epoch": steps, "global_batch": global_batch,
                     "replicas": strategy.num_replicas_in_sync,
@@ -322,4 +381,31 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     print(f"kpose: done in {train_seconds:.0f}s; {key}={metrics.get(key, float('nan')):.4f}; "
           f"run saved in {run_dir}", flush=True)
     return Run(dir=run_dir, metrics=metrics, model=pose_model, recipe=cfg,
-               history={k: [float(x) for x in v] for k, v in hist.history.items()})
+               history={k: [float(x) for x in v] for k, v in history.items()})
+
+
+def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, val_set, ckpt, key,
+               run_dir, progress):
+    """Fine-tune a QAT copy of the trained float network; returns (PoseModel, history, seconds)."""
+    from kpose.quantization import quantize_model
+
+    qcfg = cfg["qat"]
+    epochs = int(qcfg["epochs"])
+    with strategy.scope():
+        qnet = quantize_model(net)
+        trainer = PoseTrainer(qnet, specs, cfg["loss"]["pass_weights"], cfg["loss"]["scale"],
+                              global_batch, cfg["loss"]["foreground_weight"])
+        lr = WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1))
+        trainer.compile(optimizer=keras.optimizers.Adam(lr))
+    inference = keras.Model(qnet.inputs, qnet.outputs[-1], name=net.name + "_qat")
+    pose_model = PoseModel(inference, dict(config, quantization="qat"))
+    qckpt = ckpt / "qat"
+    qckpt.mkdir(exist_ok=True)
+    evaluator = EvalCallback(pose_model, val_set, max(epochs, 1), qckpt, cfg["eval"]["batch_size"],
+                             key, bool(cfg["eval"]["flip_test"]))
+    callbacks = [evaluator, keras.callbacks.CSVLogger(str(run_dir / "history_qat.csv")),
+                 keras.callbacks.TerminateOnNaN()]
+    t0 = time.time()
+    hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
+                       verbose=1 if progress else 2) if epochs > 0 else None
+    return pose_model, (hist.history if hist else {}), time.time() - t0

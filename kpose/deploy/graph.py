@@ -66,7 +66,9 @@ def write_saved_model(model, directory: str | Path) -> Path:
     d = Path(directory)
     net = export_network(model)
     module = tf.Module()
-    module.net = net
+    # Track the variables, not the Keras model: saving a model also traces every
+    # layer's call on its own, which fails for tfmot's quantised transposed convolutions.
+    module.weights = list(net.variables)
     module.serve = serving_function(net, model.input_size)
     tf.saved_model.save(module, str(d), signatures={SIGNATURE_KEY: module.serve})
     return d
