@@ -219,6 +219,8 @@ async function runImage() {
     poses, backend: tf.getBackend(), requestedBackend: demo.requestedBackend, fallbacks: [...demo.fallbacks],
     timings: { ...demo.detector.lastTimings, wall: ms }, imageSize: [img.naturalHeight, img.naturalWidth],
     modelUrl: demo.modelUrl, metadata: demo.detector.metadata, tfjsVersion: tf.version.tfjs,
+    // The wasm backend runs multi-threaded only on a cross-origin isolated page.
+    crossOriginIsolated: self.crossOriginIsolated,
   };
   setState('done', `${poses.length} pose(s) · score ${poses.map((p) => p.score.toFixed(3)).join(', ')}`);
   return demo.result;

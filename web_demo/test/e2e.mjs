@@ -84,7 +84,7 @@ try {
   const report = {
     model: modelDir, image, requested_backend: args.backend, backend: r.backend,
     fallbacks: r.fallbacks, flip_test: args.flip, boxes: args.boxes ? JSON.parse(args.boxes) : null, tfjs_version: r.tfjsVersion,
-    browser: browser.version(), image_size: r.imageSize, model_name: r.metadata.model.name,
+    browser: browser.version(), cross_origin_isolated: r.crossOriginIsolated, image_size: r.imageSize, model_name: r.metadata.model.name,
     task: r.metadata.model.task, poses: r.poses,
     timings_ms: { first: r.timings, warm }, page_seconds: pageSeconds,
     console: consoleLines.filter((l) => !l.startsWith('debug')).slice(-50),
