@@ -7,7 +7,8 @@
 * end to end: an exported TF.js model in headless Chromium, driven through the demo
   page's own library, gives the keypoints of PoseModel.predict within a pixel (whole
   image and person boxes); a bottom-up model (a constant graph returning PafCodec
-  targets) gives PafCodec.decode's people, letterboxed back to the image.
+  targets) gives PafCodec.decode's people, letterboxed back to the image; the page's
+  controls work (test/ui_smoke.mjs: model list, upload, fake webcam, backend switch).
 
 Needs node (skipped without it). The browser test needs Chromium ($CHROMIUM or
 /usr/bin/chromium) and skips without it, unless KPOSE_REQUIRE_BROWSER=1 (CI), which
@@ -175,6 +176,16 @@ def test_browser_person_box(browser_setup):
     assert dist.max() <= 1.0, dist
     assert pose["box"] == box and abs(pose["score"] - ref.score) < 0.01
     print(f"person box: max |JS - Python| {dist.max():.4f} px")
+
+
+def test_browser_ui_smoke(browser_setup):
+    """Model list, image upload, fake webcam loop, backend switch, missing-model error."""
+    s = browser_setup
+    models = s["model_dir"].parent
+    (models / "index.json").write_text(json.dumps(
+        {"models": [{"name": s["model_dir"].name, "url": f"models/{s['model_dir'].name}/model.json"}]}))
+    proc = _run(["node", "test/ui_smoke.mjs", "--models", str(models), "--image", str(s["image"])], timeout=300)
+    print(proc.stdout.strip())
 
 
 def _constant_bottom_up_model(out_dir: Path, codec, skeleton, heatmaps, pafs) -> Path:

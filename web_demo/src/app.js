@@ -85,6 +85,7 @@ async function loadDetector(modelUrl, requested) {
   demo.detector?.dispose();
   demo.detector = null;
   demo.fallbacks = [];
+  demo.fps = null;
   // Problems with the model itself are reported as they are, not as backend failures.
   const res = await fetch(modelUrl);
   if (!res.ok) throw new Error(`${modelUrl}: HTTP ${res.status}`);
@@ -244,7 +245,8 @@ async function videoLoop(generation) {
       drawFrame(v, v.videoWidth, v.videoHeight, poses);
       showTimings(performance.now() - t);
     } catch (e) {
-      fail(e);
+      // A model or backend switch disposes the detector under a running call: not an error.
+      if (generation === demo.generation) fail(e);
       return;
     }
   }
@@ -312,6 +314,8 @@ async function main() {
   setState('ready', 'Ready: use the webcam or open an image or video');
   const image = params.get('image');
   if (image) await showImage(image);
+  else if (demo.source?.kind === 'image') await runImage(); // opened while the model loaded
+  else if (demo.source?.kind === 'video') videoLoop(demo.generation);
 }
 
 main().catch(fail);
