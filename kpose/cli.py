@@ -1,4 +1,4 @@
-"""The `kpose` command line: train, predict, evaluate, recipes."""
+"""The `kpose` command line: train, predict, evaluate, export, demo, recipes."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     overrides = dict(parse_override(s) for s in a.set)
     run = train(a.recipe, data=a.data, epochs=a.epochs, batch_size=a.batch_size,
-                overrides=overrides, runs_dir=a.runs_dir, progress=not a.quiet)
+                overrides=overrides, runs_dir=a.runs_dir, progress=not a.quiet,
+                qat=True if a.qat else None, init=a.init)
     print(json.dumps({k: v for k, v in run.metrics.items() if isinstance(v, float)}, indent=2))
     print(f"run folder: {run.dir}")
     return 0
@@ -73,6 +74,35 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(a: argparse.Namespace) -> int:
+    from kpose.deploy.exporter import FORMATS, export, export_all, parity_markdown
+
+    if not (a.all or a.check):
+        print(export(a.model, a.format, a.precision, a.out, calibration=a.calibration,
+                     quantization=a.tfjs_quantization))
+        return 0
+    report = export_all(a.model, a.out, check=a.check, images=a.images, calibration=a.calibration,
+                        formats=FORMATS if a.all else (a.format,),
+                        precisions=None if a.all else (a.precision,),
+                        tfjs_quantization=a.tfjs_quantization, num_images=a.num_images)
+    if not a.check:
+        print("\n".join(e["path"] for e in report["formats"]))
+        return 0
+    print(parity_markdown(report))
+    print(f"report: {Path(report['output']) / 'parity.md'}")
+    return 0 if report["passed"] else 1
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from kpose.deploy.demo import build_demo, serve
+
+    dist = build_demo(a.model, quantization=a.tfjs_quantization)
+    if a.build_only:
+        print(dist)
+        return 0
+    return serve(dist, a.port)
+
+
 def _cmd_recipes(a: argparse.Namespace) -> int:
     from kpose.recipe import load_recipe, recipes
 
@@ -86,7 +116,7 @@ def _cmd_recipes(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kpose", description="Human pose estimation: train, predict, "
-                                "evaluate. Run `kpose COMMAND --help` for each command.")
+                                "evaluate, export, demo. Run `kpose COMMAND --help` for each command.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a recipe, evaluate it, save a run folder",
@@ -102,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any recipe key, e.g. --set train.lr=5e-4 --set model.input_size=[128,128]")
     t.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    t.add_argument("--qat", action="store_true",
+                   help="after the float stage, quantisation-aware fine-tuning (recipe's qat: epochs, lr); "
+                   "export the result with `kpose export RUN --precision qat`")
+    t.add_argument("--init", metavar="MODEL",
+                   help="start from a trained model: runs/<run>/, a model folder or an official .h5 "
+                   "(with --epochs 0 --qat: only quantise it)")
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser("predict", help="draw and print keypoints on images",
@@ -119,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="COCO OKS AP / MPII PCKh of a model on a dataset",
                        description="Top-down evaluation on ground-truth boxes, or on the person "
                        "boxes of a COCO detection results file (--detections).")
-    e.add_argument("model", help="runs/<run>/, a saved model folder, or an EfficientPose*.h5 file")
+    e.add_argument("model", help="runs/<run>/, a saved model folder, an EfficientPose*.h5 file, or an "
+                   "exported .tflite / .onnx / TF.js folder (evaluated in its own runtime)")
     e.add_argument("--data", default="synthetic", help=DATA_HELP)
     e.add_argument("--split", default="val", choices=["train", "val"], help="split of the synthetic dataset (coco:/mpii: specs are evaluated as given)")
     e.add_argument("--detections", help="COCO results JSON of person boxes [{image_id, bbox, score}]")
@@ -128,6 +165,38 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--flip-test", action="store_true",
                    help="average with the prediction on the mirrored crop (2x slower, usually more accurate)")
     e.set_defaults(func=_cmd_evaluate)
+
+    x = sub.add_parser("export", help="export to TFLite / ONNX / TF.js, with a parity check",
+                       description="Export a model for phones and browsers. Every file carries kpose "
+                       "metadata (keypoints, skeleton, input convention, output layout, codec). "
+                       "--all --check writes every format and a parity report (max |d| of the raw "
+                       "outputs and keypoint distances after decoding, against the Keras model) and "
+                       "exits non-zero when a format exceeds its tolerance.")
+    x.add_argument("model", help="runs/<run>/, a saved model folder, or an EfficientPose*.h5 file")
+    x.add_argument("--format", default="tflite", choices=["tflite", "onnx", "tfjs"])
+    x.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8", "qat"],
+                   help="TFLite precision: fp32, fp16 (float16 weights), int8 (post-training, full "
+                   "integer, calibrated on training crops), qat (a model trained with --qat)")
+    x.add_argument("--tfjs-quantization", choices=["float16", "uint8"],
+                   help="store TF.js weights as float16 or uint8")
+    x.add_argument("--all", action="store_true", help="every format and precision the model supports")
+    x.add_argument("--check", action="store_true", help="verify against the Keras model; write parity.md")
+    x.add_argument("--out", help="output folder (default: <run>/export or exported/<name>)")
+    x.add_argument("--images", help="what --check compares on: a data spec, an image folder or file "
+                   "(default: the model's validation data)")
+    x.add_argument("--calibration", help="int8 representative data: a data spec or image folder "
+                   "(default: the model's training data)")
+    x.add_argument("--num-images", type=int, default=8, help="crops compared by --check (default 8)")
+    x.set_defaults(func=_cmd_export)
+
+    d = sub.add_parser("demo", help="build the web demo with a freshly exported model and serve it",
+                       description="Export MODEL to TF.js, build web_demo/ (npm ci + esbuild, offline "
+                       "from npm packages) with the model in it, and serve it on localhost.")
+    d.add_argument("model", help="runs/<run>/, a saved model folder, or an EfficientPose*.h5 file")
+    d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--tfjs-quantization", choices=["float16", "uint8"])
+    d.add_argument("--build-only", action="store_true", help="build web_demo/dist and exit")
+    d.set_defaults(func=_cmd_demo)
 
     r = sub.add_parser("recipes", help="list the packaged recipes",
                        description="List the packaged recipes with their model, input and data.")

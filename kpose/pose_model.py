@@ -162,8 +162,12 @@ def model_config(family: str, variant: str, input_size, skeleton: Skeleton,
 
 
 def load(path: str | Path, weights: str | None = None) -> PoseModel:
-    """Load a kpose run folder, a saved model folder, or an official EfficientPose .h5."""
+    """Load a kpose run folder, a saved model folder, an official EfficientPose .h5, or an
+    exported model (.tflite, .onnx, TF.js folder), which then runs in its own runtime."""
     p = Path(path)
+    if p.suffix in (".tflite", ".onnx") or (p / "model.json").exists():
+        from kpose.deploy.runtime import load_exported
+        return load_exported(p)
     if p.is_file() and p.suffix == ".h5":
         from kpose.models.official import load_official_pose_model
         return load_official_pose_model(p)
@@ -175,5 +179,22 @@ def load(path: str | Path, weights: str | None = None) -> PoseModel:
                                 f"a saved model folder, or an official EfficientPose .h5 file")
     config = json.loads(cfg_file.read_text())
     net = build_network(config)
-    net.load_weights(str(weights or p / WEIGHTS_FILE))
+    load_weights(net, weights or p / WEIGHTS_FILE)
     return PoseModel(net, config)
+
+
+def load_weights(net, path: str | Path) -> None:
+    """Load an h5 weights file by layer name; every layer with weights must be in it,
+    except the builder-set input normalisation (older runs saved it as a weightless layer)."""
+    import h5py
+
+    from kpose.models.efficientpose import INPUT_NORMALIZATION
+
+    with h5py.File(path, "r") as f:
+        saved = {n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]}
+    fixed = {INPUT_NORMALIZATION, "quant_" + INPUT_NORMALIZATION}
+    missing = [l.name for l in net.layers if l.weights and l.name not in saved and l.name not in fixed]
+    if missing:
+        raise ValueError(f"{path}: no weights for layers {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
+                         f"the file does not belong to this model config ({CONFIG_FILE})")
+    net.load_weights(str(path), by_name=True)

@@ -5,9 +5,11 @@ transposed convolutions, adds, concatenations and standard activations. kpose
 models also use layers it has no entry for; each of them gets an explicit
 `QuantizeConfig` here, so no layer is ever skipped silently:
 
-* ``Rescaling`` (the in-graph input normalisation and the E-swish beta) and
-  ``Multiply`` (squeeze-excitation) carry no weights: their output is fake-quantised
-  with a moving-average range, which is what the int8 TFLite kernels (MUL) need.
+* ``Rescaling`` (the E-swish beta) and ``Multiply`` (squeeze-excitation) carry no
+  weights: their output is fake-quantised with a moving-average range, which is
+  what the int8 TFLite MUL kernel needs. (A Rescaling with an offset would be a
+  MUL and an ADD with no range between them; kpose's input normalisation is a
+  1x1 depthwise convolution for that reason.)
 
 A layer type that is neither supported by tfmot nor listed here raises an error
 naming it, instead of leaving it in float.

@@ -208,6 +208,21 @@ def _run_dir(root: str | Path, name: str) -> Path:
     return d
 
 
+def untrained_model(recipe: str = "efficientpose_rt", overrides: dict[str, Any] | None = None) -> PoseModel:
+    """The PoseModel a recipe trains, with fresh weights (for export and QAT checks)."""
+    cfg = load_recipe(recipe, overrides)
+    mcfg = cfg["model"]
+    skeleton = get_skeleton(cfg["skeleton"])
+    input_size = tuple(int(v) for v in mcfg["input_size"])
+    net = build_network({"family": mcfg["family"], "variant": mcfg["variant"],
+                         "input_size": input_size, "skeleton": skeleton.name}, training_outputs=True)
+    final = target_specs(net, input_size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])[-1]
+    codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
+    config = model_config(mcfg["family"], mcfg["variant"], input_size, skeleton, codec,
+                          recipe=cfg["name"], data={"train": cfg["data"]["train"], "val": cfg["data"]["val"]})
+    return PoseModel(keras.Model(net.inputs, net.outputs[-1], name=net.name), config)
+
+
 def _init_weights(net, init: str | Path) -> int:
     """Copy weights from a trained model (run/model folder or official .h5) by layer name.
 

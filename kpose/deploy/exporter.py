@@ -4,8 +4,8 @@ The parity report compares each exported model with the Keras model on the same
 crops: the largest absolute difference of the raw heatmaps, and the distance
 between keypoints decoded (with the model's codec) from the two outputs.
 Tolerances: float formats by raw output (fp32 1e-4, fp16 1e-2); quantised
-formats by decoded keypoints (int8 and qat: the median keypoint distance must be
-at most one output stride... see TOLERANCES).
+formats by decoded keypoints (int8 and qat: the median distance over confidently
+detected keypoints must be at most one cell of the detection grid); see TOLERANCES.
 """
 from __future__ import annotations
 
@@ -27,11 +27,16 @@ PRECISIONS = ("fp32", "fp16", "int8", "qat")
 # keypoint distance in input pixels (None = not gated). Keypoint distances are taken
 # over keypoints the Keras model finds with score >= KEYPOINT_SCORE_MIN, whose peak
 # is well defined; the median is gated (a handful of ambiguous low peaks may jump).
+# "cell": one cell of the network's detection grid (kpose.deploy.graph.detection_stride),
+# the resolution the heatmaps are computed at; a quantised model must agree with
+# the float one to within it.
 TOLERANCES = {
     "fp32": {"raw": 1e-4, "keypoint_median": None},
     "fp16": {"raw": 1e-2, "keypoint_median": None},
-    "int8": {"raw": None, "keypoint_median": "stride"},
-    "qat": {"raw": None, "keypoint_median": "stride"},
+    "float16": {"raw": 1e-2, "keypoint_median": None},   # TF.js float16 weights
+    "int8": {"raw": None, "keypoint_median": "cell"},
+    "qat": {"raw": None, "keypoint_median": "cell"},
+    "uint8": {"raw": None, "keypoint_median": "cell"},   # TF.js uint8 weights
 }
 KEYPOINT_SCORE_MIN = 0.2
 
@@ -175,18 +180,20 @@ def compare(model, exported_output: np.ndarray, reference: np.ndarray) -> dict:
 
 def _limits(model, precision: str) -> dict:
     tol = dict(TOLERANCES[precision])
-    if tol["keypoint_median"] == "stride":
-        tol["keypoint_median"] = float(max(model.codec.stride))
+    if tol["keypoint_median"] == "cell":
+        tol["keypoint_median"] = float(graph.detection_stride(model))
     return tol
 
 
 def export_all(model, output: str | Path | None = None, check: bool = True, images=None,
-               calibration=None, formats=FORMATS, num_images: int = 8, progress: bool = True) -> dict:
+               calibration=None, formats=FORMATS, precisions=None, tfjs_quantization: str | None = None,
+               num_images: int = 8, progress: bool = True) -> dict:
     """Write every format (TFLite at each precision the model supports, ONNX, TF.js) and,
     with `check`, a parity report against the Keras model: `parity.json` and `parity.md`.
 
     images: what to compare on (data spec, image folder/list, or crops); default the
-    model's validation data. Returns the report; report["passed"] is False when a
+    model's validation data. precisions: TFLite precisions (default: fp32, fp16, int8,
+    or qat for a QAT model). Returns the report; report["passed"] is False when a
     format exceeds its tolerance.
     """
     from tqdm import tqdm
@@ -198,7 +205,11 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
     out = Path(output) if output is not None else _default_out(model_arg, model)
     out.mkdir(parents=True, exist_ok=True)
     is_qat = model.config.get("quantization") == "qat"
-    jobs = [("tflite", p) for p in (("qat",) if is_qat else ("fp32", "fp16", "int8"))] if "tflite" in formats else []
+    if precisions is None:
+        precisions = ("qat",) if is_qat else ("fp32", "fp16", "int8")
+    for p in precisions:
+        _check_precision(model, p)
+    jobs = [("tflite", p) for p in precisions] if "tflite" in formats else []
     jobs += [(f, None) for f in formats if f != "tflite"]
 
     report = {"model": _name(model), "output": str(out), "formats": [], "passed": True}
@@ -215,8 +226,10 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
         saved = graph.write_saved_model(model, Path(tmp) / "saved_model")
         for fmt, prec in tqdm(jobs, desc="export", disable=not progress):
             t0 = time.time()
-            path = export(model, fmt, prec or "fp32", out, calibration=calibration, _saved_model=saved)
-            entry = {"format": fmt, "precision": prec or ("qat" if is_qat else "fp32"),
+            path = export(model, fmt, prec or "fp32", out, calibration=calibration,
+                          quantization=tfjs_quantization if fmt == "tfjs" else None, _saved_model=saved)
+            entry = {"format": fmt,
+                     "precision": prec or ("qat" if is_qat else (tfjs_quantization if fmt == "tfjs" and tfjs_quantization else "fp32")),
                      "path": str(path), "seconds": round(time.time() - t0, 1),
                      "bytes": _size(path)}
             if fmt == "tflite":

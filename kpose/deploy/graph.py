@@ -47,6 +47,14 @@ def export_network(model) -> keras.Model:
     return clone
 
 
+def detection_stride(model) -> int:
+    """Input pixels per cell of the grid the network detects keypoints on."""
+    if model.config["family"] == "efficientpose":
+        from kpose.models.efficientpose import DETECTION_STRIDE
+        return DETECTION_STRIDE
+    return int(round(max(model.codec.stride)))
+
+
 def serving_function(net: keras.Model, input_size: tuple[int, int]):
     """tf.function image -> {"heatmaps": ...} with a fixed [1, H, W, 3] input."""
     h, w = input_size

@@ -20,6 +20,9 @@ WEIGHT_QUANTIZATION = (None, "float16", "uint8")
 def convert(saved_model_dir: str | Path, out_dir: str | Path, metadata: dict,
             quantization: str | None = None) -> Path:
     """Write model.json + weight shards; metadata goes to userDefinedMetadata.kpose."""
+    # tensorflowjs imports tensorflow_decision_forests, whose welcome banner imports
+    # IPython when stdout is not a terminal (pytest, CI logs).
+    os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
     from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs_conv
 
     if quantization not in WEIGHT_QUANTIZATION:

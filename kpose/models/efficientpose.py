@@ -10,8 +10,11 @@ change the function computed:
 * the SE squeeze Lambdas (a spatial mean) are `GlobalAveragePooling2D(keepdims=True)`;
 * the identity Lambdas in front of the residual adds (inference-time drop-connect)
   are left out;
-* input normalisation is inside the graph (a `Rescaling` layer named
-  `input_normalization`), so the model takes RGB float pixels in 0..255.
+* input normalisation is inside the graph (`input_normalization`, a frozen 1x1
+  depthwise convolution computing x * scale + offset per channel), so the model
+  takes RGB float pixels in 0..255. A convolution rather than a `Rescaling` layer
+  because it quantises as one int8 op (a Rescaling is a MUL and an ADD with no
+  range between them, which QAT cannot give and the converter leaves in float).
 
 Geometry: stem and backbone downsample by 8; the three detection passes work at
 stride 8; three stride-2 transposed convolutions bring the confidence maps back to
@@ -24,6 +27,10 @@ import numpy as np
 from kpose._tf import keras
 
 ESWISH_BETA = 1.25
+# Stride of the backbone features and the three detection passes; the upscaled
+# output is stride 1 but carries no finer information than this grid.
+DETECTION_STRIDE = 8
+INPUT_NORMALIZATION = "input_normalization"
 
 # Per-channel input transforms, applied to RGB pixels in 0..255:
 # "imagenet" = (x / 255 - mean) / std (torch-style), "symmetric" = x / 127.5 - 1.
@@ -288,8 +295,8 @@ def build_efficientpose(
     if normalization is not None:
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {normalization!r}; known: {sorted(NORMALIZATIONS)}")
-        scale, offset = normalization_scale_offset(normalization)
-        x = keras.layers.Rescaling(scale, offset, name="input_normalization")(x)
+        x = keras.layers.DepthwiseConv2D(1, use_bias=True, trainable=False,
+                                         name=INPUT_NORMALIZATION)(x)
 
     features = _backbone(x, cfg["backbone"])
     det = cfg["detection"]
@@ -315,6 +322,10 @@ def build_efficientpose(
         outputs = up
     model = keras.Model(inputs, outputs, name=name or f"efficientpose_{variant}")
 
+    if normalization is not None:
+        scale, offset = normalization_scale_offset(normalization)
+        model.get_layer(INPUT_NORMALIZATION).set_weights(
+            [np.asarray(scale, np.float32).reshape(1, 1, 3, 1), np.asarray(offset, np.float32)])
     # The release starts upscaling from bilinear interpolation; set after construction
     # so the layer config does not embed the kernel array.
     kernel = bilinear_upsampling_kernel(4, num_keypoints)

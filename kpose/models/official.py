@@ -7,8 +7,8 @@ Input convention found in the release: the official graphs (.h5 and .tflite) sta
 directly with the stem convolution and expect *already normalised* RGB input:
 RT = torch-style ImageNet normalisation (x / 255 - mean) / std, RT_LITE = x / 127.5 - 1
 (the official `preprocess` uses Keras' `preprocess_input` modes "torch" and "tf").
-kpose puts that normalisation inside the graph (`input_normalization`, a `Rescaling`
-layer), so kpose's models take RGB float pixels in 0..255.
+kpose puts that normalisation inside the graph (`input_normalization`, a frozen 1x1
+depthwise convolution), so kpose's models take RGB float pixels in 0..255.
 
 Keypoint order: the official confidence maps are in EFFICIENTPOSE_MPII_ORDER. By
 default `load_official_h5` permutes the output channels of the confidence heads and
@@ -25,7 +25,7 @@ import numpy as np
 
 from kpose._tf import keras
 from kpose.models.efficientpose import (
-    NORMALIZATIONS, VARIANTS, build_efficientpose, normalization_scale_offset,
+    INPUT_NORMALIZATION, NORMALIZATIONS, VARIANTS, build_efficientpose, normalization_scale_offset,
 )
 from kpose.skeletons import EFFICIENTPOSE_MPII_ORDER, MPII16, efficientpose_to_mpii
 
@@ -113,8 +113,8 @@ def load_official_h5(
         official_with_weights = {n for n in official if len(group[n].attrs["weight_names"])}
         used = set()
         for layer in model.layers:
-            if not layer.weights:
-                continue
+            if not layer.weights or layer.name == INPUT_NORMALIZATION:
+                continue  # kpose's own in-graph normalisation: set by the builder
             if layer.name not in official_with_weights:
                 raise ValueError(f"layer {layer.name!r} has no weights in {os.path.basename(path)}")
             g = group[layer.name]

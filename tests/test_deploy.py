@@ -1,0 +1,168 @@
+"""Deployment gates, for every packaged recipe: QAT covers every layer, every TFLite
+precision is GPU-delegate clean and self-describing, exports match the Keras model."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import kpose
+from kpose.deploy import graph, metadata, tflite
+from kpose.deploy.exporter import export, export_all
+from kpose.deploy.runtime import load_exported, read_metadata
+from kpose.quantization import float_layer_names, quantize_model
+from kpose.training import untrained_model
+
+RECIPES = kpose.recipes()
+
+
+@pytest.fixture(scope="module", params=RECIPES)
+def recipe_model(request):
+    return untrained_model(request.param)
+
+
+def _crops(model, n=4, seed=0):
+    h, w = model.input_size
+    return np.random.default_rng(seed).uniform(0, 255, (n, h, w, 3)).astype(np.float32)
+
+
+def test_qat_quantises_every_layer(recipe_model):
+    from kpose.pose_model import build_network
+
+    net = build_network(recipe_model.config, training_outputs=True)
+    qnet = quantize_model(net)
+    assert float_layer_names(qnet) == []
+    # Fake-quant changes the function only by quantisation noise.
+    x = _crops(recipe_model, 2)
+    ref, got = net(x), qnet(x)
+    for r, g in zip(ref, got):
+        assert np.abs(np.asarray(r) - np.asarray(g)).max() < 0.05 * (np.abs(np.asarray(r)).max() + 1e-6) + 1e-3
+
+
+def test_qat_refuses_a_layer_it_cannot_quantise():
+    from kpose._tf import keras
+
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3)(x)
+    y = keras.layers.LayerNormalization()(y)
+    with pytest.raises(ValueError, match="LayerNormalization"):
+        quantize_model(keras.Model(x, y))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "qat"])
+def test_every_recipe_exports_gpu_clean_self_describing_tflite(recipe_model, precision, tmp_path):
+    model = recipe_model
+    if precision == "qat":
+        from kpose.pose_model import PoseModel
+        qnet = quantize_model(graph.export_network(model))
+        model = PoseModel(qnet, dict(model.config, quantization="qat"))
+    path = export(model, "tflite", precision, tmp_path, calibration=_crops(model, 8))
+    assert path.name == f"{model.config['recipe']}_{precision}.tflite"
+
+    ok, report = tflite.gpu_compatibility(path)
+    assert ok, report
+    ops = tflite.op_names(path)
+    assert not set(ops) & tflite.FORBIDDEN_OPS
+    if precision in ("int8", "qat"):
+        # Full integer: float only at the two ends.
+        assert ops.count("QUANTIZE") == 1 and ops.count("DEQUANTIZE") == 1, ops
+        assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE"
+
+    meta = metadata.read_tflite_metadata(path)
+    assert meta == metadata.read_tflite_associated_file(path)
+    assert meta == metadata.model_metadata(model, precision)
+    assert meta["skeleton"]["keypoints"] == list(model.skeleton.keypoints)
+    assert meta["skeleton"]["flip_pairs"] == [list(p) for p in model.skeleton.flip_pairs]
+    assert meta["codec"] == model.codec.to_dict()
+    h, w = model.codec.heatmap_size
+    assert meta["outputs"][0]["shape"] == [1, h, w, model.skeleton.num_keypoints]
+
+    run = tflite.TFLiteRunner(path)
+    assert run.interpreter.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": ["heatmaps"]}}
+    x = _crops(model, 2, seed=1)
+    got = run(x)["heatmaps"]
+    ref = np.asarray(model.keras_model(x, training=False))
+    if precision == "fp32":
+        assert np.abs(got - ref).max() < 1e-4
+    elif precision == "fp16":
+        assert np.abs(got - ref).max() < 1e-2 * max(1.0, np.abs(ref).max())
+
+
+def test_qat_train_reload_and_export(tmp_path):
+    from kpose.data.synthetic import generate
+
+    tr = generate(tmp_path, 8, seed=21, split="train", progress=False)
+    va = generate(tmp_path, 4, seed=22, split="val", progress=False)
+    data = {"train": f"coco:{tr}:{tmp_path / 'train'}", "val": f"coco:{va}:{tmp_path / 'val'}"}
+    run = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=4, qat=True,
+                      overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], "qat.epochs": 1},
+                      runs_dir=tmp_path / "runs", progress=False)
+    assert (run.dir / "model_float" / "kpose.json").exists() and (run.dir / "history_qat.csv").exists()
+    assert run.model.config["quantization"] == "qat" and "float" in run.metrics
+    model = kpose.load(run.dir)
+    assert float_layer_names(model.keras_model) == []
+    img = next((tmp_path / "val").glob("*.jpg"))
+    np.testing.assert_allclose(run.model.predict(str(img))[0].keypoints,
+                               model.predict(str(img))[0].keypoints, atol=1e-4)
+    with pytest.raises(ValueError, match="qat"):
+        export(model, "tflite", "int8", tmp_path)
+    with pytest.raises(ValueError, match="quantisation-aware"):
+        export(kpose.load(run.dir / "model_float"), "tflite", "qat", tmp_path)
+    # QAT-only stage from a trained float model (init + epochs 0).
+    run2 = kpose.train("efficientpose_rt", data=data, epochs=0, batch_size=4, qat=True,
+                       init=run.dir / "model_float",
+                       overrides={"train.steps_per_epoch": 1, "model.input_size": [64, 64], "qat.epochs": 1},
+                       runs_dir=tmp_path / "runs", progress=False)
+    assert run2.model.config["quantization"] == "qat"
+
+
+def _node_ready():
+    from kpose.deploy.tfjs import web_demo_dir
+    if shutil.which("node") and web_demo_dir() is None and shutil.which("npm"):
+        import subprocess
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=graph.Path(__file__).parents[1] / "web_demo",
+                       check=True)
+    return shutil.which("node") is not None and web_demo_dir() is not None
+
+
+def test_export_all_parity_on_real_images(shared, tmp_path):
+    """Official RT_LITE weights, every format, checked on the real MPII samples."""
+    if not _node_ready():
+        if os.environ.get("KPOSE_REQUIRE_BROWSER") == "1":
+            pytest.fail("node / web_demo npm packages missing (KPOSE_REQUIRE_BROWSER=1)")
+        pytest.skip("node and web_demo npm packages needed for the TF.js check")
+    model = kpose.load(shared / "peers" / "efficientpose" / "EfficientPoseRT_LITE.h5")
+    coco = shared / "data" / "coco_mini"
+    calib = f"coco:{coco}/annotations/person_keypoints_train2017.json:{coco}/train2017"
+    report = export_all(model, tmp_path, images=shared / "data" / "mpii_samples", calibration=calib,
+                        num_images=5, progress=False)
+    assert report["passed"], (tmp_path / "parity.md").read_text()
+    rows = {(e["format"], e["precision"]): e for e in report["formats"]}
+    assert set(rows) == {("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8"), ("onnx", "fp32"),
+                         ("tfjs", "fp32")}
+    for key in [("tflite", "fp32"), ("onnx", "fp32"), ("tfjs", "fp32")]:
+        assert rows[key]["max_abs_diff"] < 1e-4 and rows[key]["keypoint_max_px"] < 0.05
+    assert json.loads((tmp_path / "parity.json").read_text())["passed"]
+
+    # Every exported file describes itself, and loads back as a PoseModel that
+    # predicts what the Keras model predicts.
+    img = shared / "peers" / "efficientpose" / "MPII.jpg"
+    ref = model.predict(str(img))[0].keypoints
+    for key in [("tflite", "fp32"), ("onnx", "fp32"), ("tfjs", "fp32")]:
+        path = rows[key]["path"]
+        assert read_metadata(path)["skeleton"]["name"] == "mpii16"
+        got = load_exported(path).predict(str(img))[0].keypoints
+        assert np.abs(got[:, :2] - ref[:, :2]).max() < 0.05
+
+
+def test_export_cli(tmp_path, shared):
+    from kpose.cli import main
+
+    h5 = shared / "peers" / "efficientpose" / "EfficientPoseRT.h5"
+    assert main(["export", str(h5), "--format", "onnx", "--out", str(tmp_path)]) == 0
+    onnx_file = tmp_path / "efficientpose_rt.onnx"
+    assert read_metadata(onnx_file)["model"]["variant"] == "rt"
+    assert main(["export", str(h5), "--format", "onnx", "--out", str(tmp_path / "c"), "--check",
+                 "--images", str(shared / "peers" / "efficientpose" / "MPII.jpg")]) == 0
+    assert "onnx" in (tmp_path / "c" / "parity.md").read_text()
