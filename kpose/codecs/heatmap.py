@@ -70,7 +70,10 @@ def dark_refine(heatmaps: np.ndarray, iy: np.ndarray, ix: np.ndarray, radius: in
     window = heatmaps[rows[:, None], cy[:, None] + dy.ravel(), cx[:, None] + dx.ravel()].astype(np.float64)
     peak = heatmaps[rows, iy, ix].astype(np.float64)
     floor = LOG_FLOOR * np.maximum(peak, 1e-30)[:, None]
-    coef = np.log(np.maximum(window, floor)) @ savgol_quadratic_2d(ry, rx).T
+    # Log relative to the peak: the fit of a flat window is then exactly zero (the
+    # documented integer fallback) instead of BLAS rounding noise around log(peak).
+    logw = np.log(np.maximum(window, floor)) - np.log(np.maximum(peak, floor[:, 0]))[:, None]
+    coef = logw @ savgol_quadratic_2d(ry, rx).T
     gx, gy, hxx, hxy, hyy = coef[:, 1], coef[:, 2], 2 * coef[:, 3], coef[:, 4], 2 * coef[:, 5]
     det = hxx * hyy - hxy * hxy
     ok = (hxx < 0) & (det > 0)

@@ -1,0 +1,107 @@
+"""TFLite latency on the LiteRT interpreter (XNNPACK), side by side with the peers.
+
+Exports kpose EfficientPose RT and RT_LITE (official weights, loaded into kpose's own
+models) at fp32 / fp16 / int8, times them in one interleaved run with the official
+EfficientPose TFLite files and MoveNet Lightning int8 from ../shared/peers, at 1 and
+2 threads, and reports medians and ratios to the official EfficientPose RT fp32.
+It also reports PCKh@0.5 of each EfficientPose model on the MPII samples, so a
+speed-up is read next to the accuracy it costs.
+
+    python benchmarks/tflite_latency.py [--runs 50] [--qat runs/<run>]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _time(interp, feed, runs: int) -> list[float]:
+    inp = interp.get_input_details()[0]
+    times = []
+    for _ in range(runs):
+        interp.set_tensor(inp["index"], feed)
+        t0 = time.perf_counter()
+        interp.invoke()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default=os.environ.get("KPOSE_SHARED",
+                                                      Path(__file__).resolve().parents[2] / "shared"))
+    ap.add_argument("--runs", type=int, default=50, help="timed runs per model and thread count")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (runs are split over them)")
+    ap.add_argument("--qat", help="also time this QAT-exported .tflite (label 'kpose <name> qat')")
+    ap.add_argument("--out", default="benchmarks/results/tflite_latency.json")
+    a = ap.parse_args()
+
+    import kpose
+    from ai_edge_litert.interpreter import Interpreter
+    from kpose.deploy.exporter import export
+
+    shared = Path(a.shared)
+    peers = shared / "peers"
+    mpii = f"mpii:{shared / 'data/mpii_samples/test_mpii.json'}:{shared / 'data/mpii_samples'}"
+    coco = shared / "data" / "coco_mini"
+    calib = f"coco:{coco}/annotations/person_keypoints_train2017.json:{coco}/train2017"
+    tmp = Path(tempfile.mkdtemp(prefix="kpose-latency-"))
+
+    models: dict[str, dict] = {
+        "official RT fp32": {"path": peers / "efficientpose/EfficientPoseRT.tflite"},
+        "official RT_LITE fp32": {"path": peers / "efficientpose/EfficientPoseRT_LITE.tflite"},
+        "MoveNet Lightning int8": {"path": peers / "movenet/lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite"},
+    }
+    for variant in ("RT", "RT_LITE"):
+        pm = kpose.load(peers / f"efficientpose/EfficientPose{variant}.h5")
+        models[f"official {variant} fp32"]["pckh"] = kpose.evaluate(pm, data=mpii, progress=False)["PCKh@0.5"]
+        for prec in ("fp32", "fp16", "int8"):
+            path = export(pm, "tflite", prec, tmp / f"{variant}_{prec}.tflite", calibration=calib)
+            pckh = kpose.evaluate(path, data=mpii, progress=False)["PCKh@0.5"]
+            models[f"kpose {variant} {prec}"] = {"path": path, "pckh": pckh}
+    if a.qat:
+        models[f"kpose {Path(a.qat).stem} qat"] = {"path": Path(a.qat)}
+
+    per_round = max(a.runs // a.rounds, 1)
+    results = {name: {1: [], 2: []} for name in models}
+    interps = {}
+    for name, m in models.items():
+        for threads in (1, 2):
+            it = Interpreter(model_path=str(m["path"]), num_threads=threads)
+            it.allocate_tensors()
+            d = it.get_input_details()[0]
+            rng = np.random.default_rng(0)
+            feed = (rng.integers(0, 256, d["shape"]).astype(d["dtype"]) if d["dtype"] == np.uint8
+                    else rng.uniform(0, 255 if name.startswith("kpose") else 1, d["shape"]).astype(d["dtype"]))
+            _time(it, feed, 3)  # warm-up
+            interps[name, threads] = (it, feed)
+    for _ in range(a.rounds):  # interleaved, so drift in machine load hits every model alike
+        for (name, threads), (it, feed) in interps.items():
+            results[name][threads] += _time(it, feed, per_round)
+
+    base = {t: float(np.median(results["official RT fp32"][t])) for t in (1, 2)}
+    rows = []
+    print(f"LiteRT XNNPACK, median of {per_round * a.rounds} runs, interleaved; ratio = official RT fp32 / model")
+    print(f"{'model':28s} {'1 thread':>10s} {'ratio':>6s} {'2 threads':>10s} {'ratio':>6s} {'PCKh@0.5':>9s} {'MB':>6s}")
+    for name, m in models.items():
+        med = {t: float(np.median(results[name][t])) for t in (1, 2)}
+        row = {"model": name, "ms_1": med[1], "ms_2": med[2], "speedup_1": base[1] / med[1],
+               "speedup_2": base[2] / med[2], "pckh": m.get("pckh"), "mb": m["path"].stat().st_size / 1e6}
+        rows.append(row)
+        pckh = f"{row['pckh']:.3f}" if row["pckh"] is not None else "-"
+        print(f"{name:28s} {med[1]:8.2f}ms {row['speedup_1']:5.2f}x {med[2]:8.2f}ms {row['speedup_2']:5.2f}x "
+              f"{pckh:>9s} {row['mb']:6.2f}")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cores": os.cpu_count(), "runs": per_round * a.rounds, "rows": rows}, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
