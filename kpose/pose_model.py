@@ -179,7 +179,12 @@ def load(path: str | Path, weights: str | None = None) -> PoseModel:
                                 f"a saved model folder, or an official EfficientPose .h5 file")
     config = json.loads(cfg_file.read_text())
     net = build_network(config)
-    load_weights(net, weights or p / WEIGHTS_FILE)
+    if config.get("quantization") == "qat":
+        # tfmot names its input QuantizeLayer by a global counter: load by topology
+        # (the QAT graph is rebuilt deterministically from the same config).
+        net.load_weights(str(weights or p / WEIGHTS_FILE))
+    else:
+        load_weights(net, weights or p / WEIGHTS_FILE)
     return PoseModel(net, config)
 
 

@@ -122,3 +122,55 @@ def float_layer_names(qat_net: keras.Model) -> list[str]:
 
 
 __all__ = ["quantize_model", "quantize_scope", "float_layer_names", "tf"]
+
+
+def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 1e-4,
+                foreground_weight: float = 10.0, augment: dict | None = None, seed: int = 0,
+                progress: bool = True):
+    """Quantisation-aware fine-tuning without labels, by self-distillation.
+
+    The QAT copy of a trained float PoseModel learns to reproduce the float model's
+    own heatmaps on augmented person crops of `data` (any data spec with person boxes;
+    its keypoints are not used, so its skeleton need not match the model's). This
+    quantises models whose training data is not at hand, such as the official
+    EfficientPose releases. Batch norms stay frozen (tiny batches of other data must
+    not move their statistics); the fake-quant ranges and weights adapt.
+    Returns the QAT PoseModel (config "quantization": "qat"; export with precision "qat").
+    """
+    from tqdm import tqdm
+
+    from kpose.data.pipeline import train_dataset
+    from kpose.data.sources import load_instances
+    from kpose.deploy.graph import export_network
+    from kpose.pose_model import PoseModel
+    from kpose.recipe import DEFAULTS
+
+    teacher = export_network(model)
+    student = quantize_model(teacher)
+    for layer in student.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.BatchNormalization):
+            inner.trainable = False  # inference-mode batch norm under training=True
+    instances = load_instances(data, "train", progress=False)
+    aug = dict(DEFAULTS["augment"], **(augment or {}))
+    ds = train_dataset(instances, model.input_size, [], aug, batch_size, seed=seed)
+    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
+
+    @tf.function
+    def step(x):
+        target = teacher(x, training=False)
+        weight = 1.0 + foreground_weight * tf.maximum(target, 0.0)
+        with tf.GradientTape() as tape:
+            out = student(x, training=True)
+            loss = tf.reduce_mean(weight * tf.square(out - target))
+        grads = tape.gradient(loss, student.trainable_variables)
+        opt.apply_gradients(zip(grads, student.trainable_variables))
+        return loss
+
+    bar = tqdm(ds.take(steps), total=steps, desc="distill QAT", disable=not progress)
+    for x, _, _ in bar:
+        bar.set_postfix(loss=f"{float(step(x)):.2e}")
+    config = {k: v for k, v in model.config.items() if k != "output_channel_order"}
+    config.update(quantization="qat", qat={"method": "self-distillation", "data": str(data),
+                                           "steps": steps, "batch_size": batch_size, "lr": lr})
+    return PoseModel(student, config)

@@ -28,8 +28,11 @@ def _need(path: Path) -> Path:
 
 def test_param_count_rt16():
     model = build_efficientpose("rt", num_keypoints=16, input_size=224, training_outputs=True)
-    # The official EfficientPoseRT.h5 holds 465,608 values (BN statistics included).
-    assert model.count_params() == 465_608
+    # The official EfficientPoseRT.h5 holds 465,608 values (BN statistics included);
+    # kpose adds the frozen input normalisation (3 scales + 3 offsets).
+    norm = model.get_layer("input_normalization")
+    assert not norm.trainable and norm.count_params() == 6
+    assert model.count_params() - norm.count_params() == 465_608
 
 
 @pytest.mark.parametrize("variant", ["rt", "rt_lite"])
@@ -128,6 +131,9 @@ def _emulate_tflite_weights(model: keras.Model) -> None:
                                np.full_like(var, 1.0 - layer.epsilon)])
             folded.add(conv.name)
     for layer in model.layers:
+        # input_normalization is kpose's own preprocessing; the official files take normalised input.
+        if layer.name == "input_normalization":
+            continue
         if layer.weights and layer.name not in folded and not isinstance(layer, keras.layers.BatchNormalization):
             layer.set_weights([r16(w) for w in layer.get_weights()])
 

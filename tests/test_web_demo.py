@@ -122,15 +122,19 @@ def browser_setup(npm, shared, tmp_path_factory):
     image = shared / "peers" / "efficientpose" / "MPII.jpg"
     if not weights.exists() or not image.exists():
         pytest.skip(f"{weights.parent} lacks EfficientPoseRT.h5 / MPII.jpg")
-    _run(["npm", "run", "build", "--silent"], timeout=300)
-
     import kpose
-    from kpose.deploy import export
+    from kpose.deploy.demo import WEB_DEMO, build_demo
     from PIL import Image
 
     tmp = tmp_path_factory.mktemp("web_demo_e2e")
     model = kpose.load(weights)
-    model_dir = export(model, "tfjs", output=tmp / "models")
+    # What `kpose demo MODEL --build-only` does: export to TF.js into web_demo/models/,
+    # list it in models/index.json, npm run build.
+    dist = build_demo(model)
+    model_dir = WEB_DEMO / "models" / "efficientpose_rt"
+    index = json.loads((dist / "models" / "index.json").read_text())
+    assert index[0] == {"name": "efficientpose_rt", "url": "models/efficientpose_rt/model.json"}
+    assert (dist / "models" / "efficientpose_rt" / "model.json").exists()
     png = tmp / "MPII.png"
     Image.open(image).convert("RGB").save(png)
     return {"model": model, "model_dir": model_dir, "image": png, "tmp": tmp,
