@@ -73,13 +73,5 @@ class TfjsRunner:
                             str(src), ",".join(map(str, crops.shape)), str(dst)],
                            check=True, cwd=self.demo, env=dict(os.environ))
             result = json.loads(dst.read_text())
-            return {_output_name(name): np.fromfile(o["file"], np.float32).reshape(o["shape"])
+            return {name: np.fromfile(o["file"], np.float32).reshape(o["shape"])
                     for name, o in result.items()}
-
-
-def _output_name(node: str) -> str:
-    """Graph-model output node names look like 'Identity:0' unless the converter kept
-    the structured names; the single-output models map to 'heatmaps'."""
-    from kpose.deploy.graph import OUTPUT_NAME
-
-    return node if ":" not in node and "Identity" not in node else OUTPUT_NAME

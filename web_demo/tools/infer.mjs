@@ -40,7 +40,11 @@ const shape = shapeText.split(',').map(Number);
 const raw = fs.readFileSync(inputPath);
 const data = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
 const per = shape.slice(1).reduce((a, b) => a * b, 1);
-const names = model.outputs.map((o) => o.name);
+// The converter keeps the signature's output names (use_structured_outputs_names) in
+// structuredOutputKeys, in the order of model.outputs; node names are like Identity:0.
+const artifacts = JSON.parse(fs.readFileSync(path.join(modelDir, 'model.json'), 'utf8'));
+const keys = artifacts.userDefinedMetadata?.structuredOutputKeys;
+const names = keys && keys.length === model.outputs.length ? keys : model.outputs.map((o) => o.name);
 const collected = Object.fromEntries(names.map((n) => [n, []]));
 let outShapes = {};
 for (let i = 0; i < shape[0]; i++) {
