@@ -147,10 +147,12 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
 
     teacher = export_network(model)
     student = quantize_model(teacher)
+    frozen = []
     for layer in student.layers:
         inner = getattr(layer, "layer", layer)
         if isinstance(inner, keras.layers.BatchNormalization):
             inner.trainable = False  # inference-mode batch norm under training=True
+            frozen.append(inner)
     instances = load_instances(data, "train", progress=False)
     aug = dict(DEFAULTS["augment"], **(augment or {}))
     ds = train_dataset(instances, model.input_size, [], aug, batch_size, seed=seed)
@@ -170,6 +172,10 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     bar = tqdm(ds.take(steps), total=steps, desc="distill QAT", disable=not progress)
     for x, _, _ in bar:
         bar.set_postfix(loss=f"{float(step(x)):.2e}")
+    # Un-freeze: QuantizeWrapper would otherwise list the frozen gamma/beta twice
+    # (trainable and not), which breaks saving.
+    for inner in frozen:
+        inner.trainable = True
     config = {k: v for k, v in model.config.items() if k != "output_channel_order"}
     config.update(quantization="qat", qat={"method": "self-distillation", "data": str(data),
                                            "steps": steps, "batch_size": batch_size, "lr": lr})

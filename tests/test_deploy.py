@@ -116,6 +116,18 @@ def test_qat_train_reload_and_export(tmp_path):
                        runs_dir=tmp_path / "runs", progress=False)
     assert run2.model.config["quantization"] == "qat"
 
+    # Label-free QAT by self-distillation (how official releases are quantised).
+    from kpose.quantization import distill_qat
+    distilled = distill_qat(kpose.load(run.dir / "model_float"), data, steps=2, batch_size=2, progress=False)
+    assert float_layer_names(distilled.keras_model) == []
+    distilled.save(tmp_path / "distilled")
+    reloaded = kpose.load(tmp_path / "distilled")
+    np.testing.assert_allclose(distilled.predict(str(img))[0].keypoints,
+                               reloaded.predict(str(img))[0].keypoints, atol=1e-4)
+    path = export(reloaded, "tflite", "qat", tmp_path)
+    ops = tflite.op_names(path)
+    assert ops.count("QUANTIZE") == 1 and ops.count("DEQUANTIZE") == 1
+
 
 def _node_ready():
     from kpose.deploy.tfjs import web_demo_dir
