@@ -66,7 +66,7 @@ def test_every_recipe_exports_gpu_clean_self_describing_tflite(recipe_model, pre
     assert not set(ops) & tflite.FORBIDDEN_OPS
     if precision in ("int8", "qat"):
         # Full integer: float only at the two ends.
-        assert ops.count("QUANTIZE") == 1 and ops.count("DEQUANTIZE") == 1, ops
+        assert tflite.float_ops(path) == [], ops
         assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE"
 
     meta = metadata.read_tflite_metadata(path)
@@ -125,8 +125,7 @@ def test_qat_train_reload_and_export(tmp_path):
     np.testing.assert_allclose(distilled.predict(str(img))[0].keypoints,
                                reloaded.predict(str(img))[0].keypoints, atol=1e-4)
     path = export(reloaded, "tflite", "qat", tmp_path)
-    ops = tflite.op_names(path)
-    assert ops.count("QUANTIZE") == 1 and ops.count("DEQUANTIZE") == 1
+    assert tflite.float_ops(path) == []
 
 
 def _node_ready():

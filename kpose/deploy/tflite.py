@@ -70,6 +70,28 @@ def op_names(tflite: bytes | str | Path) -> list[str]:
     return [d["op_name"] for d in interp._get_ops_details()]
 
 
+def float_ops(tflite: bytes | str | Path) -> list[str]:
+    """Ops that compute in float: any op other than the boundary QUANTIZE (graph input
+    -> int8) and DEQUANTIZE (int8 -> graph output) that touches a float tensor.
+    Empty for a full-integer model; int8 -> int8 QUANTIZE ops (requantisation where,
+    e.g., a concatenation's inputs have different ranges) are integer ops."""
+    interp = _interpreter(tflite)
+    dtype = {d["index"]: np.dtype(d["dtype"]) for d in interp.get_tensor_details()}
+    graph_in = {d["index"] for d in interp.get_input_details()}
+    graph_out = {d["index"] for d in interp.get_output_details()}
+    out = []
+    for op in interp._get_ops_details():
+        ins = [i for i in op["inputs"] if i >= 0]
+        outs = list(op["outputs"])
+        if op["op_name"] == "QUANTIZE" and set(ins) <= graph_in:
+            continue
+        if op["op_name"] == "DEQUANTIZE" and set(outs) <= graph_out:
+            continue
+        if any(dtype[t] == np.float32 for t in ins + outs):
+            out.append(op["op_name"])
+    return out
+
+
 def tensor_types(tflite: bytes | str | Path) -> dict[str, int]:
     """Count of tensor dtypes (by numpy name) in the model."""
     counts: dict[str, int] = {}
