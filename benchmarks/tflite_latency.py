@@ -1,7 +1,8 @@
 """TFLite latency on the LiteRT interpreter (XNNPACK), side by side with the peers.
 
 Exports kpose EfficientPose RT and RT_LITE (official weights, loaded into kpose's own
-models) at fp32 / fp16 / int8, times them in one interleaved run with the official
+models) at fp32 / fp16 / int8, and with `heatmaps="detection"` ("det": the stride-8 maps,
+no upscaling layers) at fp32 / int8, times them in one interleaved run with the official
 EfficientPose TFLite files and MoveNet Lightning int8 from ../shared/peers, at 1 and
 2 threads, and reports medians and ratios to the official EfficientPose RT fp32.
 It also reports PCKh@0.5 of each EfficientPose model on the MPII samples, so a
@@ -61,10 +62,13 @@ def main() -> None:
     for variant in ("RT", "RT_LITE"):
         pm = kpose.load(peers / f"efficientpose/EfficientPose{variant}.h5")
         models[f"official {variant} fp32"]["pckh"] = kpose.evaluate(pm, data=mpii, progress=False)["PCKh@0.5"]
-        for prec in ("fp32", "fp16", "int8"):
-            path = export(pm, "tflite", prec, tmp / f"{variant}_{prec}.tflite", calibration=calib)
+        for heatmaps, prec in [("full", "fp32"), ("full", "fp16"), ("full", "int8"),
+                               ("detection", "fp32"), ("detection", "int8")]:
+            tag = "" if heatmaps == "full" else " det"
+            path = export(pm, "tflite", prec, tmp / f"{variant}{tag.strip()}_{prec}.tflite",
+                          calibration=calib, heatmaps=heatmaps)
             pckh = kpose.evaluate(path, data=mpii, progress=False)["PCKh@0.5"]
-            models[f"kpose {variant} {prec}"] = {"path": path, "pckh": pckh}
+            models[f"kpose {variant}{tag} {prec}"] = {"path": path, "pckh": pckh}
     if a.qat:
         models[f"kpose {Path(a.qat).stem} qat"] = {"path": Path(a.qat)}
 

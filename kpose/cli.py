@@ -79,12 +79,13 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
     if not (a.all or a.check):
         print(export(a.model, a.format, a.precision, a.out, calibration=a.calibration,
-                     quantization=a.tfjs_quantization))
+                     quantization=a.tfjs_quantization, heatmaps=a.heatmaps))
         return 0
     report = export_all(a.model, a.out, check=a.check, images=a.images, calibration=a.calibration,
                         formats=FORMATS if a.all else (a.format,),
                         precisions=None if a.all else (a.precision,),
-                        tfjs_quantization=a.tfjs_quantization, num_images=a.num_images)
+                        tfjs_quantization=a.tfjs_quantization, heatmaps=a.heatmaps,
+                        num_images=a.num_images)
     if not a.check:
         print("\n".join(e["path"] for e in report["formats"]))
         return 0
@@ -179,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "integer, calibrated on training crops), qat (a model trained with --qat)")
     x.add_argument("--tfjs-quantization", choices=["float16", "uint8"],
                    help="store TF.js weights as float16 or uint8")
+    x.add_argument("--heatmaps", default="full", choices=["full", "detection"],
+                   help="full: the network's output (EfficientPose: stride 1); detection: the stride-8 maps "
+                   "of the last detection pass without the upscaling layers (faster, 64x smaller output)")
     x.add_argument("--all", action="store_true", help="every format and precision the model supports")
     x.add_argument("--check", action="store_true", help="verify against the Keras model; write parity.md")
     x.add_argument("--out", help="output folder (default: <run>/export or exported/<name>)")

@@ -177,3 +177,27 @@ def test_export_cli(tmp_path, shared):
     assert main(["export", str(h5), "--format", "onnx", "--out", str(tmp_path / "c"), "--check",
                  "--images", str(shared / "peers" / "efficientpose" / "MPII.jpg")]) == 0
     assert "onnx" in (tmp_path / "c" / "parity.md").read_text()
+
+
+def test_detection_grid_heatmaps_export(recipe_model, tmp_path):
+    """heatmaps="detection": stride-8 maps without the upscaling layers, self-described."""
+    path = export(recipe_model, "tflite", "fp32", tmp_path, heatmaps="detection")
+    assert path.name.endswith("_det_fp32.tflite")
+    meta = metadata.read_tflite_metadata(path)
+    h, w = recipe_model.input_size
+    assert meta["codec"]["heatmap_size"] == [h // 8, w // 8] and meta["outputs"][0]["stride"] == [8.0, 8.0]
+    assert "TRANSPOSE_CONV" not in tflite.op_names(path)
+    ok, report = tflite.gpu_compatibility(path)
+    assert ok, report
+    x = _crops(recipe_model, 2)
+    sub = graph.with_heatmaps(recipe_model, "detection")
+    got = tflite.TFLiteRunner(path)(x)["heatmaps"]
+    assert np.abs(got - np.asarray(sub.keras_model(x))).max() < 1e-4
+
+
+def test_detection_grid_keeps_official_accuracy(shared, tmp_path):
+    model = kpose.load(shared / "peers" / "efficientpose" / "EfficientPoseRT_LITE.h5")
+    mpii = f"mpii:{shared / 'data/mpii_samples/test_mpii.json'}:{shared / 'data/mpii_samples'}"
+    full = kpose.evaluate(model, data=mpii, progress=False)["PCKh@0.5"]
+    path = export(model, "tflite", "fp32", tmp_path, heatmaps="detection")
+    assert kpose.evaluate(path, data=mpii, progress=False)["PCKh@0.5"] >= full - 0.01

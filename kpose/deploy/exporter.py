@@ -86,7 +86,8 @@ def _check_precision(model, precision: str) -> None:
 
 
 def export(model, format: str = "tflite", precision: str = "fp32", output: str | Path | None = None,
-           calibration=None, quantization: str | None = None, _saved_model: Path | None = None) -> Path:
+           calibration=None, quantization: str | None = None, heatmaps: str = "full",
+           _saved_model: Path | None = None) -> Path:
     """Export a PoseModel (or a path kpose.load accepts) and return the written path.
 
     format: "tflite" (precision fp32 | fp16 | int8 | qat), "onnx" or "tfjs" (float;
@@ -96,16 +97,19 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
       for a run folder, else exported/<name>/.
     calibration: int8 representative data: a data spec, image folder or crops array
       (default: 64 training crops of the model's training data).
+    heatmaps: "full" (the network's output) or "detection" (EfficientPose: the stride-8
+      maps of the last detection pass, without the upscaling layers; faster, 64x
+      smaller output; the metadata's codec describes them). Files get a "_det" suffix.
     Every file carries the metadata of kpose.deploy.metadata.
     """
     model_arg = model
-    model = _as_pose_model(model)
+    model = graph.with_heatmaps(_as_pose_model(model), heatmaps)
     if format not in FORMATS:
         raise ValueError(f"format {format!r}; known: {', '.join(FORMATS)}")
     if format != "tflite":
         precision = "qat" if model.config.get("quantization") == "qat" else "fp32"
     _check_precision(model, precision)
-    name = _name(model)
+    name = _name(model) + ("_det" if model.config.get("heatmaps") == "detection" else "")
     suffix = {"tflite": f"_{precision}.tflite", "onnx": ".onnx",
               "tfjs": f"_tfjs{'_' + quantization if quantization else ''}"}[format]
     out = Path(output) if output is not None else _default_out(model_arg, model)
@@ -187,7 +191,7 @@ def _limits(model, precision: str) -> dict:
 
 def export_all(model, output: str | Path | None = None, check: bool = True, images=None,
                calibration=None, formats=FORMATS, precisions=None, tfjs_quantization: str | None = None,
-               num_images: int = 8, progress: bool = True) -> dict:
+               heatmaps: str = "full", num_images: int = 8, progress: bool = True) -> dict:
     """Write every format (TFLite at each precision the model supports, ONNX, TF.js) and,
     with `check`, a parity report against the Keras model: `parity.json` and `parity.md`.
 
@@ -201,7 +205,7 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
     from kpose.deploy.samples import crops_from
 
     model_arg = model
-    model = _as_pose_model(model)
+    model = graph.with_heatmaps(_as_pose_model(model), heatmaps)
     out = Path(output) if output is not None else _default_out(model_arg, model)
     out.mkdir(parents=True, exist_ok=True)
     is_qat = model.config.get("quantization") == "qat"

@@ -55,6 +55,41 @@ def detection_stride(model) -> int:
     return int(round(max(model.codec.stride)))
 
 
+HEATMAP_CHOICES = ("full", "detection")
+
+
+def with_heatmaps(model, heatmaps: str = "full"):
+    """The PoseModel to export for a choice of output heatmaps.
+
+    "full": the network's own output (EfficientPose: upscaled to stride 1).
+    "detection": the last detection pass's maps at the detection stride (8 for
+    EfficientPose), skipping the upscaling layers: a 64x smaller output tensor to read
+    back and decode, and less compute; DARK still decodes them to sub-pixel positions.
+    """
+    if heatmaps not in HEATMAP_CHOICES:
+        raise ValueError(f"heatmaps {heatmaps!r}; known: {', '.join(HEATMAP_CHOICES)}")
+    if heatmaps == "full":
+        return model
+    from kpose.codecs.heatmap import HeatmapCodec
+    from kpose.pose_model import PoseModel
+
+    if model.config["family"] != "efficientpose":
+        raise ValueError(f"heatmaps='detection' is defined for EfficientPose, not {model.config['family']!r}")
+    if model.config.get("output_channel_order") is not None:
+        raise ValueError("heatmaps='detection' needs a model whose heads are in skeleton order")
+    net = model.keras_model
+    layer = next((l for l in net.layers if l.name.endswith("pass3_detection2_confs")), None)
+    if layer is None:
+        raise ValueError(f"{net.name}: no pass3_detection2_confs layer to export")
+    sub = keras.Model(net.inputs, layer.output, name=net.name + "_detection")
+    stride = detection_stride(model)
+    codec = model.codec
+    coarse = HeatmapCodec(codec.input_size, tuple(s // stride for s in codec.input_size),
+                          sigma=max(codec.sigma * codec.stride[0] / stride, 1.0))
+    config = dict(model.config, codec=coarse.to_dict(), heatmaps="detection")
+    return PoseModel(sub, config)
+
+
 def serving_function(net: keras.Model, input_size: tuple[int, int]):
     """tf.function image -> {"heatmaps": ...} with a fixed [1, H, W, 3] input."""
     h, w = input_size
