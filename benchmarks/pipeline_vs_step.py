@@ -20,7 +20,7 @@ from kpose.data.pipeline import train_dataset
 from kpose.data.sources import load_instances
 from kpose.pose_model import build_network
 from kpose.recipe import load_recipe, parse_override
-from kpose.training import PoseTrainer, target_specs
+from kpose.training import make_trainer, target_specs
 
 
 def _windows(fn, warmup: int, windows: int, per_window: int) -> list[float]:
@@ -54,7 +54,7 @@ def main() -> None:
     it = iter(ds)
     pipe = _windows(lambda: next(it), 3, a.windows, a.per_window)
 
-    trainer = PoseTrainer(net, specs, cfg["loss"]["pass_weights"], cfg["loss"]["scale"], batch)
+    trainer = make_trainer(net, specs, cfg["loss"], batch)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     fixed = next(it)
     step = tf.function(trainer.train_step, jit_compile=a.jit)

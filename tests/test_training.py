@@ -63,3 +63,47 @@ def test_evaluate_api_on_ground_truth_and_detections(run, tmp_path):
                              results_file=tmp_path / "res.json", progress=False)
     assert abs(on_dets["AP"] - gt["AP"]) < 0.05
     assert json.loads((tmp_path / "res.json").read_text())
+
+
+def _coord_trainer(input_size=(64, 48), out_size=(64, 48), beta=20.0):
+    from kpose._tf import keras
+    from kpose.data.pipeline import TargetSpec
+    from kpose.training import PoseTrainer
+
+    inp = keras.Input((*input_size, 3))
+    net = keras.Model(inp, keras.layers.Conv2D(17, 1)(inp))
+    spec = TargetSpec("hm", "heatmap", out_size, 2.0)
+    return PoseTrainer(net, [spec], [1.0], 1000.0, 1, coord_weight=1.0, coord_beta=beta), spec
+
+
+def test_coord_loss_is_zero_on_the_codec_targets_and_grows_with_the_offset():
+    """The soft-argmax of an encoded Gaussian sits on its keypoint, sub-pixel."""
+    from kpose.codecs.heatmap import HeatmapCodec
+
+    trainer, spec = _coord_trainer()
+    codec = HeatmapCodec(input_size=(64, 48), heatmap_size=(64, 48), sigma=4.0)
+    rng = np.random.default_rng(0)
+    kps = np.concatenate([rng.uniform([12, 12], [36, 52], (17, 2)), np.full((17, 1), 2.0)], 1)
+    hm, w = codec.encode(kps)
+    loss = lambda k: float(trainer._coord_loss(hm[None], k[None].astype(np.float32), w[None])[0])
+    px = 1000.0 / 64  # loss of a 1-pixel error on every keypoint, in one axis
+    assert loss(kps) < 0.1 * px
+    moved = kps.copy()
+    moved[:, 0] += 3.0
+    assert abs(loss(moved) - 3 * px) < 0.3 * px
+    # Unlabelled keypoints carry no loss, however far off.
+    far = kps.copy()
+    far[:5, :2] += 30.0
+    w0 = w.copy()
+    w0[:5] = 0
+    assert float(trainer._coord_loss(hm[None], far[None].astype(np.float32), w0[None])[0]) < 0.1 * px
+
+
+def test_coord_loss_trains_through_the_recipe(tmp_path):
+    """loss.coord_weight adds a logged 'coords' term to the two-step smoke run."""
+    tr = generate(tmp_path, 6, seed=21, split="train", progress=False)
+    data = f"coco:{tr}:{tmp_path / 'train'}"
+    r = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=2, runs_dir=tmp_path / "runs",
+                    overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64],
+                               "loss.coord_weight": 1.0}, progress=False)
+    assert np.isfinite(r.history["coords"][0]) and r.history["coords"][0] > 0

@@ -21,6 +21,8 @@ from kpose.transforms import box_to_center_scale
 from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Key of the augmented keypoints [K, 3] (x, y, v in crop pixels) in a training batch's targets.
+KEYPOINTS_KEY = "keypoints"
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list
                   & (kps[:, 1] >= -0.5) & (kps[:, 1] <= out_h - 0.5))
         kps = tf.concat([kps[:, :2], tf.where(inside, kps[:, 2], 0.0)[:, None]], -1)
         targets, weights = _targets(kps, input_size, specs, limbs)
+        # Crop-pixel keypoints for coordinate losses on the decoded output.
+        targets[KEYPOINTS_KEY] = kps
         return img, targets, weights
 
     ds = tf.data.Dataset.from_tensor_slices(cols)
