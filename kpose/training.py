@@ -15,6 +15,7 @@ import yaml
 
 from kpose._tf import keras, tf
 from kpose.codecs.heatmap import HeatmapCodec
+from kpose.codecs.heatmap_tf import heatmap_to_input_tf
 from kpose.data.pipeline import KEYPOINTS_KEY, TargetSpec, train_dataset
 from kpose.data.records import Instances
 from kpose.data.sources import load_instances
@@ -133,13 +134,10 @@ class PoseTrainer(keras.Model):
         b, k = tf.shape(hm)[0], hm.shape[-1]
         p = tf.nn.softmax(self.coord_beta * tf.reshape(hm, [b, h * w, k]), axis=1)
         p = tf.reshape(p, [b, h, w, k])
-        in_h, in_w = self.input_size
-        # Output pixel centre u <-> crop pixel (u + 0.5) * stride - 0.5 (kpose.transforms).
-        xs = (tf.range(w, dtype=tf.float32) + 0.5) * (in_w / w) - 0.5
-        ys = (tf.range(h, dtype=tf.float32) + 0.5) * (in_h / h) - 0.5
-        ex = tf.reduce_sum(tf.reduce_sum(p, axis=1) * xs[None, :, None], axis=1)  # [B, K]
-        ey = tf.reduce_sum(tf.reduce_sum(p, axis=2) * ys[None, :, None], axis=1)
-        d = (tf.abs(ex - keypoints[..., 0]) + tf.abs(ey - keypoints[..., 1])) / max(in_h, in_w)
+        eu = tf.reduce_sum(tf.reduce_sum(p, axis=1) * tf.range(w, dtype=tf.float32)[None, :, None], axis=1)
+        ev = tf.reduce_sum(tf.reduce_sum(p, axis=2) * tf.range(h, dtype=tf.float32)[None, :, None], axis=1)
+        xy = heatmap_to_input_tf(tf.stack([eu, ev], -1), self.input_size, spec.size)  # [B, K, 2]
+        d = tf.reduce_sum(tf.abs(xy - keypoints[..., :2]), axis=-1) / max(self.input_size)
         return self.scale * tf.reduce_mean(d * weights, axis=-1)
 
     def train_step(self, data):

@@ -65,22 +65,23 @@ def test_evaluate_api_on_ground_truth_and_detections(run, tmp_path):
     assert json.loads((tmp_path / "res.json").read_text())
 
 
-def _coord_trainer(input_size=(64, 48), out_size=(64, 48), beta=20.0):
+def _coord_trainer():
+    """A PoseTrainer with the coordinate loss over a stride-1 heatmap output, 64x48 input."""
     from kpose._tf import keras
     from kpose.data.pipeline import TargetSpec
     from kpose.training import PoseTrainer
 
-    inp = keras.Input((*input_size, 3))
+    inp = keras.Input((64, 48, 3))
     net = keras.Model(inp, keras.layers.Conv2D(17, 1)(inp))
-    spec = TargetSpec("hm", "heatmap", out_size, 2.0)
-    return PoseTrainer(net, [spec], [1.0], 1000.0, 1, coord_weight=1.0, coord_beta=beta), spec
+    spec = TargetSpec("hm", "heatmap", (64, 48), 2.0)
+    return PoseTrainer(net, [spec], [1.0], 1000.0, 1, coord_weight=1.0, coord_beta=20.0)
 
 
 def test_coord_loss_is_zero_on_the_codec_targets_and_grows_with_the_offset():
     """The soft-argmax of an encoded Gaussian sits on its keypoint, sub-pixel."""
     from kpose.codecs.heatmap import HeatmapCodec
 
-    trainer, spec = _coord_trainer()
+    trainer = _coord_trainer()
     codec = HeatmapCodec(input_size=(64, 48), heatmap_size=(64, 48), sigma=4.0)
     rng = np.random.default_rng(0)
     kps = np.concatenate([rng.uniform([12, 12], [36, 52], (17, 2)), np.full((17, 1), 2.0)], 1)

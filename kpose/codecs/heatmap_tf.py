@@ -11,13 +11,18 @@ import numpy as np
 from kpose._tf import tf
 from kpose.codecs.heatmap import LOG_FLOOR, default_dark_radius, savgol_quadratic_2d
 
-__all__ = ["encode_heatmaps_tf", "encode_multi_heatmaps_tf", "decode_heatmaps_tf"]
+__all__ = ["encode_heatmaps_tf", "encode_multi_heatmaps_tf", "decode_heatmaps_tf", "heatmap_to_input_tf"]
 
 
 def _strides(input_size, heatmap_size) -> tf.Tensor:
     """(sx, sy) as a float32 tensor."""
     return tf.stack([tf.cast(input_size[1], tf.float32) / tf.cast(heatmap_size[1], tf.float32),
                      tf.cast(input_size[0], tf.float32) / tf.cast(heatmap_size[0], tf.float32)])
+
+
+def heatmap_to_input_tf(uv, input_size, heatmap_size) -> tf.Tensor:
+    """Heatmap pixel coordinates [..., 2] (u, v) -> input pixels (x, y): x = (u + 0.5) * stride - 0.5."""
+    return (uv + 0.5) * _strides(input_size, heatmap_size) - 0.5
 
 
 def encode_heatmaps_tf(keypoints, input_size, heatmap_size, sigma=2.0) -> tuple[tf.Tensor, tf.Tensor]:
@@ -89,6 +94,6 @@ def decode_heatmaps_tf(heatmaps, input_size, sigma=2.0, dark_radius=None, refine
         u = tf.clip_by_value(tf.cast(cx, tf.float32) + ox, fx - 1.0, fx + 1.0)
         v = tf.clip_by_value(tf.cast(cy, tf.float32) + oy, fy - 1.0, fy + 1.0)
         fx, fy = tf.where(ok, u, fx), tf.where(ok, v, fy)
-    xy = (tf.stack([fx, fy], -1) + 0.5) * _strides(input_size, (h, w)) - 0.5
+    xy = heatmap_to_input_tf(tf.stack([fx, fy], -1), input_size, (h, w))
     out = tf.concat([xy, score[:, None]], -1)
     return tf.reshape(out, tf.concat([lead, [k, 3]], 0))
