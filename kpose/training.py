@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from kpose.data.records import Instances
 from kpose.data.sources import load_instances
 from kpose.pose_model import PoseModel, build_network, model_config
 from kpose.recipe import load_recipe
-from kpose.skeletons import get_skeleton
+from kpose.skeletons import Skeleton, get_skeleton
 
 log = logging.getLogger("kpose")
 
@@ -261,17 +262,67 @@ def untrained_model(recipe: str = "efficientpose_rt", overrides: dict[str, Any] 
     return PoseModel(keras.Model(net.inputs, net.outputs[-1], name=net.name), config)
 
 
-def _init_weights(net, init: str | Path) -> int:
+def _keypoint_axes(src: tuple, dst: tuple, ks: int, kd: int) -> list[int] | None:
+    """Axes of a weight with ks keypoint channels in the source and kd in the target,
+    or None when the shapes differ on any other axis."""
+    if len(src) != len(dst):
+        return None
+    axes = [a for a, (s, d) in enumerate(zip(src, dst)) if s == ks and d == kd]
+    if any(s != d for a, (s, d) in enumerate(zip(src, dst)) if a not in axes):
+        return None
+    return axes
+
+
+def _map_keypoint_channels(src: np.ndarray, dst: np.ndarray, axes: list[int],
+                           index: np.ndarray) -> np.ndarray:
+    """dst with the channels of named keypoints both skeletons share taken from src.
+
+    index[k] = the source channel of target keypoint k, or -1 (kept as initialised).
+    """
+    have = np.flatnonzero(index >= 0)
+    out = dst.copy()
+    sub = src
+    for a in axes:
+        sub = np.take(sub, index[have], axis=a)
+    grid = [have if a in axes else np.arange(n) for a, n in enumerate(dst.shape)]
+    out[np.ix_(*grid)] = sub
+    return out
+
+
+def _resolve_init(init: str | Path, mcfg: dict) -> Path:
+    """A recipe's init: "official" = the official release of the recipe's variant."""
+    if str(init) == "official":
+        from kpose.models.official import official_weights_path
+
+        if mcfg["family"] != "efficientpose":
+            raise ValueError(f"init: official exists only for EfficientPose, not {mcfg['family']!r}")
+        return official_weights_path(mcfg["variant"])
+    return Path(os.path.expandvars(str(init)))
+
+
+def _init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
     """Copy weights from a trained model (run/model folder or official .h5) by layer name.
 
-    Returns the number of layers copied; the model's output channel order is folded in
-    first, so an official release initialises a network in skeleton order.
+    A model of another skeleton (e.g. the official MPII16 releases into a COCO17
+    recipe) transfers too: keypoint-channel axes of its heads are mapped by keypoint
+    name, and keypoints the source lacks keep their fresh initialisation. Returns a
+    one-line summary of what was copied.
     """
     from kpose.deploy.graph import export_network
     from kpose.pose_model import load
 
-    source = export_network(load(init))
-    copied = 0
+    source_model = load(init)
+    src_arch = (source_model.config.get("family"), source_model.config.get("variant"))
+    if src_arch != (mcfg["family"], mcfg["variant"]):
+        raise ValueError(f"init={init!s} is an {src_arch[0]} {src_arch[1]} model; the recipe builds "
+                         f"{mcfg['family']} {mcfg['variant']}: start from a model of the same family "
+                         f"and variant (model.family / model.variant)")
+    src_skel = source_model.skeleton
+    index = np.array([src_skel.keypoints.index(n) if n in src_skel.keypoints else -1
+                      for n in skeleton.keypoints])
+    source = export_network(source_model)
+    same = src_skel.name == skeleton.name
+    copied, mapped = 0, []
     for layer in source.layers:
         if not layer.weights:
             continue
@@ -279,16 +330,33 @@ def _init_weights(net, init: str | Path) -> int:
             target = net.get_layer(layer.name)
         except ValueError:
             continue
-        if [w.shape for w in target.weights] != [w.shape for w in layer.weights]:
-            raise ValueError(f"init={init!s}: layer {layer.name!r} has shapes "
-                             f"{[tuple(w.shape) for w in layer.weights]}, the recipe's model has "
-                             f"{[tuple(w.shape) for w in target.weights]}; use a model of the same "
-                             f"family, variant and skeleton")
-        target.set_weights(layer.get_weights())
+        src_w, dst_w = layer.get_weights(), target.get_weights()
+        new = []
+        for s, d in zip(src_w, dst_w):
+            axes = None if same else _keypoint_axes(s.shape, d.shape, src_skel.num_keypoints,
+                                                    skeleton.num_keypoints)
+            if axes:
+                new.append(_map_keypoint_channels(s, d, axes, index))
+            elif s.shape == d.shape:
+                new.append(s)
+            else:
+                raise ValueError(f"init={init!s}: layer {layer.name!r} has shapes "
+                                 f"{[w.shape for w in src_w]}, the recipe's model has "
+                                 f"{[w.shape for w in dst_w]}; use a model of the same "
+                                 f"family and variant")
+        target.set_weights(new)
         copied += 1
+        if any(n is not s for n, s in zip(new, src_w)):
+            mapped.append(layer.name)
     if not copied:
         raise ValueError(f"init={init!s}: no layer names in common with the recipe's model")
-    return copied
+    summary = f"{copied} layers from {init}"
+    if src_skel.name != skeleton.name:
+        fresh = [n for n, i in zip(skeleton.keypoints, index) if i < 0]
+        summary += (f"; {src_skel.name} -> {skeleton.name}: {len(mapped)} head layers mapped by "
+                    f"keypoint name ({int((index >= 0).sum())} of {skeleton.num_keypoints} keypoints), "
+                    f"fresh: {', '.join(fresh) or 'none'}")
+    return summary
 
 
 def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
@@ -321,6 +389,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         cfg["qat"]["enabled"] = bool(qat)
     if init is not None:
         cfg["init"] = str(init)
+    init = cfg["init"]
     tcfg, mcfg = cfg["train"], cfg["model"]
     tf.keras.utils.set_random_seed(int(tcfg["seed"]))
     run_dir = _run_dir(runs_dir, cfg["name"])
@@ -367,8 +436,8 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
             raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
         trainer.compile(optimizer=opt)
         if init is not None:
-            n = _init_weights(net, init)
-            print(f"kpose: initialised {n} layers from {init}", flush=True)
+            summary = _init_weights(net, _resolve_init(init, mcfg), skeleton, mcfg)
+            print(f"kpose: initialised {summary}", flush=True)
 
     final = specs[-1]
     codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)

@@ -108,3 +108,62 @@ def test_coord_loss_trains_through_the_recipe(tmp_path):
                     overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64],
                                "loss.coord_weight": 1.0}, progress=False)
     assert np.isfinite(r.history["coords"][0]) and r.history["coords"][0] > 0
+
+
+def test_official_mpii_weights_transfer_to_a_coco_model_by_keypoint_name(shared):
+    from kpose.deploy.graph import export_network
+    from kpose.pose_model import build_network
+    from kpose.skeletons import COCO17
+    from kpose.training import _init_weights, _resolve_init
+
+    path = _resolve_init("official", {"family": "efficientpose", "variant": "rt"})
+    assert path.name == "EfficientPoseRT.h5" and path.is_file()
+    net = build_network({"family": "efficientpose", "variant": "rt", "input_size": (32, 32),
+                         "skeleton": "coco17"}, training_outputs=True)
+    before = net.get_layer("upscaled_confs").get_weights()[0].copy()
+    summary = _init_weights(net, path, COCO17, {"family": "efficientpose", "variant": "rt"})
+    assert "12 of 17 keypoints" in summary and "fresh: nose, left_eye, right_eye, left_ear, right_ear" in summary
+    official = kpose.load(path)
+    src = export_network(official)
+    # The backbone is copied as is.
+    for a, b in zip(net.get_layer("stem_conv_res1").get_weights(), src.get_layer("stem_conv_res1").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Head channels follow the keypoint names; face channels keep their fresh weights.
+    s, t = src.get_layer("upscaled_confs").get_weights()[0], net.get_layer("upscaled_confs").get_weights()[0]
+    for a, b in (("left_wrist", "left_wrist"), ("right_knee", "left_ankle"), ("left_shoulder", "right_hip")):
+        np.testing.assert_array_equal(t[..., COCO17.index(a), COCO17.index(b)],
+                                      s[..., official.skeleton.index(a), official.skeleton.index(b)])
+    np.testing.assert_array_equal(t[..., COCO17.index("nose"), :], before[..., COCO17.index("nose"), :])
+    np.testing.assert_array_equal(t[..., :, COCO17.index("left_ear")], before[..., :, COCO17.index("left_ear")])
+    conf_s = src.get_layer("pass3_detection2_confs").get_weights()[0]
+    conf_t = net.get_layer("pass3_detection2_confs").get_weights()[0]
+    np.testing.assert_array_equal(conf_t[..., COCO17.index("right_ankle")],
+                                  conf_s[..., official.skeleton.index("right_ankle")])
+
+
+def test_init_official_without_the_file_names_where_it_looked(tmp_path, monkeypatch):
+    from kpose.training import _resolve_init
+
+    monkeypatch.setenv("KPOSE_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("KPOSE_SHARED", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"EfficientPoseRT\.h5.*searched.*--set init=null"):
+        _resolve_init("official", {"family": "efficientpose", "variant": "rt"})
+    (tmp_path / "EfficientPoseRT.h5").write_bytes(b"")
+    assert _resolve_init("official", {"family": "efficientpose", "variant": "rt"}) == tmp_path / "EfficientPoseRT.h5"
+
+
+def test_init_from_a_model_of_another_variant_is_refused(run):
+    from kpose.pose_model import build_network
+    from kpose.skeletons import COCO17
+    from kpose.training import _init_weights
+
+    net = build_network({"family": "efficientpose", "variant": "rt", "input_size": (64, 64),
+                         "skeleton": "coco17"}, training_outputs=True)
+    rt = {"family": "efficientpose", "variant": "rt"}
+    summary = _init_weights(net, run.dir, COCO17, rt)
+    assert summary.endswith(f"layers from {run.dir}")  # same skeleton: nothing mapped
+    lite = build_network({"family": "efficientpose", "variant": "rt_lite", "input_size": (64, 64),
+                          "skeleton": "coco17"}, training_outputs=True)
+    with pytest.raises(ValueError, match="is an efficientpose rt model; the recipe builds efficientpose rt_lite"):
+        _init_weights(lite, run.dir, COCO17, {"family": "efficientpose", "variant": "rt_lite"})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -191,3 +192,39 @@ def load_official_pose_model(path):
     codec = HeatmapCodec(input_size=size, heatmap_size=size, sigma=OFFICIAL_HEATMAP_SIGMA)
     config = model_config("efficientpose", info["variant"], size, MPII16, codec, official=info)
     return PoseModel(model, config)
+
+
+# The release files, by variant (github.com/daniegr/EfficientPose, Apache-2.0).
+OFFICIAL_FILES = {"rt": "EfficientPoseRT.h5", "rt_lite": "EfficientPoseRT_LITE.h5"}
+OFFICIAL_URL = "https://github.com/daniegr/EfficientPose/tree/master/models/keras"
+
+
+def official_weights_dirs() -> list[Path]:
+    """Folders searched for the official .h5 files, in order.
+
+    $KPOSE_WEIGHTS, then the team's shared folder ($KPOSE_SHARED, else ../shared from
+    the working directory) under peers/efficientpose, then ~/.cache/kpose/weights.
+    """
+    dirs = []
+    if os.environ.get("KPOSE_WEIGHTS"):
+        dirs.append(Path(os.environ["KPOSE_WEIGHTS"]))
+    shared = Path(os.environ.get("KPOSE_SHARED", Path.cwd().parent / "shared"))
+    dirs += [shared / "peers" / "efficientpose", Path.home() / ".cache" / "kpose" / "weights"]
+    return dirs
+
+
+def official_weights_path(variant: str) -> Path:
+    """The official release file of an EfficientPose variant; FileNotFoundError with the fix."""
+    if variant not in OFFICIAL_FILES:
+        raise ValueError(f"no official release for EfficientPose variant {variant!r}; "
+                         f"released: {', '.join(sorted(OFFICIAL_FILES))}")
+    name = OFFICIAL_FILES[variant]
+    dirs = official_weights_dirs()
+    for d in dirs:
+        if (d / name).is_file():
+            return d / name
+    raise FileNotFoundError(
+        f"init: official needs {name} (the official EfficientPose {variant.upper()} weights); "
+        f"searched {', '.join(str(d) for d in dirs)}. Download it from {OFFICIAL_URL} into one "
+        f"of them (or set $KPOSE_WEIGHTS to its folder), or train from random weights with "
+        f"--set init=null")
