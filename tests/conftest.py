@@ -21,3 +21,15 @@ def shared() -> Path:
     if p is None:
         pytest.skip("../shared (or $KPOSE_SHARED) is absent: real-data tests skipped")
     return p
+
+
+def no_official_init() -> dict:
+    """Recipe overrides for training tests: the packaged recipe starts from the official
+    EfficientPose weights (init: official), found in ../shared; without it, random init."""
+    from kpose.models.official import official_weights_path
+
+    try:
+        official_weights_path("rt")
+        return {}
+    except FileNotFoundError:
+        return {"init": None}

@@ -14,6 +14,8 @@ from kpose.deploy.runtime import load_exported, read_metadata
 from kpose.quantization import float_layer_names, quantize_model
 from kpose.training import untrained_model
 
+from conftest import no_official_init
+
 RECIPES = kpose.recipes()
 
 
@@ -100,7 +102,7 @@ def test_qat_train_reload_and_export(tmp_path):
     va = generate(tmp_path, 4, seed=22, split="val", progress=False)
     data = {"train": f"coco:{tr}:{tmp_path / 'train'}", "val": f"coco:{va}:{tmp_path / 'val'}"}
     run = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=4, qat=True,
-                      overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], "qat.epochs": 1},
+                      overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], "qat.epochs": 1, **no_official_init()},
                       runs_dir=tmp_path / "runs", progress=False)
     assert (run.dir / "model_float" / "kpose.json").exists() and (run.dir / "history_qat.csv").exists()
     assert run.model.config["quantization"] == "qat" and "float" in run.metrics

@@ -7,6 +7,8 @@ import pytest
 import kpose
 from kpose.data.synthetic import generate
 
+from conftest import no_official_init
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -15,7 +17,7 @@ def run(tmp_path_factory):
     va = generate(root, 5, seed=12, split="val", progress=False)
     data = {"train": f"coco:{tr}:{root / 'train'}", "val": f"coco:{va}:{root / 'val'}"}
     return kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=4,
-                       overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64]},
+                       overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], **no_official_init()},
                        runs_dir=root / "runs", progress=False)
 
 
@@ -106,7 +108,7 @@ def test_coord_loss_trains_through_the_recipe(tmp_path):
     data = f"coco:{tr}:{tmp_path / 'train'}"
     r = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=2, runs_dir=tmp_path / "runs",
                     overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64],
-                               "loss.coord_weight": 1.0}, progress=False)
+                               "loss.coord_weight": 1.0, "init": None}, progress=False)
     assert np.isfinite(r.history["coords"][0]) and r.history["coords"][0] > 0
 
 
