@@ -1,6 +1,6 @@
 """What a recipe reaches in a fixed training budget, and where its errors are.
 
-Trains a recipe (with overrides) for EPOCHS x STEPS steps from scratch and reports,
+Trains a recipe (with overrides; its init, e.g. official weights) for EPOCHS x STEPS steps and reports,
 on the validation split: OKS AP / AP50, median keypoint error relative to the box
 size (sqrt(w*h)), PCK at 0.05 / 0.1 of the box size, and the left/right picture:
 the share of people whose mirrored prediction (channels swapped) fits the ground

@@ -137,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the float stage, quantisation-aware fine-tuning (recipe's qat: epochs, lr); "
                    "export the result with `kpose export RUN --precision qat`")
     t.add_argument("--init", metavar="MODEL",
-                   help="start from a trained model: runs/<run>/, a model folder or an official .h5 "
-                   "(with --epochs 0 --qat: only quantise it)")
+                   help="start from a trained model: runs/<run>/, a model folder, an official .h5, or "
+                   "'official' (the official release of the recipe's variant; efficientpose_rt does "
+                   "this by default, --set init=null trains from random weights). A model of another "
+                   "skeleton transfers by keypoint name. With --epochs 0 --qat: only quantise it")
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser("predict", help="draw and print keypoints on images",
