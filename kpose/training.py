@@ -389,8 +389,8 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         cfg["qat"]["enabled"] = bool(qat)
     if init is not None:
         cfg["init"] = str(init)
-    init = cfg["init"]
     tcfg, mcfg = cfg["train"], cfg["model"]
+    init = None if cfg["init"] is None else _resolve_init(cfg["init"], mcfg)  # fail before any work
     tf.keras.utils.set_random_seed(int(tcfg["seed"]))
     run_dir = _run_dir(runs_dir, cfg["name"])
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -436,7 +436,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
             raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
         trainer.compile(optimizer=opt)
         if init is not None:
-            summary = _init_weights(net, _resolve_init(init, mcfg), skeleton, mcfg)
+            summary = _init_weights(net, init, skeleton, mcfg)
             print(f"kpose: initialised {summary}", flush=True)
 
     final = specs[-1]

@@ -194,8 +194,10 @@ def load_official_pose_model(path):
     return PoseModel(model, config)
 
 
-# The release files, by variant (github.com/daniegr/EfficientPose, Apache-2.0).
-OFFICIAL_FILES = {"rt": "EfficientPoseRT.h5", "rt_lite": "EfficientPoseRT_LITE.h5"}
+# The release files, by variant (github.com/daniegr/EfficientPose, Apache-2.0); the
+# repository names RT_LITE's Keras file EfficientPoseRTLite.h5.
+OFFICIAL_FILES = {"rt": ("EfficientPoseRT.h5",),
+                  "rt_lite": ("EfficientPoseRT_LITE.h5", "EfficientPoseRTLite.h5")}
 OFFICIAL_URL = "https://github.com/daniegr/EfficientPose/tree/master/models/keras"
 
 
@@ -218,13 +220,14 @@ def official_weights_path(variant: str) -> Path:
     if variant not in OFFICIAL_FILES:
         raise ValueError(f"no official release for EfficientPose variant {variant!r}; "
                          f"released: {', '.join(sorted(OFFICIAL_FILES))}")
-    name = OFFICIAL_FILES[variant]
+    names = OFFICIAL_FILES[variant]
     dirs = official_weights_dirs()
     for d in dirs:
-        if (d / name).is_file():
-            return d / name
+        for name in names:
+            if (d / name).is_file():
+                return d / name
     raise FileNotFoundError(
-        f"init: official needs {name} (the official EfficientPose {variant.upper()} weights); "
+        f"init: official needs {' or '.join(names)} (the official EfficientPose {variant.upper()} weights); "
         f"searched {', '.join(str(d) for d in dirs)}. Download it from {OFFICIAL_URL} into one "
         f"of them (or set $KPOSE_WEIGHTS to its folder), or train from random weights with "
         f"--set init=null")
