@@ -6,7 +6,7 @@ to reproduce the float model's own heatmaps on person crops of coco_mini train
 (`kpose.quantization.distill_qat`; no labels used). Writes the QAT .tflite for
 benchmarks/tflite_latency.py --qat.
 
-    python benchmarks/distill_qat_official.py [--variant RT] [--steps 300]
+    python benchmarks/distill_qat_official.py [--variant RT] [--steps 800]
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ def main() -> None:
     ap.add_argument("--shared", default=os.environ.get("KPOSE_SHARED",
                                                       Path(__file__).resolve().parents[2] / "shared"))
     ap.add_argument("--variant", default="RT", choices=["RT", "RT_LITE"])
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=800, help="800 at 3e-4: PCKh 0.909 in 23 min (300 at 1e-4: 0.682)")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
 
