@@ -331,12 +331,13 @@ def _init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
         except ValueError:
             continue
         src_w, dst_w = layer.get_weights(), target.get_weights()
-        new = []
+        new, remapped = [], False
         for s, d in zip(src_w, dst_w):
             axes = None if same else _keypoint_axes(s.shape, d.shape, src_skel.num_keypoints,
                                                     skeleton.num_keypoints)
             if axes:
                 new.append(_map_keypoint_channels(s, d, axes, index))
+                remapped = True
             elif s.shape == d.shape:
                 new.append(s)
             else:
@@ -346,12 +347,12 @@ def _init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
                                  f"family and variant")
         target.set_weights(new)
         copied += 1
-        if any(n is not s for n, s in zip(new, src_w)):
+        if remapped:
             mapped.append(layer.name)
     if not copied:
         raise ValueError(f"init={init!s}: no layer names in common with the recipe's model")
     summary = f"{copied} layers from {init}"
-    if src_skel.name != skeleton.name:
+    if not same:
         fresh = [n for n, i in zip(skeleton.keypoints, index) if i < 0]
         summary += (f"; {src_skel.name} -> {skeleton.name}: {len(mapped)} head layers mapped by "
                     f"keypoint name ({int((index >= 0).sum())} of {skeleton.num_keypoints} keypoints), "
