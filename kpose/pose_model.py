@@ -16,7 +16,8 @@ import numpy as np
 from kpose.codecs.heatmap import HeatmapCodec
 from kpose.data.records import Instances
 from kpose.skeletons import Skeleton, get_skeleton
-from kpose.transforms import affine_matrix, box_to_center_scale, invert_affine, apply_affine
+from kpose.transforms import (DEFAULT_CROP_PADDING, affine_matrix, apply_affine, box_to_center_scale,
+                              invert_affine)
 from kpose.version import __version__
 
 CONFIG_FILE = "kpose.json"
@@ -77,6 +78,11 @@ class PoseModel:
     def input_size(self) -> tuple[int, int]:
         return tuple(self.config["input_size"])
 
+    @property
+    def crop_padding(self) -> float:
+        """How much a person box is grown before it is cropped: the padding it was trained with."""
+        return float(self.config.get("crop_padding", DEFAULT_CROP_PADDING))
+
     # ---- inference -------------------------------------------------------
     def heatmaps(self, crops: np.ndarray, flip_test: bool = False) -> np.ndarray:
         """Network output for a batch of crops, channels in skeleton order.
@@ -102,11 +108,12 @@ class PoseModel:
         """Heatmaps [B,h,w,K] + image->crop affines [B,2,3] -> keypoints [B,K,3] in image pixels."""
         return apply_affine(self.codec.batch_decode(heatmaps), invert_affine(matrices))
 
-    def predict(self, image, boxes=None, padding: float = 1.25, flip_test: bool = False) -> list[Pose]:
+    def predict(self, image, boxes=None, padding: float | None = None, flip_test: bool = False) -> list[Pose]:
         """Poses in an image (path or HxWx3 uint8 RGB array).
 
         boxes: optional person boxes [[x, y, w, h], ...] in image pixels; without
         them the whole image is treated as one person's box (single-person models).
+        padding: box growth before cropping (default: the model's crop_padding).
         """
         from kpose.data.images import load_image
         from kpose.transforms import warp_image
@@ -115,6 +122,7 @@ class PoseModel:
         h, w = img.shape[:2]
         if boxes is None:
             boxes, padding = np.array([[0, 0, w, h]], np.float64), 1.0
+        padding = self.crop_padding if padding is None else padding
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         ih, iw = self.input_size
         centers, scales = box_to_center_scale(boxes, iw / ih, padding)
@@ -125,7 +133,7 @@ class PoseModel:
         scores = instance_scores(kps)
         return [Pose(k, float(s), b, self.skeleton.keypoints) for k, s, b in zip(kps, scores, boxes)]
 
-    def predict_instances(self, instances: Instances, batch_size: int = 32, padding: float = 1.25,
+    def predict_instances(self, instances: Instances, batch_size: int = 32, padding: float | None = None,
                           progress: bool = False, flip_test: bool = False) -> np.ndarray:
         """Top-down predictions [N, K, 3] for every instance box, via the tf.data eval pipeline."""
         from tqdm import tqdm
@@ -133,7 +141,8 @@ class PoseModel:
         from kpose.data.pipeline import eval_dataset
 
         out = np.zeros((len(instances), self.skeleton.num_keypoints, 3), np.float32)
-        ds = eval_dataset(instances, self.input_size, batch_size, padding)
+        ds = eval_dataset(instances, self.input_size, batch_size,
+                          self.crop_padding if padding is None else padding)
         steps = -(-len(instances) // batch_size)
         for crops, mats, idx in tqdm(ds, total=steps, disable=not progress, desc="predict"):
             out[idx.numpy()] = self.decode_crops(self.heatmaps(crops, flip_test), mats.numpy())
@@ -150,10 +159,11 @@ class PoseModel:
 
 
 def model_config(family: str, variant: str, input_size, skeleton: Skeleton,
-                 codec: HeatmapCodec, **extra) -> dict:
+                 codec: HeatmapCodec, crop_padding: float = DEFAULT_CROP_PADDING, **extra) -> dict:
     """The JSON-able description that travels with a model."""
     return {
         "family": family, "variant": variant, "input_size": list(input_size),
+        "crop_padding": float(crop_padding),
         "skeleton": skeleton.name, "keypoints": list(skeleton.keypoints),
         "flip_pairs": [list(p) for p in skeleton.flip_pairs],
         "limbs": [list(p) for p in skeleton.limbs],

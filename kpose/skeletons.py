@@ -94,6 +94,9 @@ COCO17 = Skeleton(
     # COCO keypoint evaluation sigmas (cocoapi, cocoeval.py).
     sigmas=(0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
             0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089),
+    # Keypoints on the head: weight transfer from a skeleton without them starts
+    # their channels from that skeleton's head keypoints (kpose.training).
+    extra={"head_keypoints": ("nose", "left_eye", "right_eye", "left_ear", "right_ear")},
 )
 
 # MPII Human Pose in the dataset's own joint order (joint ids 0..15).
@@ -125,7 +128,7 @@ MPII16 = Skeleton(
     ]),
     sigmas=None,
     # PCKh normalises by head size: the head segment is (upper_neck, head_top).
-    extra={"head": ("upper_neck", "head_top")},
+    extra={"head": ("upper_neck", "head_top"), "head_keypoints": ("upper_neck", "head_top")},
 )
 
 # The official EfficientPose releases (daniegr/EfficientPose) output MPII's 16

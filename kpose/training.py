@@ -258,7 +258,8 @@ def untrained_model(recipe: str = "efficientpose_rt", overrides: dict[str, Any] 
     final = target_specs(net, input_size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])[-1]
     codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
     config = model_config(mcfg["family"], mcfg["variant"], input_size, skeleton, codec,
-                          recipe=cfg["name"], data={"train": cfg["data"]["train"], "val": cfg["data"]["val"]})
+                          crop_padding=cfg["augment"]["box_padding"], recipe=cfg["name"],
+                          data={"train": cfg["data"]["train"], "val": cfg["data"]["val"]})
     return PoseModel(keras.Model(net.inputs, net.outputs[-1], name=net.name), config)
 
 
@@ -273,18 +274,47 @@ def _keypoint_axes(src: tuple, dst: tuple, ks: int, kd: int) -> list[int] | None
     return axes
 
 
-def _map_keypoint_channels(src: np.ndarray, dst: np.ndarray, axes: list[int],
-                           index: np.ndarray) -> np.ndarray:
-    """dst with the channels of named keypoints both skeletons share taken from src.
+def _transfer_matrix(src: Skeleton, dst: Skeleton) -> np.ndarray:
+    """[Kd, Ks]: how each target keypoint's channel is made from the source channels.
 
-    index[k] = the source channel of target keypoint k, or -1 (kept as initialised).
+    One-hot for a keypoint both skeletons name; for a head keypoint the source lacks
+    (COCO's face from MPII), the mean of the source's head keypoints, so it starts as
+    a head detector instead of noise; a zero row (kept as initialised) otherwise.
     """
-    have = np.flatnonzero(index >= 0)
+    mix = np.zeros((dst.num_keypoints, src.num_keypoints))
+    src_head = [src.index(n) for n in src.extra.get("head_keypoints", ())]
+    for k, name in enumerate(dst.keypoints):
+        if name in src.keypoints:
+            mix[k, src.index(name)] = 1.0
+        elif name in dst.extra.get("head_keypoints", ()) and src_head:
+            mix[k, src_head] = 1.0 / len(src_head)
+    return mix
+
+
+def _map_keypoint_channels(src: np.ndarray, dst: np.ndarray, axes: list[int],
+                           mix: np.ndarray) -> np.ndarray:
+    """dst with its keypoint channels (on `axes`) made from src's through `mix` [Kd, Ks].
+
+    On one keypoint axis (a head's output channels, its bias) rows of `mix` are linear
+    combinations. On layers that connect keypoint channels to keypoint channels (the
+    transposed convolutions: two axes) only keypoints both skeletons name are copied:
+    a mean there would feed each stand-in channel from all of them at once.
+    """
     out = dst.copy()
+    if len(axes) == 1:
+        a = axes[0]
+        rows = np.flatnonzero(mix.any(axis=1))
+        mixed = np.moveaxis(np.tensordot(src, mix[rows], axes=([a], [1])), -1, a)
+        index = [slice(None)] * dst.ndim
+        index[a] = rows
+        out[tuple(index)] = mixed.astype(dst.dtype)
+        return out
+    exact = np.flatnonzero((mix == 1.0).any(axis=1))
+    source = mix[exact].argmax(axis=1)
     sub = src
     for a in axes:
-        sub = np.take(sub, index[have], axis=a)
-    grid = [have if a in axes else np.arange(n) for a, n in enumerate(dst.shape)]
+        sub = np.take(sub, source, axis=a)
+    grid = [exact if a in axes else np.arange(n) for a, n in enumerate(dst.shape)]
     out[np.ix_(*grid)] = sub
     return out
 
@@ -318,8 +348,7 @@ def _init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
                          f"{mcfg['family']} {mcfg['variant']}: start from a model of the same family "
                          f"and variant (model.family / model.variant)")
     src_skel = source_model.skeleton
-    index = np.array([src_skel.keypoints.index(n) if n in src_skel.keypoints else -1
-                      for n in skeleton.keypoints])
+    mix = _transfer_matrix(src_skel, skeleton)
     source = export_network(source_model)
     same = src_skel.name == skeleton.name
     copied, mapped = 0, []
@@ -336,7 +365,7 @@ def _init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
             axes = None if same else _keypoint_axes(s.shape, d.shape, src_skel.num_keypoints,
                                                     skeleton.num_keypoints)
             if axes:
-                new.append(_map_keypoint_channels(s, d, axes, index))
+                new.append(_map_keypoint_channels(s, d, axes, mix))
                 remapped = True
             elif s.shape == d.shape:
                 new.append(s)
@@ -353,10 +382,15 @@ def _init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
         raise ValueError(f"init={init!s}: no layer names in common with the recipe's model")
     summary = f"{copied} layers from {init}"
     if not same:
-        fresh = [n for n, i in zip(skeleton.keypoints, index) if i < 0]
+        named = (mix == 1.0).any(axis=1)
+        stand_in = [n for n, r, e in zip(skeleton.keypoints, mix, named) if r.any() and not e]
+        fresh = [n for n, r in zip(skeleton.keypoints, mix) if not r.any()]
         summary += (f"; {src_skel.name} -> {skeleton.name}: {len(mapped)} head layers mapped by "
-                    f"keypoint name ({int((index >= 0).sum())} of {skeleton.num_keypoints} keypoints), "
-                    f"fresh: {', '.join(fresh) or 'none'}")
+                    f"keypoint name ({int(named.sum())} of {skeleton.num_keypoints} keypoints)")
+        if stand_in:
+            summary += (f", from the mean of {'/'.join(src_skel.extra['head_keypoints'])}: "
+                        f"{', '.join(stand_in)}")
+        summary += f", fresh: {', '.join(fresh) or 'none'}"
     return summary
 
 
@@ -444,7 +478,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
     inference = keras.Model(net.inputs, net.outputs[-1], name=net.name)
     config = model_config(mcfg["family"], mcfg["variant"], input_size, skeleton, codec,
-                          recipe=cfg["name"], data=data_spec)
+                          crop_padding=cfg["augment"]["box_padding"], recipe=cfg["name"], data=data_spec)
     pose_model = PoseModel(inference, config)
 
     ds = train_dataset(train_set, input_size, specs, cfg["augment"], global_batch,

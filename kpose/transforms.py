@@ -38,7 +38,12 @@ __all__ = [
 ]
 
 
-def box_to_center_scale(bbox, aspect_ratio: float, padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+# Top-down crops grow the person box by this much unless a recipe (augment.box_padding,
+# recorded with the model as crop_padding) says otherwise.
+DEFAULT_CROP_PADDING = 1.25
+
+
+def box_to_center_scale(bbox, aspect_ratio: float, padding: float = DEFAULT_CROP_PADDING) -> tuple[np.ndarray, np.ndarray]:
     """COCO boxes (x, y, w, h) [..., 4] -> crop centre [..., 2] and scale [..., 2].
 
     The box is grown (never shrunk) along one axis to ``aspect_ratio`` (the crop's

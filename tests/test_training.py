@@ -124,13 +124,15 @@ def test_official_mpii_weights_transfer_to_a_coco_model_by_keypoint_name(shared)
                          "skeleton": "coco17"}, training_outputs=True)
     before = net.get_layer("upscaled_confs").get_weights()[0].copy()
     summary = _init_weights(net, path, COCO17, {"family": "efficientpose", "variant": "rt"})
-    assert "12 of 17 keypoints" in summary and "fresh: nose, left_eye, right_eye, left_ear, right_ear" in summary
+    assert "12 of 17 keypoints" in summary and "fresh: none" in summary
+    assert "from the mean of upper_neck/head_top: nose, left_eye, right_eye, left_ear, right_ear" in summary
     official = kpose.load(path)
     src = export_network(official)
     # The backbone is copied as is.
     for a, b in zip(net.get_layer("stem_conv_res1").get_weights(), src.get_layer("stem_conv_res1").get_weights()):
         np.testing.assert_array_equal(a, b)
-    # Head channels follow the keypoint names; face channels keep their fresh weights.
+    # Head channels follow the keypoint names; on the keypoint-to-keypoint transposed
+    # convolutions the face channels keep their fresh weights.
     s, t = src.get_layer("upscaled_confs").get_weights()[0], net.get_layer("upscaled_confs").get_weights()[0]
     for a, b in (("left_wrist", "left_wrist"), ("right_knee", "left_ankle"), ("left_shoulder", "right_hip")):
         np.testing.assert_array_equal(t[..., COCO17.index(a), COCO17.index(b)],
@@ -141,6 +143,13 @@ def test_official_mpii_weights_transfer_to_a_coco_model_by_keypoint_name(shared)
     conf_t = net.get_layer("pass3_detection2_confs").get_weights()[0]
     np.testing.assert_array_equal(conf_t[..., COCO17.index("right_ankle")],
                                   conf_s[..., official.skeleton.index("right_ankle")])
+    # Face channels of the 1x1 heads start as the mean of the MPII head channels.
+    head = [official.skeleton.index(n) for n in ("upper_neck", "head_top")]
+    for layer in ("pass3_detection2_confs",):  # the release has no pass-1/2 output heads
+        (ks, bs), (kt, bt) = src.get_layer(layer).get_weights(), net.get_layer(layer).get_weights()
+        for face in ("nose", "left_ear"):
+            np.testing.assert_allclose(kt[..., COCO17.index(face)], ks[..., head].mean(-1), rtol=1e-6)
+            np.testing.assert_allclose(bt[COCO17.index(face)], bs[head].mean(), rtol=1e-6)
 
 
 def test_init_official_without_the_file_names_where_it_looked(tmp_path, monkeypatch):
@@ -169,3 +178,19 @@ def test_init_from_a_model_of_another_variant_is_refused(run):
                           "skeleton": "coco17"}, training_outputs=True)
     with pytest.raises(ValueError, match="is an efficientpose rt model; the recipe builds efficientpose rt_lite"):
         _init_weights(lite, run.dir, COCO17, {"family": "efficientpose", "variant": "rt_lite"})
+
+
+def test_crop_padding_travels_with_the_model(tmp_path):
+    from kpose.deploy.metadata import model_metadata
+    from kpose.training import untrained_model
+
+    model = untrained_model("efficientpose_rt", {"augment.box_padding": 1.1, "model.input_size": [64, 64]})
+    assert model.crop_padding == 1.1
+    assert model_metadata(model)["crop"]["padding"] == 1.1
+    reloaded = kpose.load(model.save(tmp_path / "m"))
+    assert reloaded.crop_padding == 1.1
+    img = np.random.default_rng(0).integers(0, 255, (120, 90, 3), dtype=np.uint8)
+    boxes = [[20, 10, 40, 90]]
+    default = reloaded.predict(img, boxes=boxes)[0].keypoints
+    np.testing.assert_allclose(default, reloaded.predict(img, boxes=boxes, padding=1.1)[0].keypoints)
+    assert not np.allclose(default, reloaded.predict(img, boxes=boxes, padding=1.25)[0].keypoints)

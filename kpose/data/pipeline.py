@@ -17,7 +17,7 @@ from kpose._tf import tf
 from kpose.codecs.heatmap_tf import encode_heatmaps_tf
 from kpose.codecs.paf_tf import encode_pafs_tf
 from kpose.data.records import Instances
-from kpose.transforms import box_to_center_scale
+from kpose.transforms import DEFAULT_CROP_PADDING, box_to_center_scale
 from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -123,7 +123,7 @@ def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list
 
 
 def eval_dataset(instances: Instances, input_size: tuple[int, int], batch_size: int,
-                 padding: float = 1.25) -> tf.data.Dataset:
+                 padding: float = DEFAULT_CROP_PADDING) -> tf.data.Dataset:
     """Ordered batches of (crops, image->crop affine matrices, instance index)."""
     cols = instance_tensors(instances, input_size, padding)
 

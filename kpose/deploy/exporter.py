@@ -71,7 +71,8 @@ def default_calibration(model, n: int = 64) -> np.ndarray:
     """Representative crops for int8: training-split crops of the model's training data."""
     from kpose.deploy.samples import crops_from
 
-    return crops_from(model.config.get("data") or "synthetic", model.input_size, n, split="train")
+    return crops_from(model.config.get("data") or "synthetic", model.input_size, n, split="train",
+                      padding=model.crop_padding)
 
 
 def _check_precision(model, precision: str) -> None:
@@ -132,7 +133,8 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
             if precision == "int8":
                 from kpose.deploy.samples import crops_from
                 calib = (default_calibration(model) if calibration is None
-                         else crops_from(calibration, model.input_size, 64, split="train"))
+                         else crops_from(calibration, model.input_size, 64, split="train",
+                                               padding=model.crop_padding))
             data = tflite.convert(saved, precision, calib)
             out.write_bytes(meta_mod.embed_tflite_metadata(data, info))
         elif format == "onnx":
@@ -220,7 +222,7 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
     crops = reference = None
     if check:
         crops = crops_from(images if images is not None else (model.config.get("data") or "synthetic"),
-                           model.input_size, num_images, split="val")
+                           model.input_size, num_images, split="val", padding=model.crop_padding)
         net = graph.export_network(model)
         reference = np.concatenate([np.asarray(net(c[None], training=False)) for c in crops])
         report["images"] = str(images) if images is not None and not isinstance(images, np.ndarray) else "validation crops"

@@ -23,7 +23,7 @@ Schema (version 1)::
      "skeleton": {"name", "keypoints": [K names], "flip_pairs": [[a, b]], "limbs": [[a, b]],
                   "oks_sigmas": [K] | null},
      "codec": {"type": "heatmap", "input_size": [H, W], "heatmap_size": [h, w], "sigma", "dark_radius"},
-     "crop": {"padding": 1.25, "whole_image_padding": 1.0, "interpolation": "bilinear", "fill": 0}}
+     "crop": {"padding": <the model's crop_padding, 1.25 by default>, "whole_image_padding": 1.0, "interpolation": "bilinear", "fill": 0}}
 """
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def model_metadata(model, precision: str = "fp32") -> dict:
                      "limbs": [list(p) for p in skeleton.limbs],
                      "oks_sigmas": None if skeleton.sigmas is None else [float(s) for s in skeleton.sigmas]},
         "codec": codec.to_dict(),
-        "crop": {"padding": 1.25, "whole_image_padding": 1.0, "interpolation": "bilinear", "fill": 0},
+        "crop": {"padding": model.crop_padding, "whole_image_padding": 1.0,
+                 "interpolation": "bilinear", "fill": 0},
     }
 
 

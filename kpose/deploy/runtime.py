@@ -48,6 +48,7 @@ def load_exported(path: str | Path, num_threads: int | None = None):
         "input_size": list(meta["input"]["shape"][1:3]), "skeleton": meta["skeleton"]["name"],
         "keypoints": meta["skeleton"]["keypoints"], "flip_pairs": meta["skeleton"]["flip_pairs"],
         "limbs": meta["skeleton"]["limbs"], "codec": meta["codec"], "input": meta["input"],
+        "crop_padding": meta["crop"]["padding"],
         "exported": {"path": str(path), "precision": meta["precision"]},
     }
     return PoseModel(_Network(runner(path, num_threads)), config)

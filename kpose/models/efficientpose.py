@@ -310,8 +310,11 @@ def build_efficientpose(
     up = confs
     n_up = cfg["upscale_layers"]
     for k in range(1, n_up + 1):
+        # Fixed bilinear upsampling, as in the release (its three kernels are exactly
+        # bilinear_upsampling_kernel): training them only mixes keypoint channels and
+        # costs a full-resolution filter gradient each step.
         up = keras.layers.Conv2DTranspose(
-            num_keypoints, 4, strides=2, padding="same",
+            num_keypoints, 4, strides=2, padding="same", trainable=False,
             name="upscaled_confs" if k == n_up else f"upscaled_deconv{k}")(up)
 
     if training_outputs:
@@ -326,8 +329,7 @@ def build_efficientpose(
         scale, offset = normalization_scale_offset(normalization)
         model.get_layer(INPUT_NORMALIZATION).set_weights(
             [np.asarray(scale, np.float32).reshape(1, 1, 3, 1), np.asarray(offset, np.float32)])
-    # The release starts upscaling from bilinear interpolation; set after construction
-    # so the layer config does not embed the kernel array.
+    # Set after construction so the layer config does not embed the kernel array.
     kernel = bilinear_upsampling_kernel(4, num_keypoints)
     for k in range(1, n_up + 1):
         layer = model.get_layer("upscaled_confs" if k == n_up else f"upscaled_deconv{k}")
