@@ -107,6 +107,7 @@ _MPII_NAMES = (
     "left_shoulder", "left_elbow", "left_wrist",
 )
 
+_MPII_HEAD = ("upper_neck", "head_top")
 MPII16 = Skeleton(
     name="mpii16",
     keypoints=_MPII_NAMES,
@@ -128,7 +129,8 @@ MPII16 = Skeleton(
     ]),
     sigmas=None,
     # PCKh normalises by head size: the head segment is (upper_neck, head_top).
-    extra={"head": ("upper_neck", "head_top"), "head_keypoints": ("upper_neck", "head_top")},
+    # Its only head keypoints are that segment's ends.
+    extra={"head": _MPII_HEAD, "head_keypoints": _MPII_HEAD},
 )
 
 # The official EfficientPose releases (daniegr/EfficientPose) output MPII's 16

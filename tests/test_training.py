@@ -145,11 +145,12 @@ def test_official_mpii_weights_transfer_to_a_coco_model_by_keypoint_name(shared)
                                   conf_s[..., official.skeleton.index("right_ankle")])
     # Face channels of the 1x1 heads start as the mean of the MPII head channels.
     head = [official.skeleton.index(n) for n in ("upper_neck", "head_top")]
-    for layer in ("pass3_detection2_confs",):  # the release has no pass-1/2 output heads
-        (ks, bs), (kt, bt) = src.get_layer(layer).get_weights(), net.get_layer(layer).get_weights()
-        for face in ("nose", "left_ear"):
-            np.testing.assert_allclose(kt[..., COCO17.index(face)], ks[..., head].mean(-1), rtol=1e-6)
-            np.testing.assert_allclose(bt[COCO17.index(face)], bs[head].mean(), rtol=1e-6)
+    # (the release has no pass-1/2 output heads)
+    layer = "pass3_detection2_confs"
+    (ks, bs), (kt, bt) = src.get_layer(layer).get_weights(), net.get_layer(layer).get_weights()
+    for face in ("nose", "left_ear"):
+        np.testing.assert_allclose(kt[..., COCO17.index(face)], ks[..., head].mean(-1), rtol=1e-6)
+        np.testing.assert_allclose(bt[COCO17.index(face)], bs[head].mean(), rtol=1e-6)
 
 
 def test_init_official_without_the_file_names_where_it_looked(tmp_path, monkeypatch):

@@ -134,7 +134,7 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
                 from kpose.deploy.samples import crops_from
                 calib = (default_calibration(model) if calibration is None
                          else crops_from(calibration, model.input_size, 64, split="train",
-                                               padding=model.crop_padding))
+                                         padding=model.crop_padding))
             data = tflite.convert(saved, precision, calib)
             out.write_bytes(meta_mod.embed_tflite_metadata(data, info))
         elif format == "onnx":

@@ -23,7 +23,8 @@ Schema (version 1)::
      "skeleton": {"name", "keypoints": [K names], "flip_pairs": [[a, b]], "limbs": [[a, b]],
                   "oks_sigmas": [K] | null},
      "codec": {"type": "heatmap", "input_size": [H, W], "heatmap_size": [h, w], "sigma", "dark_radius"},
-     "crop": {"padding": <the model's crop_padding, 1.25 by default>, "whole_image_padding": 1.0, "interpolation": "bilinear", "fill": 0}}
+     "crop": {"padding": <the model's crop_padding, 1.25 by default>, "whole_image_padding": 1.0,
+              "interpolation": "bilinear", "fill": 0}}
 """
 from __future__ import annotations
 

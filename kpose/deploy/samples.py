@@ -5,16 +5,18 @@ from pathlib import Path
 
 import numpy as np
 
+from kpose.transforms import DEFAULT_CROP_PADDING
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def crops_from(source, input_size: tuple[int, int], n: int = 32, split: str = "val",
-               seed: int = 0, padding: float | None = None) -> np.ndarray:
+               seed: int = 0, padding: float = DEFAULT_CROP_PADDING) -> np.ndarray:
     """Up to `n` model-input crops [N, H, W, 3] float32 (0..255).
 
     source: a data spec ("synthetic", "coco:ANN:IMAGES", "mpii:LIST:IMAGES", dict) whose
-    person boxes give top-down crops (box grown by `padding`, default 1.25: pass the model's
-    crop_padding; a random but seeded subset), an image
+    person boxes give top-down crops (box grown by `padding`: pass the model's crop_padding;
+    a random but seeded subset), an image
     file, a folder of images or a list of image paths (each whole image is one crop, as
     `PoseModel.predict` does without boxes), or an array of crops (returned as is).
     """
@@ -31,10 +33,7 @@ def crops_from(source, input_size: tuple[int, int], n: int = 32, split: str = "v
         raise ValueError(f"{source!r} ({split}) has no person instances to crop")
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(inst), size=min(n, len(inst)), replace=False))
-    from kpose.transforms import DEFAULT_CROP_PADDING
-
-    crops = [c.numpy() for c, _, _ in eval_dataset(inst.select(pick), input_size, 16,
-                                                   DEFAULT_CROP_PADDING if padding is None else padding)]
+    crops = [c.numpy() for c, _, _ in eval_dataset(inst.select(pick), input_size, 16, padding)]
     return np.concatenate(crops).astype(np.float32)
 
 
