@@ -121,7 +121,45 @@ def float_layer_names(qat_net: keras.Model) -> list[str]:
     return out
 
 
-__all__ = ["quantize_model", "quantize_scope", "float_layer_names", "tf"]
+def calibrate_ranges(qat_net: keras.Model, batches, strategy=None) -> int:
+    """Set the activation ranges of a fresh QAT model from data; returns the batch count.
+
+    tfmot starts every moving-average range at [-6, 6] and moves it 0.1% a step, so
+    through a short fine-tune the ranges stay far from the data's: wide activations
+    are clipped at 6 and narrow ones (sigmoid gates, heatmaps) get a grid several
+    times too coarse. Here each range becomes the mean of its per-batch extremes
+    over `batches` (input tensors or (input, ...) tuples) -- what the moving average
+    converges to -- before training starts. Runs the network in training mode, as
+    QAT training does (batch-norm statistics move by a few percent).
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    strategy = strategy or tf.distribute.get_strategy()
+    decay = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+    original = quant_ops.MovingAvgQuantize
+
+    def running_mean(*args, ema_decay=0.999, **kwargs):  # decay (n-1)/n: a running mean
+        return original(*args, ema_decay=decay, **kwargs)
+
+    # Patched only while the calibration function is traced: training later traces
+    # its own function with tfmot's moving average.
+    quant_ops.MovingAvgQuantize = running_mean
+    try:
+        call = tf.function(lambda x: strategy.run(lambda y: qat_net(y, training=True), (x,)))
+        n = 0
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            decay.assign(n / (n + 1))
+            call(x)
+            n += 1
+    finally:
+        quant_ops.MovingAvgQuantize = original
+    if n == 0:
+        raise ValueError("calibrate_ranges: no batches given")
+    return n
+
+
+__all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "float_layer_names", "tf"]
 
 
 def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 1e-4,
@@ -156,6 +194,7 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     instances = load_instances(data, "train", progress=False)
     aug = dict(DEFAULTS["augment"], **(augment or {}))
     ds = train_dataset(instances, model.input_size, [], aug, batch_size, seed=seed)
+    calibrate_ranges(student, (x for x, _, _ in ds.take(16)))
     opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
 
     @tf.function

@@ -540,15 +540,21 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
                history={k: [float(x) for x in v] for k, v in history.items()})
 
 
+# Training batches that set the QAT activation ranges before fine-tuning (on the quick-start
+# model: fake-quant AP 0.000 with tfmot's initial ranges, 0.629 after 16 batches; float 0.660).
+QAT_CALIBRATION_BATCHES = 16
+
+
 def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, val_set, ckpt, key,
                run_dir, progress):
     """Fine-tune a QAT copy of the trained float network; returns (PoseModel, history, seconds)."""
-    from kpose.quantization import quantize_model
+    from kpose.quantization import calibrate_ranges, quantize_model
 
     qcfg = cfg["qat"]
     epochs = int(qcfg["epochs"])
     with strategy.scope():
         qnet = quantize_model(net)
+        calibrate_ranges(qnet, ds.take(QAT_CALIBRATION_BATCHES), strategy)
         trainer = make_trainer(qnet, specs, cfg["loss"], global_batch)
         lr = WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1))
         trainer.compile(optimizer=keras.optimizers.Adam(lr))

@@ -11,7 +11,7 @@ import kpose
 from kpose.deploy import graph, metadata, tflite
 from kpose.deploy.exporter import export, export_all
 from kpose.deploy.runtime import load_exported, read_metadata
-from kpose.quantization import float_layer_names, quantize_model
+from kpose.quantization import calibrate_ranges, float_layer_names, quantize_model
 from kpose.training import untrained_model
 
 from conftest import no_official_init
@@ -44,6 +44,41 @@ def test_qat_quantises_every_layer(recipe_model):
     ref, got = net(x), qnet(x)
     for r, g in zip(ref, got):
         assert np.abs(np.asarray(r) - np.asarray(g)).max() < 0.05 * (np.abs(np.asarray(r)).max() + 1e-6) + 1e-3
+
+
+def _activation_ranges(layer):
+    """{name: (min, max)} of a QAT layer's activation/output ranges (not weight ranges)."""
+    out = {}
+    for w in layer.weights:
+        if w.name.endswith("_min:0") and "kernel" not in w.name:
+            top = next(v for v in layer.weights if v.name == w.name[:-6] + "_max:0")
+            out[w.name[:-6]] = (float(np.min(w.numpy())), float(np.max(top.numpy())))
+    return out
+
+
+def test_qat_ranges_start_from_the_data(recipe_model):
+    from kpose._tf import tf
+
+    tf.keras.utils.set_random_seed(0)
+    net = graph.export_network(recipe_model)
+    qnet = quantize_model(net)
+    batches = [_crops(recipe_model, 2, seed=s) for s in range(3)]
+    assert calibrate_ranges(qnet, batches) == 3
+    ranges = {k: v for layer in qnet.layers for k, v in _activation_ranges(layer).items()}
+    left = [k for k, (lo, hi) in ranges.items() if lo == -6.0 or hi == 6.0]
+    assert ranges and not left, f"activation ranges still at tfmot's initial [-6, 6]: {left}"
+    # The output's range is the mean of the per-batch extremes (0 included), as the
+    # moving average would converge to, not a 0.1% step from [-6, 6].
+    (lo, hi), = _activation_ranges(qnet.layers[-1]).values()
+    outs = [np.asarray(net(x, training=True)) for x in batches]
+    want_lo = np.mean([min(o.min(), 0.0) for o in outs])
+    want_hi = np.mean([max(o.max(), 0.0) for o in outs])
+    span = want_hi - want_lo
+    assert abs(lo - want_lo) < 0.05 * span and abs(hi - want_hi) < 0.05 * span, (lo, hi, want_lo, want_hi)
+    # Calibrated fake-quant tracks the float network to a few steps of the output grid.
+    x = batches[0]
+    err = np.abs(np.asarray(qnet(x, training=False)) - np.asarray(net(x, training=False))).max()
+    assert err < 0.1 * span, (err, span)
 
 
 def test_qat_refuses_a_layer_it_cannot_quantise():
