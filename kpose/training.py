@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,8 @@ class EvalCallback(keras.callbacks.Callback):
         self.ckpt_dir, self.batch_size, self.key = ckpt_dir, batch_size, key
         self.best = -np.inf
         self.last_metrics: dict = {}
+        self.best_metrics: dict = {}  # of the weights in best.weights.h5, predictions beside them
+        self.best_predictions = ckpt_dir / "best_predictions.json"
         # Validation runs every N epochs; CSVLogger fixes its columns at epoch 1,
         # so validation metrics get their own file.
         self.csv = ckpt_dir.parent / "validation.csv"
@@ -209,8 +212,9 @@ class EvalCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.every and not last:
             return
         from kpose.evaluation import evaluate_instances
+        latest = self.ckpt_dir / "latest_predictions.json"
         m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size,
-                               flip_test=self.flip_test)
+                               results_file=latest, flip_test=self.flip_test)
         self.last_metrics = m
         scalars = {k: v for k, v in m.items() if isinstance(v, float)}
         new_file = not self.csv.exists()
@@ -224,8 +228,9 @@ class EvalCallback(keras.callbacks.Callback):
                 logs[f"val_{k}"] = v
         score = m.get(self.key, -np.inf)
         if score > self.best:
-            self.best = score
+            self.best, self.best_metrics = score, m
             self.pose_model.keras_model.save_weights(str(self.ckpt_dir / "best.weights.h5"))
+            latest.replace(self.best_predictions)
         print(f"  validation {self.key}={score:.4f} (best {self.best:.4f})", flush=True)
 
 
@@ -511,7 +516,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
 
     float_metrics = None
     if cfg["qat"]["enabled"]:
-        float_metrics = evaluate_instances(pose_model, val_set, **eval_kw)
+        float_metrics = dict(evaluator.best_metrics) or evaluate_instances(pose_model, val_set, **eval_kw)
         pose_model.save(run_dir / "model_float")
         print(f"kpose: float model {key}={float_metrics.get(key, float('nan')):.4f}; "
               f"quantisation-aware training for {cfg['qat']['epochs']} epochs", flush=True)
@@ -520,8 +525,13 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         history.update({f"qat_{k}": v for k, v in qat_hist.items()})
         train_seconds += qat_seconds
 
-    metrics = evaluate_instances(pose_model, val_set, results_file=run_dir / "val_predictions.json",
-                                 **eval_kw)
+    if float_metrics is None and evaluator.best_metrics:
+        # The final model is the best checkpoint: its evaluation is already done.
+        metrics = dict(evaluator.best_metrics)
+        shutil.copyfile(evaluator.best_predictions, run_dir / "val_predictions.json")
+    else:
+        metrics = evaluate_instances(pose_model, val_set, results_file=run_dir / "val_predictions.json",
+                                     **eval_kw)
     if float_metrics is not None:
         metrics["float"] = {k: v for k, v in float_metrics.items() if isinstance(v, float)}
     metrics.update({"train_seconds": round(train_seconds, 1), "epochs": int(tcfg["epochs"]),

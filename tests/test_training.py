@@ -55,8 +55,14 @@ def test_unknown_override_lists_keys(tmp_path):
 def test_evaluate_api_on_ground_truth_and_detections(run, tmp_path):
     import yaml
     data = yaml.safe_load((run.dir / "recipe.yaml").read_text())["data"]
-    gt = kpose.evaluate(run.dir, data=data["val"], split="val", progress=False)
+    gt = kpose.evaluate(run.dir, data=data["val"], split="val", results_file=tmp_path / "gt.json",
+                        flip_test=True, progress=False)
     assert 0.0 <= gt["AP"] <= 1.0
+    # The run's metrics and predictions (taken from the last validation) are the saved model's.
+    assert gt == {k: v for k, v in run.metrics.items() if k in gt}
+    saved = json.loads((run.dir / "val_predictions.json").read_text())
+    fresh = json.loads((tmp_path / "gt.json").read_text())
+    np.testing.assert_allclose([r["keypoints"] for r in saved], [r["keypoints"] for r in fresh], atol=1e-2)
     ann = json.loads(open(data["val"].split(":")[1]).read())
     dets = [{"image_id": a["image_id"], "bbox": a["bbox"], "score": 0.9, "category_id": 1}
             for a in ann["annotations"]]
