@@ -63,6 +63,10 @@ def build_network(config: dict, training_outputs: bool = False):
     return net
 
 
+# Batches of at least this many crops run as a traced graph function (see PoseModel._forward).
+GRAPH_MIN_BATCH = 8
+
+
 class PoseModel:
     """A network with its config; `predict` goes from an image to poses."""
 
@@ -73,6 +77,7 @@ class PoseModel:
         self.codec = HeatmapCodec.from_dict(config["codec"])
         perm = config.get("output_channel_order")
         self._perm = None if perm is None else np.asarray(perm)
+        self._functions: dict = {}
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -91,18 +96,39 @@ class PoseModel:
         (exact under kpose's pixel-centre convention: heatmap column u <-> w-1-u).
         """
         crops = np.asarray(crops, np.float32)
-        out = self._raw(crops)
-        if flip_test:
-            mirrored = self._raw(crops[:, :, ::-1])[:, :, ::-1]
-            out = 0.5 * (out + mirrored[..., self.skeleton.flip_index()])
-        return out
+        if len(crops) == 0:
+            h, w = self.codec.heatmap_size
+            return np.zeros((0, h, w, self.skeleton.num_keypoints), np.float32)
+        eager, graph = self._forward(bool(flip_test))
+        return np.asarray((graph if len(crops) >= GRAPH_MIN_BATCH else eager)(crops))
 
-    def _raw(self, crops: np.ndarray) -> np.ndarray:
-        out = self.keras_model(crops, training=False)
-        if isinstance(out, (list, tuple)):
-            out = out[-1]
-        out = np.asarray(out)
-        return out if self._perm is None else out[..., self._perm]
+    def _forward(self, flip_test: bool):
+        """The network and the flip-test merge, eager and as a graph function. The graph
+        runs a batch 2x faster than eager layer-by-layer calls (validation, calibration)
+        but costs seconds to trace, more than a single image's eager call (kpose predict)."""
+        if flip_test not in self._functions:
+            from kpose._tf import tf
+
+            net, perm = self.keras_model, self._perm
+            flip = tf.constant(self.skeleton.flip_index(), tf.int32)
+            h, w = self.input_size
+
+            def raw(x):
+                out = net(x, training=False)
+                out = out[-1] if isinstance(out, (list, tuple)) else out
+                return out if perm is None else tf.gather(out, perm, axis=-1)
+
+            def forward(x):
+                if not flip_test:
+                    return raw(x)
+                n = tf.shape(x)[0]
+                both = raw(tf.concat([x, tf.reverse(x, [2])], 0))
+                mirrored = tf.gather(tf.reverse(both[n:], [2]), flip, axis=-1)
+                return 0.5 * (both[:n] + mirrored)
+
+            graph = tf.function(forward, input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
+            self._functions[flip_test] = (forward, graph)
+        return self._functions[flip_test]
 
     def decode_crops(self, heatmaps: np.ndarray, matrices: np.ndarray) -> np.ndarray:
         """Heatmaps [B,h,w,K] + image->crop affines [B,2,3] -> keypoints [B,K,3] in image pixels."""

@@ -47,6 +47,22 @@ def test_reloaded_model_predicts_the_same(run):
     assert len(model.predict(str(img), boxes=boxes)) == 2
 
 
+def test_batched_graph_heatmaps_equal_eager_and_flip_merge(run):
+    from kpose.pose_model import GRAPH_MIN_BATCH
+
+    model = kpose.load(run.dir)
+    h, w = model.input_size
+    crops = np.random.default_rng(0).uniform(0, 255, (GRAPH_MIN_BATCH, h, w, 3)).astype(np.float32)
+    net = lambda x: np.asarray(model.keras_model(x, training=False))
+    plain, mirrored = net(crops), net(crops[:, :, ::-1])[:, :, ::-1]
+    flipped = 0.5 * (plain + mirrored[..., model.skeleton.flip_index()])
+    for flip, want in ((False, plain), (True, flipped)):
+        batched = model.heatmaps(crops, flip_test=flip)  # the graph function
+        single = np.concatenate([model.heatmaps(c[None], flip_test=flip) for c in crops])  # eager
+        np.testing.assert_allclose(batched, want, atol=1e-5)
+        np.testing.assert_allclose(single, want, atol=1e-5)
+
+
 def test_unknown_override_lists_keys(tmp_path):
     with pytest.raises(ValueError, match="unknown recipe key"):
         kpose.train("efficientpose_rt", overrides={"train.epoch": 1}, runs_dir=tmp_path)
