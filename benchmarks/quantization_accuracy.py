@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--official", action="store_true", help="also the official weights on MPII samples")
     ap.add_argument("--shared", default=os.environ.get("KPOSE_SHARED",
                                                       Path(__file__).resolve().parents[2] / "shared"))
+    ap.add_argument("--flip-test", action="store_true",
+                    help="average with the mirrored crop, as the quick start's evaluation does (eval.flip_test)")
     ap.add_argument("--out", default="benchmarks/results/quantization_accuracy.md")
     a = ap.parse_args()
 
@@ -47,15 +49,17 @@ def main() -> None:
         qat_model = kpose.load(run / "model")
         data = float_model.config["data"]["val"]
         key = "AP" if float_model.skeleton.sigmas is not None else "PCKh@0.5"
-        rows = [{"model": "float (Keras)", **kpose.evaluate(float_model, data=data, progress=False)}]
+        ev = dict(data=data, progress=False, flip_test=a.flip_test)
+        rows = [{"model": "float (Keras)", **kpose.evaluate(float_model, **ev)}]
         for prec in ("fp16", "int8"):
             path = export(float_model, "tflite", prec, tmp / f"run_{prec}.tflite")
             rows.append({"model": f"TFLite {prec}" + (" (PTQ, calibrated on 64 training crops)" if prec == "int8" else ""),
-                         **kpose.evaluate(path, data=data, progress=False)})
+                         **kpose.evaluate(path, **ev)})
         path = export(qat_model, "tflite", "qat", tmp / "run_qat.tflite")
-        rows.append({"model": "TFLite QAT int8", **kpose.evaluate(path, data=data, progress=False)})
-        rows.append({"model": "QAT model (Keras, fake-quant)", **kpose.evaluate(qat_model, data=data, progress=False)})
-        report.append(_table(f"{run.name}: {data} validation split", rows, key))
+        rows.append({"model": "TFLite QAT int8", **kpose.evaluate(path, **ev)})
+        rows.append({"model": "QAT model (Keras, fake-quant)", **kpose.evaluate(qat_model, **ev)})
+        flip = ", flip test" if a.flip_test else ""
+        report.append(_table(f"{run.name}: {data} validation split{flip}", rows, key))
     if a.official:
         shared = Path(a.shared)
         mpii = f"mpii:{shared / 'data/mpii_samples/test_mpii.json'}:{shared / 'data/mpii_samples'}"

@@ -107,7 +107,7 @@ class PoseModel:
         runs a batch 2x faster than eager layer-by-layer calls (validation, calibration)
         but costs seconds to trace, more than a single image's eager call (kpose predict)."""
         if flip_test not in self._functions:
-            from kpose._tf import tf
+            from kpose._tf import keras, tf
 
             net, perm = self.keras_model, self._perm
             flip = tf.constant(self.skeleton.flip_index(), tf.int32)
@@ -126,7 +126,9 @@ class PoseModel:
                 mirrored = tf.gather(tf.reverse(both[n:], [2]), flip, axis=-1)
                 return 0.5 * (both[:n] + mirrored)
 
-            graph = tf.function(forward, input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
+            # An exported runtime (runtime.load_exported) computes in NumPy: no graph to trace.
+            graph = (tf.function(forward, input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
+                     if isinstance(net, keras.Model) else forward)
             self._functions[flip_test] = (forward, graph)
         return self._functions[flip_test]
 

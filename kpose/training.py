@@ -349,6 +349,40 @@ def _resolve_init(init: str | Path, mcfg: dict) -> Path:
     return Path(os.path.expandvars(str(init)))
 
 
+TRAINING_HEADS_FILE = "training_heads.npz"
+
+
+def _save_training_heads(net, inference, directory: Path) -> None:
+    """Save the training-only heads (EfficientPose: pass-1 PAFs, pass-2 maps) beside a saved
+    model: `--init` from it then resumes with them, not with fresh heads whose first
+    gradients disturb the trained features."""
+    keep = {layer.name for layer in inference.layers}
+    arrays = {f"{layer.name}/{i}": w for layer in net.layers if layer.name not in keep
+              for i, w in enumerate(layer.get_weights())}
+    if arrays:
+        np.savez(Path(directory) / TRAINING_HEADS_FILE, **arrays)
+
+
+def _load_training_heads(net, directory: Path) -> list[str]:
+    """Restore the heads _save_training_heads wrote, where names and shapes match."""
+    path = Path(directory) / TRAINING_HEADS_FILE
+    if not path.exists():
+        return []
+    by_layer: dict[str, dict[int, np.ndarray]] = {}
+    with np.load(path) as z:
+        for key in z.files:
+            name, i = key.rsplit("/", 1)
+            by_layer.setdefault(name, {})[int(i)] = z[key]
+    loaded = []
+    for name, ws in by_layer.items():
+        layer = next((lay for lay in net.layers if lay.name == name), None)
+        new = [ws[i] for i in range(len(ws))]
+        if layer is not None and [w.shape for w in new] == [w.shape for w in layer.get_weights()]:
+            layer.set_weights(new)
+            loaded.append(name)
+    return loaded
+
+
 def _init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
     """Copy weights from a trained model (run/model folder or official .h5) by layer name.
 
@@ -400,6 +434,12 @@ def _init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
     if not copied:
         raise ValueError(f"init={init!s}: no layer names in common with the recipe's model")
     summary = f"{copied} layers from {init}"
+    src_dir = Path(init)
+    if (src_dir / "model" / TRAINING_HEADS_FILE).exists():
+        src_dir = src_dir / "model"
+    heads = _load_training_heads(net, src_dir) if src_dir.is_dir() else []
+    if heads:
+        summary += f" (with its training heads {', '.join(heads)})"
     if not same:
         named = (mix == 1.0).any(axis=1)
         stand_in = [n for n, r, e in zip(skeleton.keypoints, mix, named) if r.any() and not e]
@@ -535,6 +575,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     if cfg["qat"]["enabled"]:
         float_metrics = dict(evaluator.best_metrics) or evaluate_instances(pose_model, val_set, **eval_kw)
         pose_model.save(run_dir / "model_float")
+        _save_training_heads(net, inference, run_dir / "model_float")
         print(f"kpose: float model {key}={float_metrics.get(key, float('nan')):.4f}; "
               f"quantisation-aware training for {cfg['qat']['epochs']} epochs", flush=True)
         pose_model, qat_hist, qat_seconds = _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy,
@@ -557,6 +598,8 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
                     "train_instances": len(train_set), "val_instances": len(val_set),
                     "skipped_train": dict(train_set.skipped), "skipped_val": dict(val_set.skipped)})
     pose_model.save(run_dir / "model")
+    if float_metrics is None:
+        _save_training_heads(net, inference, run_dir / "model")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     from kpose import plots
     plots.loss_curves(run_dir / "history.csv", run_dir / "loss.png", run_dir / "validation.csv")

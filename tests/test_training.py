@@ -63,6 +63,21 @@ def test_batched_graph_heatmaps_equal_eager_and_flip_merge(run):
         np.testing.assert_allclose(single, want, atol=1e-5)
 
 
+def test_init_from_a_run_restores_its_training_heads(run):
+    from kpose.pose_model import build_network
+    from kpose.skeletons import get_skeleton
+    from kpose.training import TRAINING_HEADS_FILE, _init_weights
+
+    saved = np.load(run.dir / "model" / TRAINING_HEADS_FILE)
+    assert sorted({k.rsplit("/", 1)[0] for k in saved.files}) == ["pass1_skeleton_pafs", "pass2_detection1_confs"]
+    net = build_network(run.model.config, training_outputs=True)
+    mcfg = {"family": "efficientpose", "variant": "rt"}
+    summary = _init_weights(net, run.dir, get_skeleton("coco17"), mcfg)
+    assert "training heads pass1_skeleton_pafs, pass2_detection1_confs" in summary
+    np.testing.assert_array_equal(net.get_layer("pass1_skeleton_pafs").get_weights()[0],
+                                  saved["pass1_skeleton_pafs/0"])
+
+
 def test_unknown_override_lists_keys(tmp_path):
     with pytest.raises(ValueError, match="unknown recipe key"):
         kpose.train("efficientpose_rt", overrides={"train.epoch": 1}, runs_dir=tmp_path)
