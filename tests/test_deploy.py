@@ -33,8 +33,9 @@ def test_qat_quantises_every_layer(recipe_model):
     from kpose._tf import tf
     from kpose.pose_model import build_network
 
-    # Fixed initial weights: with some random inits a near-zero output map deviates by
-    # ~0.05 under fake-quant (seen once in CI, not yet explained); the check stays strict.
+    # Fixed initial weights: uncalibrated, every range is tfmot's initial [-6, 6], a grid of
+    # 0.047, so with some random inits a near-zero output map deviates by ~0.05 (seen once in
+    # CI); test_qat_ranges_start_from_the_data checks the calibrated ranges.
     tf.keras.utils.set_random_seed(0)
     net = build_network(recipe_model.config, training_outputs=True)
     qnet = quantize_model(net)
