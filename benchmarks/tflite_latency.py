@@ -8,7 +8,11 @@ EfficientPose TFLite files and MoveNet Lightning int8 from ../shared/peers, at 1
 It also reports PCKh@0.5 of each EfficientPose model on the MPII samples, so a
 speed-up is read next to the accuracy it costs.
 
-    python benchmarks/tflite_latency.py [--runs 50] [--qat runs/<run>]
+With --run (a run trained with --qat: model_float/ and model/), that run's float model at
+fp32 and post-training int8 and its QAT model are timed in the same run at the run's input
+size, with their speed-up over the run's own fp32 export.
+
+    python benchmarks/tflite_latency.py [--runs 50] [--qat FILE.tflite] [--run runs/<qat run>]
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=50, help="timed runs per model and thread count")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (runs are split over them)")
     ap.add_argument("--qat", help="also time this QAT-exported .tflite (label 'kpose <name> qat')")
+    ap.add_argument("--run", help="a run trained with --qat: also time its fp32 / int8 / qat exports")
     ap.add_argument("--out", default="benchmarks/results/tflite_latency.json")
     a = ap.parse_args()
 
@@ -71,6 +76,15 @@ def main() -> None:
             models[f"kpose {variant}{tag} {prec}"] = {"path": path, "pckh": pckh}
     if a.qat:
         models[f"kpose {Path(a.qat).stem} qat"] = {"path": Path(a.qat)}
+    run_models = []
+    if a.run:
+        run = Path(a.run)
+        float_model, qat_model = kpose.load(run / "model_float"), kpose.load(run / "model")
+        size = "x".join(str(v) for v in float_model.input_size)
+        for prec, pm in (("fp32", float_model), ("int8", float_model), ("qat", qat_model)):
+            name = f"run {size} {prec}"
+            models[name] = {"path": export(pm, "tflite", prec, tmp / f"run_{prec}.tflite")}
+            run_models.append(name)
 
     per_round = max(a.runs // a.rounds, 1)
     results = {name: {1: [], 2: []} for name in models}
@@ -101,6 +115,14 @@ def main() -> None:
         pckh = f"{row['pckh']:.3f}" if row["pckh"] is not None else "-"
         print(f"{name:28s} {med[1]:8.2f}ms {row['speedup_1']:5.2f}x {med[2]:8.2f}ms {row['speedup_2']:5.2f}x "
               f"{pckh:>9s} {row['mb']:6.2f}")
+    if run_models:
+        own = {t: float(np.median(results[run_models[0]][t])) for t in (1, 2)}
+        print(f"speed-up over {run_models[0]}:")
+        for name in run_models:
+            med = {t: float(np.median(results[name][t])) for t in (1, 2)}
+            print(f"{name:28s} {own[1] / med[1]:5.2f}x (1 thread) {own[2] / med[2]:5.2f}x (2 threads)")
+            next(r for r in rows if r["model"] == name).update(
+                {"speedup_own_fp32_1": own[1] / med[1], "speedup_own_fp32_2": own[2] / med[2]})
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cores": os.cpu_count(), "runs": per_round * a.rounds, "rows": rows}, indent=2))
