@@ -431,6 +431,8 @@ class _StandIn:
 
     def __call__(self, crops, training=False):
         out = self.outputs.pop(0)
+        if len(crops) == 2 * out.shape[0] and self.outputs:  # flip test: crops and mirrors, one batch
+            out = np.concatenate([out, self.outputs.pop(0)])
         assert out.shape[0] == len(crops)
         return out
 
