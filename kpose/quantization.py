@@ -121,6 +121,11 @@ def float_layer_names(qat_net: keras.Model) -> list[str]:
     return out
 
 
+# Training batches that set the QAT activation ranges before fine-tuning (on the quick-start
+# model: fake-quant AP 0.000 with tfmot's initial ranges, 0.629 after 16 batches; float 0.660).
+CALIBRATION_BATCHES = 16
+
+
 def calibrate_ranges(qat_net: keras.Model, batches, strategy=None) -> int:
     """Set the activation ranges of a fresh QAT model from data; returns the batch count.
 
@@ -159,7 +164,7 @@ def calibrate_ranges(qat_net: keras.Model, batches, strategy=None) -> int:
     return n
 
 
-__all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "float_layer_names", "tf"]
+__all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "CALIBRATION_BATCHES", "float_layer_names", "tf"]
 
 
 def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 1e-4,
@@ -194,7 +199,7 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     instances = load_instances(data, "train", progress=False)
     aug = dict(DEFAULTS["augment"], **(augment or {}))
     ds = train_dataset(instances, model.input_size, [], aug, batch_size, seed=seed)
-    calibrate_ranges(student, (x for x, _, _ in ds.take(16)))
+    calibrate_ranges(student, (x for x, _, _ in ds.take(CALIBRATION_BATCHES)))
     opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
 
     @tf.function

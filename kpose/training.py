@@ -165,20 +165,6 @@ class PoseTrainer(keras.Model):
         return {k: m.result() for k, m in self.trackers.items()}
 
 
-def freeze_before(net, name: str) -> int:
-    """Freeze every layer before the first one named `name` (their batch norms run in
-    inference mode); returns how many. No gradient flows below a frozen stem, which
-    is what makes a step cheaper."""
-    names = [layer.name for layer in net.layers]
-    if name not in names:
-        raise ValueError(f"recipe train.freeze={name!r} names no layer of {net.name}; pick the first "
-                         f"layer to train, e.g. one of {[n for n in names if n.endswith('_expand_conv')][:8]}")
-    cut = names.index(name)
-    for layer in net.layers[:cut]:
-        layer.trainable = False
-    return cut
-
-
 def make_trainer(net, specs: list[TargetSpec], loss: dict, global_batch: int) -> PoseTrainer:
     """The PoseTrainer for a recipe's `loss` section."""
     return PoseTrainer(net, specs, loss["pass_weights"], loss["scale"], global_batch,
@@ -214,7 +200,6 @@ class EvalCallback(keras.callbacks.Callback):
         self.pose_model, self.val, self.every = pose_model, val, max(int(every), 1)
         self.ckpt_dir, self.batch_size, self.key = ckpt_dir, batch_size, key
         self.best = -np.inf
-        self.last_metrics: dict = {}
         self.best_metrics: dict = {}  # of the weights in best.weights.h5, predictions beside them
         self.best_predictions = ckpt_dir / "best_predictions.json"
         # Validation runs every N epochs; CSVLogger fixes its columns at epoch 1,
@@ -229,7 +214,6 @@ class EvalCallback(keras.callbacks.Callback):
         latest = self.ckpt_dir / "latest_predictions.json"
         m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size,
                                results_file=latest, flip_test=self.flip_test)
-        self.last_metrics = m
         scalars = {k: v for k, v in m.items() if isinstance(v, float)}
         new_file = not self.csv.exists()
         with self.csv.open("a", newline="") as f:
@@ -373,10 +357,11 @@ def _load_training_heads(net, directory: Path) -> list[str]:
         for key in z.files:
             name, i = key.rsplit("/", 1)
             by_layer.setdefault(name, {})[int(i)] = z[key]
+    layers = {layer.name: layer for layer in net.layers}
     loaded = []
     for name, ws in by_layer.items():
-        layer = next((lay for lay in net.layers if lay.name == name), None)
-        new = [ws[i] for i in range(len(ws))]
+        layer = layers.get(name)
+        new = [ws[i] for i in sorted(ws)]
         if layer is not None and [w.shape for w in new] == [w.shape for w in layer.get_weights()]:
             layer.set_weights(new)
             loaded.append(name)
@@ -520,9 +505,6 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
                              "input_size": input_size, "skeleton": skeleton.name},
                             training_outputs=True)
         specs = target_specs(net, input_size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])
-        if tcfg["freeze"]:
-            frozen = freeze_before(net, tcfg["freeze"])
-            print(f"kpose: {frozen} layers before {tcfg['freeze']!r} frozen (train.freeze)", flush=True)
         trainer = make_trainer(net, specs, cfg["loss"], global_batch)
         lr = WarmupCosine(tcfg["lr"], int(tcfg["warmup_epochs"] * steps), total)
         if tcfg["optimizer"] == "adamw":
@@ -610,21 +592,16 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
                history={k: [float(x) for x in v] for k, v in history.items()})
 
 
-# Training batches that set the QAT activation ranges before fine-tuning (on the quick-start
-# model: fake-quant AP 0.000 with tfmot's initial ranges, 0.629 after 16 batches; float 0.660).
-QAT_CALIBRATION_BATCHES = 16
-
-
 def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, val_set, ckpt, key,
                run_dir, progress):
     """Fine-tune a QAT copy of the trained float network; returns (PoseModel, history, seconds)."""
-    from kpose.quantization import calibrate_ranges, quantize_model
+    from kpose.quantization import CALIBRATION_BATCHES, calibrate_ranges, quantize_model
 
     qcfg = cfg["qat"]
     epochs = int(qcfg["epochs"])
     with strategy.scope():
         qnet = quantize_model(net)
-        calibrate_ranges(qnet, ds.take(QAT_CALIBRATION_BATCHES), strategy)
+        calibrate_ranges(qnet, ds.take(CALIBRATION_BATCHES), strategy)
         trainer = make_trainer(qnet, specs, cfg["loss"], global_batch)
         lr = WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1))
         trainer.compile(optimizer=keras.optimizers.Adam(lr))
