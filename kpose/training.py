@@ -1,6 +1,7 @@
 """kpose.train: recipe -> trained, evaluated, saved run folder, in one call."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -42,18 +43,26 @@ class Run:
 # ---- targets and loss ----------------------------------------------------------------
 
 def target_specs(net, input_size, sigma: float, paf_width: float) -> list[TargetSpec]:
-    """One TargetSpec per training output, from the output shapes and names.
+    """One TargetSpec per training output, from the output strides and names.
 
-    sigma is in input pixels; each output gets it in its own pixels, at least 1
-    so that coarse passes still see a Gaussian rather than a single pixel.
+    input_size is the size the targets are for: the network's own or, for a fully
+    convolutional network trained at another size, that size (a multiple of the
+    coarsest output stride). sigma is in input pixels; each output gets it in its
+    own pixels, at least 1 so that coarse passes still see a Gaussian rather than a
+    single pixel.
     """
+    net_h, net_w = net.input_shape[1:3]
     specs = []
     for name, out in zip(net.output_names, net.outputs):
         h, w, c = out.shape[1:]
-        stride = input_size[1] / w
+        stride = net_w / w
+        if input_size[0] % (net_h / h) or input_size[1] % stride:
+            raise ValueError(f"input size {tuple(input_size)} is not a multiple of output {name}'s "
+                             f"stride {stride:g}; use a multiple of {stride:g}")
         kind = "paf" if "paf" in name else "heatmap"
         s = paf_width if kind == "paf" else max(sigma / stride, 1.0)
-        specs.append(TargetSpec(name, kind, (int(h), int(w)), float(s)))
+        specs.append(TargetSpec(name, kind, (int(input_size[0] * h // net_h), int(input_size[1] // stride)),
+                                float(s)))
     return specs
 
 
@@ -66,10 +75,11 @@ class PoseTrainer(keras.Model):
     """
 
     def __init__(self, net, specs: list[TargetSpec], pass_weights, scale: float, global_batch: int,
-                 foreground_weight: float = 0.0, coord_weight: float = 0.0, coord_beta: float = 20.0):
+                 foreground_weight: float = 0.0, coord_weight: float = 0.0, coord_beta: float = 20.0,
+                 input_size: tuple | None = None):
         super().__init__()
         self.coord_weight, self.coord_beta = float(coord_weight), float(coord_beta)
-        self.input_size = tuple(int(v) for v in net.input_shape[1:3])
+        self.input_size = tuple(int(v) for v in (input_size or net.input_shape[1:3]))
         if self.coord_weight and specs[-1].kind != "heatmap":
             raise ValueError(f"recipe loss.coord_weight needs a heatmap as the last output; "
                              f"{specs[-1].name} is a {specs[-1].kind}")
@@ -165,10 +175,11 @@ class PoseTrainer(keras.Model):
         return {k: m.result() for k, m in self.trackers.items()}
 
 
-def make_trainer(net, specs: list[TargetSpec], loss: dict, global_batch: int) -> PoseTrainer:
-    """The PoseTrainer for a recipe's `loss` section."""
+def make_trainer(net, specs: list[TargetSpec], loss: dict, global_batch: int,
+                 input_size: tuple | None = None) -> PoseTrainer:
+    """The PoseTrainer for a recipe's `loss` section (input_size: of the batches, if not the net's)."""
     return PoseTrainer(net, specs, loss["pass_weights"], loss["scale"], global_batch,
-                       loss["foreground_weight"], loss["coord_weight"], loss["coord_beta"])
+                       loss["foreground_weight"], loss["coord_weight"], loss["coord_beta"], input_size)
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -194,8 +205,9 @@ class EvalCallback(keras.callbacks.Callback):
     """Evaluates on the validation split every N epochs; keeps the best weights."""
 
     def __init__(self, pose_model: PoseModel, val: Instances, every: int, ckpt_dir: Path,
-                 batch_size: int, key: str, flip_test: bool = False):
+                 batch_size: int, key: str, flip_test: bool = False, total_epochs: int | None = None):
         super().__init__()
+        self.total_epochs = total_epochs  # fit may run in stages; the last epoch is always evaluated
         self.flip_test = flip_test
         self.pose_model, self.val, self.every = pose_model, val, max(int(every), 1)
         self.ckpt_dir, self.batch_size, self.key = ckpt_dir, batch_size, key
@@ -207,7 +219,7 @@ class EvalCallback(keras.callbacks.Callback):
         self.csv = ckpt_dir.parent / "validation.csv"
 
     def on_epoch_end(self, epoch, logs=None):
-        last = epoch + 1 == self.params.get("epochs")
+        last = epoch + 1 == (self.total_epochs or self.params.get("epochs"))
         if (epoch + 1) % self.every and not last:
             return
         from kpose.evaluation import evaluate_instances
@@ -438,6 +450,39 @@ def _init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
     return summary
 
 
+def _size_stages(tcfg: dict, input_size: tuple) -> list[tuple[int, int, tuple]]:
+    """(first epoch, end epoch, input size) of each fit: progressive resizing.
+
+    With train.early_input_size set, the first train.early_epochs run on smaller crops
+    (cheaper steps; the network is fully convolutional), the rest at the model's size.
+    """
+    epochs = int(tcfg["epochs"])
+    early = tcfg.get("early_input_size")
+    n = min(int(tcfg.get("early_epochs") or 0), epochs) if early else 0
+    if early and (len(early) != 2 or any(int(v) % 8 for v in early)):
+        raise ValueError(f"recipe train.early_input_size={early!r}: expected [height, width], "
+                         f"multiples of 8 (e.g. [128, 96])")
+    stages = [(0, n, tuple(int(v) for v in early))] if n else []
+    if epochs > n:
+        stages.append((n, epochs, tuple(input_size)))
+    return stages
+
+
+@contextlib.contextmanager
+def _any_input_size(net):
+    """Let a fixed-size functional network run on batches of another size meanwhile.
+
+    Every layer of kpose's networks is convolutional or global pooling; only Keras's
+    input check is tied to the size the model was built for.
+    """
+    spec = net.input_spec
+    net.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: int(net.input_shape[-1])})
+    try:
+        yield
+    finally:
+        net.input_spec = spec
+
+
 def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
           epochs: int | None = None, batch_size: int | None = None,
           overrides: dict[str, Any] | None = None, runs_dir: str | Path = "runs",
@@ -525,27 +570,41 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
                           crop_padding=cfg["augment"]["box_padding"], recipe=cfg["name"], data=data_spec)
     pose_model = PoseModel(inference, config)
 
-    ds = train_dataset(train_set, input_size, specs, cfg["augment"], global_batch,
-                       seed=int(tcfg["seed"]), shuffle_buffer=int(tcfg["shuffle_buffer"]))
+    ds_kw = dict(seed=int(tcfg["seed"]), shuffle_buffer=int(tcfg["shuffle_buffer"]))
+    ds = train_dataset(train_set, input_size, specs, cfg["augment"], global_batch, **ds_kw)
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir()
     key = "AP" if skeleton.sigmas is not None else "PCKh@0.5"
     evaluator = EvalCallback(pose_model, val_set, tcfg["eval_every"], ckpt,
-                             cfg["eval"]["batch_size"], key, bool(cfg["eval"]["flip_test"]))
+                             cfg["eval"]["batch_size"], key, bool(cfg["eval"]["flip_test"]),
+                             total_epochs=int(tcfg["epochs"]))
     callbacks = [
         evaluator,
         keras.callbacks.ModelCheckpoint(str(ckpt / "last.weights.h5"), save_weights_only=True),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        # append: the early-size stage and the rest are two fits into one log (the run folder is new)
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False,
                                     profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
     ]
     t0 = time.time()
     history: dict = {}
-    if int(tcfg["epochs"]) > 0:
-        hist = trainer.fit(ds, epochs=int(tcfg["epochs"]), steps_per_epoch=steps,
-                           callbacks=callbacks, verbose=1 if progress else 2)
-        history.update(hist.history)
+    for first, last, size in _size_stages(tcfg, input_size):
+        stage_trainer, stage_ds, any_size = trainer, ds, contextlib.nullcontext()
+        if size != input_size:
+            stage_specs = target_specs(net, size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])
+            with strategy.scope():
+                stage_trainer = make_trainer(net, stage_specs, cfg["loss"], global_batch, size)
+                stage_trainer.compile(optimizer=opt)  # the same optimizer: its moments carry over
+            stage_ds = train_dataset(train_set, size, stage_specs, cfg["augment"], global_batch, **ds_kw)
+            any_size = _any_input_size(net)
+            print(f"kpose: epochs {first + 1}-{last} at {size[0]}x{size[1]} "
+                  f"(train.early_input_size), then {input_size[0]}x{input_size[1]}", flush=True)
+        with any_size:
+            hist = stage_trainer.fit(stage_ds, initial_epoch=first, epochs=last, steps_per_epoch=steps,
+                                     callbacks=callbacks, verbose=1 if progress else 2)
+        for k, v in hist.history.items():
+            history.setdefault(k, []).extend(v)
     train_seconds = time.time() - t0
 
     if (ckpt / "best.weights.h5").exists():

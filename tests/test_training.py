@@ -232,3 +232,35 @@ def test_crop_padding_travels_with_the_model(tmp_path):
     default = reloaded.predict(img, boxes=boxes)[0].keypoints
     np.testing.assert_allclose(default, reloaded.predict(img, boxes=boxes, padding=1.1)[0].keypoints)
     assert not np.allclose(default, reloaded.predict(img, boxes=boxes, padding=1.25)[0].keypoints)
+
+
+def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys):
+    """Progressive resizing: the first epochs run on smaller crops through the same network,
+    the same optimizer carries on, and the saved model keeps the recipe's input size."""
+    from kpose.training import _size_stages, target_specs
+    from kpose.pose_model import build_network
+
+    net = build_network({"family": "efficientpose", "variant": "rt", "input_size": (64, 48),
+                         "skeleton": "coco17"}, training_outputs=True)
+    sizes = [s.size for s in target_specs(net, (48, 32), 8.0, 1.0)]
+    assert sizes == [(6, 4), (6, 4), (6, 4), (48, 32)]
+    with pytest.raises(ValueError, match="stride 8"):
+        target_specs(net, (50, 32), 8.0, 1.0)
+    with pytest.raises(ValueError, match="train.early_input_size"):
+        _size_stages({"epochs": 3, "early_input_size": [50, 32], "early_epochs": 1}, (64, 48))
+    assert _size_stages({"epochs": 3, "early_input_size": [48, 32], "early_epochs": 1}, (64, 48)) == \
+        [(0, 1, (48, 32)), (1, 3, (64, 48))]
+    assert _size_stages({"epochs": 3, "early_input_size": None, "early_epochs": 2}, (64, 48)) == [(0, 3, (64, 48))]
+
+    tr = generate(tmp_path, 6, seed=23, split="train", progress=False)
+    data = f"coco:{tr}:{tmp_path / 'train'}"
+    r = kpose.train("efficientpose_rt", data=data, epochs=3, batch_size=2, runs_dir=tmp_path / "runs",
+                    overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 48], "init": None,
+                               "train.early_input_size": [48, 32], "train.early_epochs": 2,
+                               "train.eval_every": 3, "data.max_val": 3}, progress=False)
+    assert "epochs 1-2 at 48x32" in capsys.readouterr().out
+    assert len(r.history["loss"]) == 3 and all(np.isfinite(r.history["loss"]))
+    assert r.model.input_size == (64, 48) and r.model.keras_model.input_shape[1:3] == (64, 48)
+    # One validation, after the last epoch (not after the early stage's last one).
+    assert (r.dir / "validation.csv").read_text().splitlines()[1].startswith("2,")
+    assert len((r.dir / "history.csv").read_text().splitlines()) == 4
