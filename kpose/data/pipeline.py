@@ -65,12 +65,13 @@ def _decode(path: tf.Tensor) -> tf.Tensor:
     return tf.cast(img, tf.float32)
 
 
-def _color_jitter(img: tf.Tensor, strength: float) -> tf.Tensor:
+def _color_jitter(img: tf.Tensor, strength: float, seeds: tf.Tensor) -> tf.Tensor:
+    """Random brightness, contrast, saturation and hue; seeds [4, 2] (stateless ops)."""
     x = img / 255.0
-    x = tf.image.random_brightness(x, 0.4 * strength)
-    x = tf.image.random_contrast(x, 1 - strength, 1 + strength)
-    x = tf.image.random_saturation(x, 1 - 2 * strength, 1 + 2 * strength)
-    x = tf.image.random_hue(x, 0.2 * strength)
+    x = tf.image.stateless_random_brightness(x, 0.4 * strength, seed=seeds[0])
+    x = tf.image.stateless_random_contrast(x, 1 - strength, 1 + strength, seed=seeds[1])
+    x = tf.image.stateless_random_saturation(x, 1 - 2 * strength, 1 + 2 * strength, seed=seeds[2])
+    x = tf.image.stateless_random_hue(x, 0.2 * strength, seed=seeds[3])
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
@@ -88,15 +89,21 @@ def _targets(kps: tf.Tensor, input_size, specs, limbs) -> tuple[dict, dict]:
 def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list[TargetSpec],
                   augment: dict, batch_size: int, seed: int = 0,
                   shuffle_buffer: int = 2048) -> tf.data.Dataset:
-    """Infinite, shuffled, augmented batches of (crops, targets, target_weights)."""
+    """Infinite, shuffled, augmented batches of (crops, targets, target_weights).
+
+    The same seed gives the same batches: each sample's augmentation draws from
+    stateless random ops keyed by (seed, position in the stream), and the parallel
+    map keeps the order, so a run does not depend on thread timing.
+    """
     cols = instance_tensors(instances, input_size, augment["box_padding"])
     flip_index = tf.constant(instances.skeleton.flip_index(), tf.int32)
     limbs = np.asarray(instances.skeleton.limbs, np.int32)
     out_h, out_w = input_size
     a = augment
 
-    def sample(x):
-        r = tf.random.uniform([6])
+    def sample(index, x):
+        seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 5)
+        r = tf.random.stateless_uniform([6], seed=seeds[0])
         scale_f = a["scale"][0] + (a["scale"][1] - a["scale"][0]) * r[0]
         rot = tf.where(r[1] < a["rotation_prob"], (2 * r[2] - 1) * a["rotation"], 0.0)
         shift = (2 * r[3:5] - 1) * a["shift"] * x["scale"]
@@ -104,7 +111,7 @@ def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list
         m = affine_matrix_tf(x["center"] + shift, x["scale"] * scale_f, input_size, rot, flip)
         img = warp_image_tf(_decode(x["path"]), m, input_size)
         if a["color"] > 0:
-            img = _color_jitter(img, a["color"])
+            img = _color_jitter(img, a["color"], seeds[1:])
         kps = apply_affine_tf(x["keypoints"], m)
         # A horizontal flip turns the left wrist into the right one: swap channels.
         kps = tf.where(flip, tf.gather(kps, flip_index), kps)
@@ -118,7 +125,7 @@ def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list
 
     ds = tf.data.Dataset.from_tensor_slices(cols)
     ds = ds.shuffle(min(shuffle_buffer, len(instances)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().map(sample, num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.repeat().enumerate().map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
