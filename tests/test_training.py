@@ -264,3 +264,47 @@ def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys):
     # One validation, after the last epoch (not after the early stage's last one).
     assert (r.dir / "validation.csv").read_text().splitlines()[1].startswith("2,")
     assert len((r.dir / "history.csv").read_text().splitlines()) == 4
+
+
+def test_weight_average_follows_its_ramped_decay_and_swaps_back():
+    """train.ema: the average after n updates is the ramped-decay EMA of the weights,
+    applied() evaluates with it and restores the trained weights, keep() leaves it in place."""
+    import tensorflow as tf
+    from kpose.training import WeightAverage
+
+    v = tf.Variable([0.0, 10.0])
+    avg = WeightAverage([v], decay=0.9)
+    want = np.array([0.0, 10.0])
+    for n in range(1, 31):
+        v.assign(v + [1.0, -1.0])
+        avg.on_train_batch_end(n)
+        d = min(0.9, (1 + n) / (10 + n))
+        want = d * want + (1 - d) * v.numpy()
+    np.testing.assert_allclose(avg.average[0].numpy(), want, rtol=1e-5)
+    trained = v.numpy().copy()
+    with avg.applied():
+        np.testing.assert_allclose(v.numpy(), want, rtol=1e-5)
+    np.testing.assert_array_equal(v.numpy(), trained)
+    avg.keep()
+    np.testing.assert_allclose(v.numpy(), want, rtol=1e-5)
+
+
+def test_ema_run_keeps_the_averaged_weights(tmp_path):
+    """With train.ema training is unchanged (same losses: the pipeline is deterministic), and
+    the saved model is the validated average, not the last trained weights."""
+    tr = generate(tmp_path, 6, seed=25, split="train", progress=False)
+    data = f"coco:{tr}:{tmp_path / 'train'}"
+    runs = {}
+    for ema in (None, 0.99):
+        runs[ema] = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=2,
+                                runs_dir=tmp_path / f"runs{ema}", progress=False,
+                                overrides={"train.steps_per_epoch": 3, "model.input_size": [64, 48],
+                                           "init": None, "train.ema": ema, "data.max_val": 3})
+    assert runs[None].history["loss"] == runs[0.99].history["loss"]
+    plain = runs[None].model.keras_model.get_weights()
+    averaged = kpose.load(runs[0.99].dir / "model").keras_model
+    assert max(np.abs(a - b).max() for a, b in zip(plain, averaged.get_weights())) > 1e-4
+    best = kpose.load(runs[0.99].dir / "model").keras_model
+    best.load_weights(str(runs[0.99].dir / "checkpoints" / "best.weights.h5"))
+    for a, b in zip(averaged.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)
