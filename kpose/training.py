@@ -22,7 +22,6 @@ from kpose.codecs.heatmap_tf import heatmap_to_input_tf
 from kpose.data.pipeline import KEYPOINTS_KEY, TargetSpec, train_dataset
 from kpose.data.records import Instances
 from kpose.data.sources import load_instances
-from kpose.models.efficientpose import channelwise_upscaling, upscale_channelwise
 from kpose.pose_model import PoseModel, build_network, model_config
 from kpose.recipe import load_recipe
 from kpose.skeletons import Skeleton, get_skeleton
@@ -85,19 +84,6 @@ class PoseTrainer(keras.Model):
             raise ValueError(f"recipe loss.coord_weight needs a heatmap as the last output; "
                              f"{specs[-1].name} is a {specs[-1].kind}")
         self.net = net
-        # The network the steps run: the same layers, without the fixed upscaling layers
-        # when they are channel-wise (done by upscale_channelwise instead, same values,
-        # ~30% fewer multiply-adds a step), and open to any input size (fully
-        # convolutional) when the batches are not the network's own size.
-        fast = channelwise_upscaling(net)
-        self.upscale = None
-        if fast is not None:
-            self.upscale_from, self.upscale = fast
-            self.core = keras.Model(net.inputs, net.outputs[:-1], name=f"{net.name}_core")
-        else:
-            self.core = keras.Model(net.inputs, net.outputs, name=f"{net.name}_steps")
-        if self.input_size != tuple(net.input_shape[1:3]):
-            self.core.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: int(net.input_shape[-1])})
         self.specs = specs
         self.pass_weights = [float(w) for w in pass_weights]
         if len(self.pass_weights) != len(specs):
@@ -118,10 +104,7 @@ class PoseTrainer(keras.Model):
         return list(self.trackers.values())
 
     def call(self, x, training=False):
-        outputs = self.core(x, training=training)
-        if self.upscale is None:
-            return outputs
-        return [*outputs, upscale_channelwise(outputs[self.upscale_from], self.upscale)]
+        return self.net(x, training=training)
 
     def _pass_losses(self, targets, weights, outputs):
         per_sample, parts = 0.0, {}
@@ -172,7 +155,7 @@ class PoseTrainer(keras.Model):
     def train_step(self, data):
         x, targets, weights = data
         with tf.GradientTape() as tape:
-            outputs = self(x, training=True)
+            outputs = self.net(x, training=True)
             loss, parts = self._pass_losses(targets, weights, outputs)
         variables = self.net.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -180,7 +163,7 @@ class PoseTrainer(keras.Model):
 
     def test_step(self, data):
         x, targets, weights = data
-        loss, parts = self._pass_losses(targets, weights, self(x, training=False))
+        loss, parts = self._pass_losses(targets, weights, self.net(x, training=False))
         return self._track(loss, parts)
 
     def _track(self, loss, parts):
@@ -530,6 +513,21 @@ def _size_stages(tcfg: dict, input_size: tuple) -> list[tuple[int, int, tuple]]:
     return stages
 
 
+@contextlib.contextmanager
+def _any_input_size(net):
+    """Let a fixed-size functional network run on batches of another size meanwhile.
+
+    Every layer of kpose's networks is convolutional or global pooling; only Keras's
+    input check is tied to the size the model was built for.
+    """
+    spec = net.input_spec
+    net.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: int(net.input_shape[-1])})
+    try:
+        yield
+    finally:
+        net.input_spec = spec
+
+
 def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
           epochs: int | None = None, batch_size: int | None = None,
           overrides: dict[str, Any] | None = None, runs_dir: str | Path = "runs",
@@ -597,10 +595,6 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
                              "input_size": input_size, "skeleton": skeleton.name},
                             training_outputs=True)
         specs = target_specs(net, input_size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])
-        if init is not None:
-            summary = _init_weights(net, init, skeleton, mcfg)
-            print(f"kpose: initialised {summary}", flush=True)
-        # After the weights: the trainer reads the fixed upscaling kernels (channelwise_upscaling).
         trainer = make_trainer(net, specs, cfg["loss"], global_batch)
         lr = WarmupCosine(tcfg["lr"], int(tcfg["warmup_epochs"] * steps), total)
         if tcfg["optimizer"] == "adamw":
@@ -610,6 +604,9 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         else:
             raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
         trainer.compile(optimizer=opt)
+        if init is not None:
+            summary = _init_weights(net, init, skeleton, mcfg)
+            print(f"kpose: initialised {summary}", flush=True)
         average = WeightAverage(net.trainable_variables, tcfg["ema"]) if tcfg["ema"] else None
 
     final = specs[-1]
@@ -641,17 +638,19 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     t0 = time.time()
     history: dict = {}
     for first, last, size in _size_stages(tcfg, input_size):
-        stage_trainer, stage_ds = trainer, ds
+        stage_trainer, stage_ds, any_size = trainer, ds, contextlib.nullcontext()
         if size != input_size:
             stage_specs = target_specs(net, size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])
             with strategy.scope():
                 stage_trainer = make_trainer(net, stage_specs, cfg["loss"], global_batch, size)
                 stage_trainer.compile(optimizer=opt)  # the same optimizer: its moments carry over
             stage_ds = train_dataset(train_set, size, stage_specs, cfg["augment"], global_batch, **ds_kw)
+            any_size = _any_input_size(net)
             print(f"kpose: epochs {first + 1}-{last} at {size[0]}x{size[1]} "
                   f"(train.early_input_size), then {input_size[0]}x{input_size[1]}", flush=True)
-        hist = stage_trainer.fit(stage_ds, initial_epoch=first, epochs=last, steps_per_epoch=steps,
-                                 callbacks=callbacks, verbose=1 if progress else 2)
+        with any_size:
+            hist = stage_trainer.fit(stage_ds, initial_epoch=first, epochs=last, steps_per_epoch=steps,
+                                     callbacks=callbacks, verbose=1 if progress else 2)
         for k, v in hist.history.items():
             history.setdefault(k, []).extend(v)
     train_seconds = time.time() - t0

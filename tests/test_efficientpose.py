@@ -70,33 +70,6 @@ def test_upscaling_starts_bilinear():
 
 # --- official weights ---------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", ["rt", "rt_lite"])
-def test_channelwise_upscaling_equals_the_transposed_convolutions(variant):
-    """Training runs the fixed bilinear upscaling per channel: same maps as the layers,
-    at the network's size and at another one (progressive resizing)."""
-    from kpose._tf import tf
-    from kpose.models.efficientpose import channelwise_upscaling, upscale_channelwise
-
-    net = build_efficientpose(variant, 17, (64, 48), training_outputs=True)
-    index, chain = channelwise_upscaling(net)
-    assert index == 2 and len(chain) == 3
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (2, 64, 48, 3)).astype(np.float32)
-    outs = net(x)
-    np.testing.assert_allclose(upscale_channelwise(outs[2], chain).numpy(), outs[3].numpy(), atol=1e-5)
-    coarse = tf.constant(rng.normal(size=(3, 5, 7, 17)).astype(np.float32))
-    want = coarse
-    for layer in [net.get_layer(n) for n in ("upscaled_deconv1", "upscaled_deconv2", "upscaled_confs")]:
-        want = layer(want)
-    np.testing.assert_allclose(upscale_channelwise(coarse, chain).numpy(), want.numpy(), atol=1e-5)
-    # A kernel that mixes channels is not channel-wise: the layers run as they are.
-    k = net.get_layer("upscaled_deconv2")
-    mixed = k.get_weights()
-    mixed[0][1, 1, 0, 1] = 0.5
-    k.set_weights(mixed)
-    assert channelwise_upscaling(net) is None
-
-
 @pytest.fixture(scope="module")
 def official():
     """Loaded once per module: {variant: (model in MPII16 order, info)}."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kpose._tf import keras, tf
+from kpose._tf import keras
 
 ESWISH_BETA = 1.25
 # Stride of the backbone features and the three detection passes; the upscaled
@@ -262,54 +262,6 @@ def bilinear_upsampling_kernel(size: int, channels: int) -> np.ndarray:
     for c in range(channels):
         kernel[:, :, c, c] = np.outer(ramp, ramp)
     return kernel
-
-
-def channelwise_upscaling(net) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]] | None:
-    """The frozen transposed convolutions that turn one of `net`'s outputs into its last one,
-    as (index of that output, [(per-channel kernel [k, k], bias [C]), ...]), or None.
-
-    EfficientPose's upscaling layers are fixed bilinear: their (k, k, C, C) kernels are zero
-    off the channel diagonal and the same for every channel. Run as dense transposed
-    convolutions they are ~17% of the network's multiply-adds (and as much again for the
-    gradient through them) to compute what a single-channel kernel does per channel;
-    `upscale_channelwise` does the latter. None when the chain is not like that (trainable,
-    other strides or padding, channels mixed).
-    """
-    layer = net.outputs[-1]._keras_history.layer
-    chain = []
-    while isinstance(layer, keras.layers.Conv2DTranspose):
-        kernel = layer.get_weights()[0]
-        k, _, c_out, c_in = kernel.shape
-        diag = kernel[:, :, np.arange(c_out), np.arange(c_in)] if c_out == c_in else None
-        if (layer.trainable or layer.strides != (2, 2) or layer.padding != "same" or k != 4
-                or layer.activation is not keras.activations.linear or diag is None):
-            return None
-        off = kernel.copy()
-        off[:, :, np.arange(c_out), np.arange(c_in)] = 0.0
-        if np.abs(off).max() > 0 or np.abs(diag - diag[:, :, :1]).max() > 1e-7:
-            return None
-        bias = layer.get_weights()[1] if layer.use_bias else np.zeros(c_out, np.float32)
-        chain.append((diag[:, :, 0].astype(np.float32), bias.astype(np.float32)))
-        layer = layer.input._keras_history.layer
-    if not chain:
-        return None
-    names = [t._keras_history.layer.name for t in net.outputs]
-    if layer.name not in names:
-        return None
-    return names.index(layer.name), chain[::-1]
-
-
-def upscale_channelwise(x, chain: list[tuple[np.ndarray, np.ndarray]]):
-    """x [B, h, w, C] through `channelwise_upscaling`'s chain: each channel on its own, in the batch axis."""
-    b, h, w, c = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2], x.shape[-1]
-    y = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [b * c, h, w, 1])
-    for kernel, bias in chain:
-        h, w = h * 2, w * 2
-        y = tf.nn.conv2d_transpose(y, tf.constant(kernel[:, :, None, None]), [b * c, h, w, 1],
-                                   strides=2, padding="SAME")
-        if np.any(bias):
-            y = tf.reshape(tf.reshape(y, [b, c, h, w]) + bias[None, :, None, None], [b * c, h, w, 1])
-    return tf.transpose(tf.reshape(y, [b, c, h, w]), [0, 2, 3, 1])
 
 
 def build_efficientpose(
