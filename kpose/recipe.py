@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 10, "batch_size": 16, "optimizer": "adam", "lr": 1e-3,
         "weight_decay": 0.0, "warmup_epochs": 0.5,
         "steps_per_epoch": None, "seed": 0, "eval_every": 1, "shuffle_buffer": 2048,
-        "early_input_size": None, "early_epochs": 0, "ema": None,
+        "early_input_size": None, "early_epochs": 0,
     },
     "eval": {"flip_test": False, "batch_size": 32},
     # Quantisation-aware fine-tuning after the float stage (kpose.train(..., qat=True)).

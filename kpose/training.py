@@ -201,55 +201,12 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 # ---- evaluation during training ------------------------------------------------------
 
-class WeightAverage(keras.callbacks.Callback):
-    """Exponential moving average of the trained weights (recipe train.ema = its decay).
-
-    The decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates, so early
-    averages do not hold on to the initial weights. Evaluation and the best checkpoint
-    use the average (`applied()`); `keep()` leaves it in the model after training.
-    """
-
-    def __init__(self, variables, decay: float):
-        super().__init__()
-        self.variables = list(variables)
-        self.decay = float(decay)
-        self.average = [tf.Variable(v.read_value(), trainable=False) for v in self.variables]
-        self.updates = tf.Variable(0.0, trainable=False)
-
-    @tf.function
-    def _update(self):
-        self.updates.assign_add(1.0)
-        d = tf.minimum(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        for a, v in zip(self.average, self.variables):
-            a.assign(d * a + (1.0 - d) * v)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._update()
-
-    @contextlib.contextmanager
-    def applied(self):
-        """The averaged weights in the model meanwhile; the trained ones back after."""
-        trained = [v.read_value() for v in self.variables]
-        self.keep()
-        try:
-            yield
-        finally:
-            for v, t in zip(self.variables, trained):
-                v.assign(t)
-
-    def keep(self) -> None:
-        for v, a in zip(self.variables, self.average):
-            v.assign(a)
-
-
 class EvalCallback(keras.callbacks.Callback):
     """Evaluates on the validation split every N epochs; keeps the best weights."""
 
     def __init__(self, pose_model: PoseModel, val: Instances, every: int, ckpt_dir: Path,
-                 batch_size: int, key: str, flip_test: bool = False, total_epochs: int | None = None,
-                 weights=contextlib.nullcontext):
+                 batch_size: int, key: str, flip_test: bool = False, total_epochs: int | None = None):
         super().__init__()
-        self.weights = weights  # context manager that puts the weights to evaluate in place
         self.total_epochs = total_epochs  # fit may run in stages; the last epoch is always evaluated
         self.flip_test = flip_test
         self.pose_model, self.val, self.every = pose_model, val, max(int(every), 1)
@@ -267,11 +224,8 @@ class EvalCallback(keras.callbacks.Callback):
             return
         from kpose.evaluation import evaluate_instances
         latest = self.ckpt_dir / "latest_predictions.json"
-        with self.weights():
-            m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size,
-                                   results_file=latest, flip_test=self.flip_test)
-            if m.get(self.key, -np.inf) > self.best:
-                self.pose_model.keras_model.save_weights(str(self.ckpt_dir / "best.weights.h5"))
+        m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size,
+                               results_file=latest, flip_test=self.flip_test)
         scalars = {k: v for k, v in m.items() if isinstance(v, float)}
         new_file = not self.csv.exists()
         with self.csv.open("a", newline="") as f:
@@ -285,6 +239,7 @@ class EvalCallback(keras.callbacks.Callback):
         score = m.get(self.key, -np.inf)
         if score > self.best:
             self.best, self.best_metrics = score, m
+            self.pose_model.keras_model.save_weights(str(self.ckpt_dir / "best.weights.h5"))
             latest.replace(self.best_predictions)
         print(f"  validation {self.key}={score:.4f} (best {self.best:.4f})", flush=True)
 
@@ -607,7 +562,6 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         if init is not None:
             summary = _init_weights(net, init, skeleton, mcfg)
             print(f"kpose: initialised {summary}", flush=True)
-        average = WeightAverage(net.trainable_variables, tcfg["ema"]) if tcfg["ema"] else None
 
     final = specs[-1]
     codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
@@ -623,10 +577,8 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     key = "AP" if skeleton.sigmas is not None else "PCKh@0.5"
     evaluator = EvalCallback(pose_model, val_set, tcfg["eval_every"], ckpt,
                              cfg["eval"]["batch_size"], key, bool(cfg["eval"]["flip_test"]),
-                             total_epochs=int(tcfg["epochs"]),
-                             weights=average.applied if average else contextlib.nullcontext)
+                             total_epochs=int(tcfg["epochs"]))
     callbacks = [
-        *([average] if average else []),
         evaluator,
         keras.callbacks.ModelCheckpoint(str(ckpt / "last.weights.h5"), save_weights_only=True),
         # append: the early-size stage and the rest are two fits into one log (the run folder is new)
@@ -654,8 +606,6 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         for k, v in hist.history.items():
             history.setdefault(k, []).extend(v)
     train_seconds = time.time() - t0
-    if average is not None:
-        average.keep()  # the training heads too, not only the inference weights in best.weights.h5
 
     if (ckpt / "best.weights.h5").exists():
         inference.load_weights(str(ckpt / "best.weights.h5"))
