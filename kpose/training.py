@@ -455,16 +455,19 @@ def _size_stages(tcfg: dict, input_size: tuple) -> list[tuple[int, int, tuple]]:
 
     With train.early_input_size set, the first train.early_epochs run on smaller crops
     (cheaper steps; the network is fully convolutional), the rest at the model's size.
+    The last epoch always runs at the model's size, and an early size that is not
+    smaller than the model's (say after --set model.input_size=[64,64]) is not used.
     """
     epochs = int(tcfg["epochs"])
     early = tcfg.get("early_input_size")
-    n = min(int(tcfg.get("early_epochs") or 0), epochs) if early else 0
     if early and (len(early) != 2 or any(int(v) % 8 for v in early)):
         raise ValueError(f"recipe train.early_input_size={early!r}: expected [height, width], "
                          f"multiples of 8 (e.g. [128, 96])")
-    stages = [(0, n, tuple(int(v) for v in early))] if n else []
-    if epochs > n:
-        stages.append((n, epochs, tuple(input_size)))
+    smaller = bool(early) and all(int(e) < int(m) for e, m in zip(early, input_size))
+    n = min(int(tcfg.get("early_epochs") or 0), epochs - 1) if smaller else 0
+    stages = [(0, n, tuple(int(v) for v in early))] if n > 0 else []
+    if epochs > 0:
+        stages.append((max(n, 0), epochs, tuple(input_size)))
     return stages
 
 

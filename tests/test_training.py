@@ -251,6 +251,12 @@ def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys):
     assert _size_stages({"epochs": 3, "early_input_size": [48, 32], "early_epochs": 1}, (64, 48)) == \
         [(0, 1, (48, 32)), (1, 3, (64, 48))]
     assert _size_stages({"epochs": 3, "early_input_size": None, "early_epochs": 2}, (64, 48)) == [(0, 3, (64, 48))]
+    # The last epoch is at the model's size; an early size that is not smaller is not used.
+    assert _size_stages({"epochs": 2, "early_input_size": [48, 32], "early_epochs": 2}, (64, 48)) == \
+        [(0, 1, (48, 32)), (1, 2, (64, 48))]
+    assert _size_stages({"epochs": 1, "early_input_size": [48, 32], "early_epochs": 2}, (64, 48)) == [(0, 1, (64, 48))]
+    assert _size_stages({"epochs": 3, "early_input_size": [128, 96], "early_epochs": 2}, (64, 64)) == [(0, 3, (64, 64))]
+    assert _size_stages({"epochs": 0, "early_input_size": [48, 32], "early_epochs": 2}, (64, 48)) == []
 
     tr = generate(tmp_path, 6, seed=23, split="train", progress=False)
     data = f"coco:{tr}:{tmp_path / 'train'}"
