@@ -464,10 +464,10 @@ def _size_stages(tcfg: dict, input_size: tuple) -> list[tuple[int, int, tuple]]:
         raise ValueError(f"recipe train.early_input_size={early!r}: expected [height, width], "
                          f"multiples of 8 (e.g. [128, 96])")
     smaller = bool(early) and all(int(e) < int(m) for e, m in zip(early, input_size))
-    n = min(int(tcfg.get("early_epochs") or 0), epochs - 1) if smaller else 0
-    stages = [(0, n, tuple(int(v) for v in early))] if n > 0 else []
+    n = max(0, min(int(tcfg.get("early_epochs") or 0), epochs - 1)) if smaller else 0
+    stages = [(0, n, tuple(int(v) for v in early))] if n else []
     if epochs > 0:
-        stages.append((max(n, 0), epochs, tuple(input_size)))
+        stages.append((n, epochs, tuple(input_size)))
     return stages
 
 
