@@ -42,6 +42,30 @@ class Skeleton:
             perm[a], perm[b] = b, a
         return perm
 
+    def limb_flip(self) -> tuple[np.ndarray, np.ndarray]:
+        """(perm [L], sign [L]) mapping limb fields through a horizontal flip.
+
+        Limb l = (a, b) of a mirrored image is limb perm[l] = (flip(a), flip(b)) of the
+        original, or that limb reversed when the table stores it as (flip(b), flip(a)),
+        then sign[l] = -1. Flip test for PAFs: pafs_l(x, y) = sign[l] * (-px, py) of
+        the mirrored output's limb perm[l] at (W-1-x, y).
+        Raises when a limb's mirror is not in the table (the limbs are not symmetric).
+        """
+        flip = self.flip_index()
+        index = {tuple(l): i for i, l in enumerate(self.limbs)}
+        perm, sign = np.zeros(len(self.limbs), np.int64), np.ones(len(self.limbs), np.float32)
+        for i, (a, b) in enumerate(self.limbs):
+            fa, fb = int(flip[a]), int(flip[b])
+            if (fa, fb) in index:
+                perm[i] = index[(fa, fb)]
+            elif (fb, fa) in index:
+                perm[i], sign[i] = index[(fb, fa)], -1.0
+            else:
+                raise ValueError(f"skeleton {self.name!r}: limb {self.keypoints[a]}-{self.keypoints[b]} has "
+                                 f"no mirror {self.keypoints[fa]}-{self.keypoints[fb]} among its limbs; add it "
+                                 f"to the limbs or the flip pairs")
+        return perm, sign
+
     def sigmas_array(self) -> np.ndarray:
         if self.sigmas is None:
             # Evaluating OKS on a skeleton without published sigmas would silently
@@ -56,7 +80,22 @@ class Skeleton:
             "flip_pairs": [list(p) for p in self.flip_pairs],
             "limbs": [list(p) for p in self.limbs],
             "sigmas": None if self.sigmas is None else list(self.sigmas),
+            "extra": {k: list(v) if isinstance(v, tuple) else v for k, v in self.extra.items()},
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Skeleton":
+        """The skeleton `to_dict` wrote (a model's config carries it in full)."""
+        try:
+            return cls(name=str(d["name"]), keypoints=tuple(d["keypoints"]),
+                       flip_pairs=tuple((int(a), int(b)) for a, b in d["flip_pairs"]),
+                       limbs=tuple((int(a), int(b)) for a, b in d["limbs"]),
+                       sigmas=None if d.get("sigmas") is None else tuple(float(s) for s in d["sigmas"]),
+                       extra={k: tuple(v) if isinstance(v, list) else v
+                              for k, v in (d.get("extra") or {}).items()})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"skeleton entry {d!r} is incomplete ({e}); it needs name, keypoints, "
+                             f"flip_pairs, limbs and sigmas (null when none)") from None
 
 
 def _pairs(names: tuple[str, ...], pairs) -> tuple[tuple[int, int], ...]:
