@@ -3,7 +3,7 @@ compare float / PTQ int8 / QAT int8 on the real MPII samples and coco_mini crops
 
 The official releases come without their training data, so the QAT copy learns
 to reproduce the float model's own heatmaps on person crops of coco_mini train
-(`kpose.quantization.distill_qat`; no labels used). Writes the QAT .tflite for
+(`kpose.training.distill.distill_qat`; no labels used). Writes the QAT .tflite for
 benchmarks/tflite_latency.py --qat.
 
     python benchmarks/distill_qat_official.py [--variant RT] [--steps 800]
@@ -34,7 +34,7 @@ def main() -> None:
     from kpose.deploy.exporter import compare, export
     from kpose.deploy.graph import export_network
     from kpose.deploy.samples import crops_from
-    from kpose.quantization import distill_qat
+    from kpose.training.distill import distill_qat
 
     shared = Path(a.shared)
     out = Path(a.out)

@@ -16,11 +16,11 @@ import statistics
 import time
 
 from kpose._tf import keras, tf
-from kpose.data.pipeline import train_dataset
 from kpose.data.sources import load_instances
-from kpose.pose_model import build_network
+from kpose.models import build_network, network_outputs
 from kpose.recipe import load_recipe, parse_override
-from kpose.training import make_trainer, target_specs
+from kpose.training.targets import target_specs, training_batches
+from kpose.training.trainer import make_trainer
 
 
 def _windows(fn, warmup: int, windows: int, per_window: int) -> list[float]:
@@ -47,10 +47,11 @@ def main() -> None:
     size = tuple(cfg["model"]["input_size"])
     batch = int(cfg["train"]["batch_size"])
     inst = load_instances({"train": cfg["data"]["train"]}, "train", progress=False)
-    net = build_network({"family": cfg["model"]["family"], "variant": cfg["model"]["variant"],
-                         "input_size": size, "skeleton": cfg["skeleton"]}, training_outputs=True)
-    specs = target_specs(net, size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])
-    ds = train_dataset(inst, size, specs, cfg["augment"], batch)
+    ncfg = {"family": cfg["model"]["family"], "variant": cfg["model"]["variant"],
+            "input_size": size, "skeleton": cfg["skeleton"]}
+    net = build_network(ncfg, training_outputs=True)
+    specs = target_specs(network_outputs(ncfg), size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"])
+    ds = training_batches(inst, size, specs, cfg["augment"], batch)
     it = iter(ds)
     pipe = _windows(lambda: next(it), 3, a.windows, a.per_window)
 

@@ -12,7 +12,7 @@ from kpose.version import __version__
 _LAZY = {
     "train": ("kpose.training", "train"),
     "Run": ("kpose.training", "Run"),
-    "load": ("kpose.pose_model", "load"),
+    "load": ("kpose.deploy.runtime", "load"),
     "PoseModel": ("kpose.pose_model", "PoseModel"),
     "Pose": ("kpose.pose_model", "Pose"),
     "evaluate": ("kpose.evaluation", "evaluate"),

@@ -35,7 +35,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     from kpose.data.images import load_image
     from kpose.plots import _plt, draw_pose
-    from kpose.pose_model import load
+    from kpose.deploy.runtime import load
 
     model = load(a.model)
     out_dir = Path(a.out)

@@ -7,29 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from kpose.data.records import Instances
-from kpose.metrics import coco_keypoint_ap, coco_results, pckh, write_results
-from kpose.pose_model import PoseModel, load
-
-
-def evaluate_instances(model: PoseModel, instances: Instances, batch_size: int = 32,
-                       results_file: str | Path | None = None, box_scores: np.ndarray | None = None,
-                       progress: bool = False, flip_test: bool = False) -> dict[str, float]:
-    """Predict every instance box and score: OKS AP/AR (skeletons with sigmas) and PCKh
-    (instances with head sizes). Predictions are written in COCO results format."""
-    pred = model.predict_instances(instances, batch_size=batch_size, progress=progress,
-                                   flip_test=flip_test)
-    results = coco_results(instances, pred, box_scores)
-    if results_file is not None:
-        write_results(results, results_file)
-    metrics: dict[str, float] = {}
-    sk = instances.skeleton
-    if sk.sigmas is not None and instances.ann_file:
-        metrics.update(coco_keypoint_ap(instances.ann_file, results, sk.sigmas_array(),
-                                        image_ids=list(instances.image_ids)))
-    if np.isfinite(instances.head_sizes).any():
-        exclude = tuple(sk.index(n) for n in ("pelvis", "thorax") if n in sk.keypoints)
-        metrics.update(pckh(pred, instances.keypoints, instances.head_sizes, exclude=exclude))
-    return metrics
+from kpose.data.sources import load_instances, parse_data_spec
+from kpose.deploy.runtime import load
+from kpose.metrics import evaluate_instances
+from kpose.pose_model import PoseModel
 
 
 def detections_to_instances(gt: Instances, detections: str | Path,
@@ -67,8 +48,6 @@ def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str 
     results file. `split` ("train"/"val") applies to the synthetic dataset; a
     "coco:..." or "mpii:..." spec is evaluated as given. Returns {"AP": .., "AP50": .., ...} and/or PCKh.
     """
-    from kpose.data.sources import load_instances, parse_data_spec
-
     if not isinstance(model, PoseModel):
         model = load(model)
     # A coco/mpii spec names exactly the data to evaluate; `split` picks a part

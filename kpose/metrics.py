@@ -8,18 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kpose.codecs import pose_scores as instance_scores
 from kpose.data.records import Instances
 
 COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
-
-
-def instance_scores(keypoints: np.ndarray, threshold: float = 0.2) -> np.ndarray:
-    """Person score = mean score of its confident keypoints (the usual top-down rescoring)."""
-    s = keypoints[..., 2]
-    confident = s > threshold
-    total = np.where(confident, s, 0.0).sum(-1)
-    count = confident.sum(-1)
-    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
 def coco_results(instances: Instances, keypoints: np.ndarray,
@@ -90,3 +82,25 @@ def write_results(results: list[dict], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results))
     return path
+
+
+def evaluate_instances(model, instances: Instances, batch_size: int = 32,
+                       results_file: str | Path | None = None, box_scores: np.ndarray | None = None,
+                       progress: bool = False, flip_test: bool = False) -> dict[str, float]:
+    """Predict every instance box with a top-down PoseModel and score: OKS AP/AR (skeletons
+    with sigmas) and PCKh (instances with head sizes). Predictions are written in COCO
+    results format."""
+    pred = model.predict_instances(instances, batch_size=batch_size, progress=progress,
+                                   flip_test=flip_test)
+    results = coco_results(instances, pred, box_scores)
+    if results_file is not None:
+        write_results(results, results_file)
+    metrics: dict[str, float] = {}
+    sk = instances.skeleton
+    if sk.sigmas is not None and instances.ann_file:
+        metrics.update(coco_keypoint_ap(instances.ann_file, results, sk.sigmas_array(),
+                                        image_ids=list(instances.image_ids)))
+    if np.isfinite(instances.head_sizes).any():
+        exclude = tuple(sk.index(n) for n in ("pelvis", "thorax") if n in sk.keypoints)
+        metrics.update(pckh(pred, instances.keypoints, instances.head_sizes, exclude=exclude))
+    return metrics

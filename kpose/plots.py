@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kpose.data.images import load_image
+
 
 def _plt():
     import matplotlib
@@ -62,7 +64,6 @@ def loss_curves(history_csv: str | Path, out_png: str | Path,
 
 def prediction_grid(model, instances, out_png: str | Path, n: int = 12, seed: int = 0) -> Path:
     """Validation images (around each person box) with predicted (green) and true (blue) skeletons."""
-    from kpose.data.images import load_image
 
     plt = _plt()
     rng = np.random.default_rng(seed)

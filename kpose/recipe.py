@@ -21,8 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "skeleton": "coco17",
     "data": {"train": "synthetic", "val": "synthetic", "max_val": None},
     "codec": {"type": "heatmap", "sigma": 2.0, "paf_width": 1.0},
-    "loss": {"pass_weights": [1.0, 1.0, 1.0, 1.0], "scale": 1000.0, "foreground_weight": 0.0,
-             "coord_weight": 0.0, "coord_beta": 20.0},
+    "loss": {"pass_weights": [1.0, 1.0, 1.0, 1.0], "scale": 1000.0, "foreground_weight": 0.0},
     "augment": {
         "flip": 0.5, "rotation": 30.0, "scale": [0.75, 1.25], "shift": 0.1,
         "rotation_prob": 0.6, "color": 0.25, "box_padding": 1.25,

@@ -194,3 +194,50 @@ def get_skeleton(name: str) -> Skeleton:
         return SKELETONS[name]
     except KeyError:
         raise ValueError(f"unknown skeleton {name!r}; known: {sorted(SKELETONS)}") from None
+
+
+def skeleton_from_entry(entry: "dict | str | Skeleton") -> Skeleton:
+    """A model config's skeleton: the full entry it stores, or (older files) a built-in name."""
+    if isinstance(entry, Skeleton):
+        return entry
+    if isinstance(entry, dict):
+        return Skeleton.from_dict(entry)
+    return get_skeleton(entry)
+
+
+# OpenPose's COCO-18 layout (the CMU models and tf-pose-estimation): COCO's 17 keypoints
+# (kpose names) in OpenPose's part order, plus "neck" = midpoint of the shoulders.
+# The released networks add a background heatmap after these 18 channels.
+_CMU_NAMES = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist",
+    "left_shoulder", "left_elbow", "left_wrist", "right_hip", "right_knee", "right_ankle",
+    "left_hip", "left_knee", "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear",
+)
+
+CMU18 = Skeleton(
+    name="cmu18",
+    keypoints=_CMU_NAMES,
+    flip_pairs=_pairs(_CMU_NAMES, [
+        ("left_shoulder", "right_shoulder"), ("left_elbow", "right_elbow"),
+        ("left_wrist", "right_wrist"), ("left_hip", "right_hip"), ("left_knee", "right_knee"),
+        ("left_ankle", "right_ankle"), ("left_eye", "right_eye"), ("left_ear", "right_ear"),
+    ]),
+    # The 19 limbs in tf-pose-estimation's PAF channel order: limb i is channels 2i (x)
+    # and 2i+1 (y) of the unit vector from its first to its second keypoint (its
+    # training targets, pose_dataset.py CocoMetadata, and its decoder's CocoPairsNetwork
+    # / pafprocess read x from the even channel). The release's output agrees (tests).
+    limbs=_pairs(_CMU_NAMES, [
+        ("neck", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+        ("neck", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+        ("neck", "right_shoulder"), ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+        ("right_shoulder", "right_ear"),
+        ("neck", "left_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+        ("left_shoulder", "left_ear"),
+        ("neck", "nose"), ("nose", "right_eye"), ("nose", "left_eye"),
+        ("right_eye", "right_ear"), ("left_eye", "left_ear"),
+    ]),
+    # COCO publishes no OKS sigma for the neck; evaluate on COCO17 (the other 17 by name).
+    sigmas=None,
+    extra={"head_keypoints": ("nose", "left_eye", "right_eye", "left_ear", "right_ear")},
+)
+SKELETONS[CMU18.name] = CMU18

@@ -181,3 +181,15 @@ def flip_keypoints(keypoints, flip_index, width: int) -> np.ndarray:
     out = keypoints[..., np.asarray(flip_index), :].copy()
     out[..., 0] = (width - 1) - out[..., 0]
     return out
+
+
+def fit_matrix(image_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """[2, 3] image -> model-input affine for a whole image: scaled to fit inside the input
+    keeping its aspect ratio, top-left aligned (the rest is padding).
+
+    Under the pixel-centre convention a scale s maps x to s * (x + 0.5) - 0.5, so the
+    image's outer pixel edges land on the input's.
+    """
+    (h, w), (ih, iw) = image_size, input_size
+    s = min(ih / h, iw / w)
+    return np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5]], np.float64)

@@ -11,7 +11,7 @@ import kpose
 from kpose.deploy import graph, metadata, tflite
 from kpose.deploy.exporter import export, export_all
 from kpose.deploy.runtime import load_exported, read_metadata
-from kpose.quantization import calibrate_ranges, float_layer_names, quantize_model
+from kpose.models.quantize import calibrate_ranges, float_layer_names, quantize_model
 from kpose.training import untrained_model
 
 from conftest import no_official_init
@@ -31,7 +31,7 @@ def _crops(model, n=4, seed=0):
 
 def test_qat_quantises_every_layer(recipe_model):
     from kpose._tf import tf
-    from kpose.pose_model import build_network
+    from kpose.models import build_network
 
     # Fixed initial weights: uncalibrated, every range is tfmot's initial [-6, 6], a grid of
     # 0.047, so with some random inits a near-zero output map deviates by ~0.05 (seen once in
@@ -60,7 +60,7 @@ def _activation_ranges(layer):
 def test_qat_ranges_start_from_the_data(recipe_model):
     from kpose._tf import tf
 
-    from kpose.pose_model import build_network
+    from kpose.models import build_network
 
     # Weights of its own, fixed: the module's untrained model depends on which tests ran first.
     tf.keras.utils.set_random_seed(0)
@@ -162,7 +162,7 @@ def test_qat_train_reload_and_export(tmp_path):
     assert run2.model.config["quantization"] == "qat"
 
     # Label-free QAT by self-distillation (how official releases are quantised).
-    from kpose.quantization import distill_qat
+    from kpose.training.distill import distill_qat
     distilled = distill_qat(kpose.load(run.dir / "model_float"), data, steps=2, batch_size=2, progress=False)
     assert float_layer_names(distilled.keras_model) == []
     distilled.save(tmp_path / "distilled")

@@ -218,7 +218,7 @@ def test_pckh_on_mpii_samples(official, variant, minimum):
 
 
 def test_kpose_load_official_h5():
-    from kpose.pose_model import load
+    from kpose.deploy.runtime import load
     pm = load(_need(PEERS / "EfficientPoseRT.h5"))
     assert pm.config["official"]["variant"] == "rt"
     pose = pm.predict(str(PEERS / "MPII.jpg"))[0].as_dict()

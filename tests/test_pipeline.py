@@ -5,7 +5,9 @@ import pytest
 from kpose.codecs.heatmap import HeatmapCodec
 from kpose.data.coco import read_coco
 from kpose.data.images import load_image
-from kpose.data.pipeline import TargetSpec, eval_dataset, train_dataset
+from kpose.data.pipeline import eval_dataset
+from kpose.training.targets import TargetSpec
+from kpose.training.targets import training_batches as train_dataset
 from kpose.data.synthetic import generate
 from kpose.transforms import affine_matrix, apply_affine, box_to_center_scale, flip_keypoints, warp_image
 
@@ -36,7 +38,7 @@ def _reference(person, flip: bool):
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_training_sample_equals_numpy_reference(person, flip):
-    specs = [TargetSpec("coarse", "heatmap", (16, 12), 1.0), TargetSpec("fine", "heatmap", SIZE, 2.0)]
+    specs = [TargetSpec("coarse", "heatmaps", (16, 12), 1.0), TargetSpec("fine", "heatmaps", SIZE, 2.0)]
     aug = dict(NO_AUG, flip=1.0 if flip else 0.0)
     img, targets, weights = next(iter(train_dataset(person, SIZE, specs, aug, batch_size=1)))
     crop, kps = _reference(person, flip)
@@ -51,7 +53,7 @@ def test_same_seed_same_batches_other_seed_other_batches(tmp_path):
     """Augmentation is keyed by (seed, position): a run does not depend on thread timing."""
     ann = generate(tmp_path, 4, seed=7, split="train", progress=False)
     inst = read_coco(ann, tmp_path / "train", cache_dir=tmp_path / "cache", progress=False)
-    spec = [TargetSpec("coarse", "heatmap", (16, 12), 1.0)]
+    spec = [TargetSpec("coarse", "heatmaps", (16, 12), 1.0)]
     aug = dict(NO_AUG, flip=0.5, rotation=30.0, rotation_prob=0.6, scale=[0.75, 1.25], shift=0.1, color=0.25)
 
     def batches(seed):
@@ -71,7 +73,7 @@ def test_same_seed_same_batches_other_seed_other_batches(tmp_path):
 def test_flip_swaps_left_and_right(person):
     """A flipped sample's left-wrist map is the mirror image of the unflipped right-wrist map."""
     sk = person.skeleton
-    spec = [TargetSpec("fine", "heatmap", SIZE, 2.0)]
+    spec = [TargetSpec("fine", "heatmaps", SIZE, 2.0)]
     _, plain, _ = next(iter(train_dataset(person, SIZE, spec, NO_AUG, 1)))
     _, flipped, _ = next(iter(train_dataset(person, SIZE, spec, dict(NO_AUG, flip=1.0), 1)))
     lw, rw = sk.index("left_wrist"), sk.index("right_wrist")

@@ -64,15 +64,15 @@ def test_batched_graph_heatmaps_equal_eager_and_flip_merge(run):
 
 
 def test_init_from_a_run_restores_its_training_heads(run):
-    from kpose.pose_model import build_network
+    from kpose.models import build_network, network_outputs
     from kpose.skeletons import get_skeleton
-    from kpose.training import TRAINING_HEADS_FILE, _init_weights
+    from kpose.training.transfer import TRAINING_HEADS_FILE, init_weights
 
     saved = np.load(run.dir / "model" / TRAINING_HEADS_FILE)
     assert sorted({k.rsplit("/", 1)[0] for k in saved.files}) == ["pass1_skeleton_pafs", "pass2_detection1_confs"]
     net = build_network(run.model.config, training_outputs=True)
     mcfg = {"family": "efficientpose", "variant": "rt"}
-    summary = _init_weights(net, run.dir, get_skeleton("coco17"), mcfg)
+    summary = init_weights(net, run.dir, get_skeleton("coco17"), mcfg)
     assert "training heads pass1_skeleton_pafs, pass2_detection1_confs" in summary
     np.testing.assert_array_equal(net.get_layer("pass1_skeleton_pafs").get_weights()[0],
                                   saved["pass1_skeleton_pafs/0"])
@@ -104,67 +104,21 @@ def test_evaluate_api_on_ground_truth_and_detections(run, tmp_path):
     assert json.loads((tmp_path / "res.json").read_text())
 
 
-def _coord_trainer():
-    """A PoseTrainer with the coordinate loss over a stride-1 heatmap output, 64x48 input."""
-    from kpose._tf import keras
-    from kpose.data.pipeline import TargetSpec
-    from kpose.training import PoseTrainer
-
-    inp = keras.Input((64, 48, 3))
-    net = keras.Model(inp, keras.layers.Conv2D(17, 1)(inp))
-    spec = TargetSpec("hm", "heatmap", (64, 48), 2.0)
-    return PoseTrainer(net, [spec], [1.0], 1000.0, 1, coord_weight=1.0, coord_beta=20.0)
-
-
-def test_coord_loss_is_zero_on_the_codec_targets_and_grows_with_the_offset():
-    """The soft-argmax of an encoded Gaussian sits on its keypoint, sub-pixel."""
-    from kpose.codecs.heatmap import HeatmapCodec
-
-    trainer = _coord_trainer()
-    codec = HeatmapCodec(input_size=(64, 48), heatmap_size=(64, 48), sigma=4.0)
-    rng = np.random.default_rng(0)
-    kps = np.concatenate([rng.uniform([12, 12], [36, 52], (17, 2)), np.full((17, 1), 2.0)], 1)
-    hm, w = codec.encode(kps)
-    loss = lambda k: float(trainer._coord_loss(hm[None], k[None].astype(np.float32), w[None])[0])
-    px = 1000.0 / 64  # loss of a 1-pixel error on every keypoint, in one axis
-    assert loss(kps) < 0.1 * px
-    moved = kps.copy()
-    moved[:, 0] += 3.0
-    assert abs(loss(moved) - 3 * px) < 0.3 * px
-    # Unlabelled keypoints carry no loss, however far off.
-    far = kps.copy()
-    far[:5, :2] += 30.0
-    w0 = w.copy()
-    w0[:5] = 0
-    assert float(trainer._coord_loss(hm[None], far[None].astype(np.float32), w0[None])[0]) < 0.1 * px
-
-
-def test_coord_loss_trains_through_the_recipe(tmp_path):
-    """loss.coord_weight adds a logged 'coords' term to the two-step smoke run."""
-    tr = generate(tmp_path, 6, seed=21, split="train", progress=False)
-    data = f"coco:{tr}:{tmp_path / 'train'}"
-    r = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=2, runs_dir=tmp_path / "runs",
-                    overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64],
-                               "loss.coord_weight": 1.0, "init": None}, progress=False)
-    assert np.isfinite(r.history["coords"][0]) and r.history["coords"][0] > 0
-
-
 def test_official_mpii_weights_transfer_to_a_coco_model_by_keypoint_name(shared):
-    from kpose.deploy.graph import export_network
-    from kpose.pose_model import build_network
+    from kpose.models import build_network, network_outputs
     from kpose.skeletons import COCO17
-    from kpose.training import _init_weights, _resolve_init
+    from kpose.training.transfer import init_weights, resolve_init
 
-    path = _resolve_init("official", {"family": "efficientpose", "variant": "rt"})
+    path = resolve_init("official", {"family": "efficientpose", "variant": "rt"})
     assert path.name == "EfficientPoseRT.h5" and path.is_file()
     net = build_network({"family": "efficientpose", "variant": "rt", "input_size": (32, 32),
                          "skeleton": "coco17"}, training_outputs=True)
     before = net.get_layer("upscaled_confs").get_weights()[0].copy()
-    summary = _init_weights(net, path, COCO17, {"family": "efficientpose", "variant": "rt"})
+    summary = init_weights(net, path, COCO17, {"family": "efficientpose", "variant": "rt"})
     assert "12 of 17 keypoints" in summary and "fresh: none" in summary
     assert "from the mean of upper_neck/head_top: nose, left_eye, right_eye, left_ear, right_ear" in summary
     official = kpose.load(path)
-    src = export_network(official)
+    src = official.keras_model
     # The backbone is copied as is.
     for a, b in zip(net.get_layer("stem_conv_res1").get_weights(), src.get_layer("stem_conv_res1").get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -191,31 +145,31 @@ def test_official_mpii_weights_transfer_to_a_coco_model_by_keypoint_name(shared)
 
 
 def test_init_official_without_the_file_names_where_it_looked(tmp_path, monkeypatch):
-    from kpose.training import _resolve_init
+    from kpose.training.transfer import resolve_init
 
     monkeypatch.setenv("KPOSE_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("KPOSE_SHARED", str(tmp_path / "nowhere"))
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"EfficientPoseRT\.h5.*searched.*--set init=null"):
-        _resolve_init("official", {"family": "efficientpose", "variant": "rt"})
+        resolve_init("official", {"family": "efficientpose", "variant": "rt"})
     (tmp_path / "EfficientPoseRT.h5").write_bytes(b"")
-    assert _resolve_init("official", {"family": "efficientpose", "variant": "rt"}) == tmp_path / "EfficientPoseRT.h5"
+    assert resolve_init("official", {"family": "efficientpose", "variant": "rt"}) == tmp_path / "EfficientPoseRT.h5"
 
 
 def test_init_from_a_model_of_another_variant_is_refused(run):
-    from kpose.pose_model import build_network
+    from kpose.models import build_network, network_outputs
     from kpose.skeletons import COCO17
-    from kpose.training import _init_weights
+    from kpose.training.transfer import init_weights
 
     net = build_network({"family": "efficientpose", "variant": "rt", "input_size": (64, 64),
                          "skeleton": "coco17"}, training_outputs=True)
     rt = {"family": "efficientpose", "variant": "rt"}
-    summary = _init_weights(net, run.dir, COCO17, rt)
+    summary = init_weights(net, run.dir, COCO17, rt)
     assert f"layers from {run.dir}" in summary and "->" not in summary  # same skeleton: nothing mapped
     lite = build_network({"family": "efficientpose", "variant": "rt_lite", "input_size": (64, 64),
                           "skeleton": "coco17"}, training_outputs=True)
     with pytest.raises(ValueError, match="is an efficientpose rt model; the recipe builds efficientpose rt_lite"):
-        _init_weights(lite, run.dir, COCO17, {"family": "efficientpose", "variant": "rt_lite"})
+        init_weights(lite, run.dir, COCO17, {"family": "efficientpose", "variant": "rt_lite"})
 
 
 def test_crop_padding_travels_with_the_model(tmp_path):
@@ -237,15 +191,15 @@ def test_crop_padding_travels_with_the_model(tmp_path):
 def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys):
     """Progressive resizing: the first epochs run on smaller crops through the same network,
     the same optimizer carries on, and the saved model keeps the recipe's input size."""
-    from kpose.training import _size_stages, target_specs
-    from kpose.pose_model import build_network
+    from kpose.training.engine import _size_stages
+    from kpose.training.targets import target_specs
+    from kpose.models import build_network, network_outputs
 
-    net = build_network({"family": "efficientpose", "variant": "rt", "input_size": (64, 48),
-                         "skeleton": "coco17"}, training_outputs=True)
-    sizes = [s.size for s in target_specs(net, (48, 32), 8.0, 1.0)]
+    outputs = network_outputs({"family": "efficientpose", "variant": "rt", "skeleton": "coco17"})
+    sizes = [s.size for s in target_specs(outputs, (48, 32), 8.0, 1.0)]
     assert sizes == [(6, 4), (6, 4), (6, 4), (48, 32)]
     with pytest.raises(ValueError, match="stride 8"):
-        target_specs(net, (50, 32), 8.0, 1.0)
+        target_specs(outputs, (50, 32), 8.0, 1.0)
     with pytest.raises(ValueError, match="train.early_input_size"):
         _size_stages({"epochs": 3, "early_input_size": [50, 32], "early_epochs": 1}, (64, 48))
     assert _size_stages({"epochs": 3, "early_input_size": [48, 32], "early_epochs": 1}, (64, 48)) == \

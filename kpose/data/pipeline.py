@@ -1,44 +1,22 @@
-"""tf.data input pipeline for top-down training and evaluation.
+"""tf.data input pipeline for top-down training and evaluation: person crops.
 
 All per-sample work runs as TensorFlow ops inside `Dataset.map` (parallel decode,
-affine crop, augmentation, target encoding with the TF ports of the codecs):
-no per-sample Python. Box-to-crop geometry is precomputed for all instances in
+affine crop, augmentation): no per-sample Python. Training targets are encoded
+downstream (kpose.training.targets), from the crops' keypoints. Box-to-crop geometry is precomputed for all instances in
 NumPy with kpose.transforms, the same functions the reference path uses.
 
 Crops are float32 RGB in 0..255; models normalise inside their graph.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from kpose._tf import tf
-from kpose.codecs.heatmap_tf import encode_heatmaps_tf
-from kpose.codecs.paf_tf import encode_pafs_tf
 from kpose.data.records import Instances
 from kpose.transforms import DEFAULT_CROP_PADDING, box_to_center_scale
 from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
 
 AUTOTUNE = tf.data.AUTOTUNE
-# Key of the augmented keypoints [K, 3] (x, y, v in crop pixels) in a training batch's targets.
-KEYPOINTS_KEY = "keypoints"
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    """One supervised model output: what to encode and at which size.
-
-    kind: "heatmap" or "paf"; size: (h, w) of the output; sigma: Gaussian sigma
-    (heatmap) or half-width (paf) in that output's pixels.
-    """
-
-    name: str
-    kind: str
-    size: tuple[int, int]
-    sigma: float
-
-
 def instance_tensors(instances: Instances, input_size: tuple[int, int],
                      padding: float) -> dict[str, np.ndarray]:
     """Columns fed to tf.data: path, crop centre/scale, keypoints, index."""
@@ -75,21 +53,12 @@ def _color_jitter(img: tf.Tensor, strength: float, seeds: tf.Tensor) -> tf.Tenso
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
-def _targets(kps: tf.Tensor, input_size, specs, limbs) -> tuple[dict, dict]:
-    targets, weights = {}, {}
-    for spec in specs:
-        if spec.kind == "heatmap":
-            t, wt = encode_heatmaps_tf(kps, input_size, spec.size, spec.sigma)
-        else:
-            t, wt = encode_pafs_tf(kps[None], input_size, spec.size, limbs, spec.sigma)
-        targets[spec.name], weights[spec.name] = t, wt
-    return targets, weights
+def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: dict, seed: int = 0,
+                    shuffle_buffer: int = 2048) -> tf.data.Dataset:
+    """Infinite, shuffled, augmented (crop [H, W, 3], keypoints [K, 3] in crop pixels) samples.
 
-
-def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list[TargetSpec],
-                  augment: dict, batch_size: int, seed: int = 0,
-                  shuffle_buffer: int = 2048) -> tf.data.Dataset:
-    """Infinite, shuffled, augmented batches of (crops, targets, target_weights).
+    augment: flip, rotation, rotation_prob, scale, shift, color, box_padding (recipe keys).
+    Keypoints outside the crop get v = 0; a flip swaps left and right channels.
 
     The same seed gives the same batches: each sample's augmentation draws from
     stateless random ops keyed by (seed, position in the stream), and the parallel
@@ -97,7 +66,6 @@ def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list
     """
     cols = instance_tensors(instances, input_size, augment["box_padding"])
     flip_index = tf.constant(instances.skeleton.flip_index(), tf.int32)
-    limbs = np.asarray(instances.skeleton.limbs, np.int32)
     out_h, out_w = input_size
     a = augment
 
@@ -118,15 +86,11 @@ def train_dataset(instances: Instances, input_size: tuple[int, int], specs: list
         inside = ((kps[:, 0] >= -0.5) & (kps[:, 0] <= out_w - 0.5)
                   & (kps[:, 1] >= -0.5) & (kps[:, 1] <= out_h - 0.5))
         kps = tf.concat([kps[:, :2], tf.where(inside, kps[:, 2], 0.0)[:, None]], -1)
-        targets, weights = _targets(kps, input_size, specs, limbs)
-        # Crop-pixel keypoints for coordinate losses on the decoded output.
-        targets[KEYPOINTS_KEY] = kps
-        return img, targets, weights
+        return img, kps
 
     ds = tf.data.Dataset.from_tensor_slices(cols)
     ds = ds.shuffle(min(shuffle_buffer, len(instances)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().enumerate().map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    return ds.repeat().enumerate().map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def eval_dataset(instances: Instances, input_size: tuple[int, int], batch_size: int,

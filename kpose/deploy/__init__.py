@@ -7,5 +7,6 @@ each self-describing (kpose metadata inside) and checked against the Keras model
     report = kpose.deploy.export_all(model, "exported/")    # every format + parity report
 """
 from kpose.deploy.exporter import FORMATS, PRECISIONS, export, export_all
+from kpose.deploy.runtime import load, load_exported
 
-__all__ = ["FORMATS", "PRECISIONS", "export", "export_all"]
+__all__ = ["FORMATS", "PRECISIONS", "export", "export_all", "load", "load_exported"]

@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from kpose.deploy.exporter import as_pose_model, export, export_name
+
 WEB_DEMO = Path(__file__).resolve().parents[2] / "web_demo"
 
 
@@ -17,12 +19,10 @@ def _npm(*args: str) -> None:
 
 def build_demo(model, quantization: str | None = None) -> Path:
     """Export `model` to web_demo/models/<name>/, list it in models/index.json, build dist/."""
-    from kpose.deploy.exporter import _as_pose_model, _name, export
-
     if not (WEB_DEMO / "package.json").exists():
         raise FileNotFoundError(f"{WEB_DEMO}: web_demo/ not found; `kpose demo` runs from a source checkout")
-    pose_model = _as_pose_model(model)
-    name = _name(pose_model) + (f"_{quantization}" if quantization else "")
+    pose_model = as_pose_model(model)
+    name = export_name(pose_model) + (f"_{quantization}" if quantization else "")
     models = WEB_DEMO / "models"
     target = export(pose_model, "tfjs", output=models / "tmp_export", quantization=quantization)
     final = models / name

@@ -13,12 +13,18 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from kpose.deploy import graph, metadata as meta_mod
+from kpose.codecs import KEYPOINT_SCORE_THRESHOLD
+from kpose.deploy import graph, metadata as meta_mod, onnx, tfjs, tflite
+from kpose.deploy.runtime import runner
+from kpose.deploy.samples import crops_from
+from kpose.model_io import load_model
+from kpose.models import BOTTOM_UP
+from kpose.pose_model import PoseModel
 
 FORMATS = ("tflite", "onnx", "tfjs")
 PRECISIONS = ("fp32", "fp16", "int8", "qat")
@@ -38,25 +44,15 @@ TOLERANCES = {
     "qat": {"raw": None, "keypoint_median": "cell"},
     "uint8": {"raw": None, "keypoint_median": "cell"},   # TF.js uint8 weights
 }
-KEYPOINT_SCORE_MIN = 0.2
+KEYPOINT_SCORE_MIN = KEYPOINT_SCORE_THRESHOLD
 
 
-@dataclass
-class Export:
-    format: str
-    precision: str
-    path: Path
-    seconds: float
-    extra: dict = field(default_factory=dict)
+def as_pose_model(model) -> PoseModel:
+    """A PoseModel, or the model at a path (run folder, model folder, official .h5)."""
+    return model if isinstance(model, PoseModel) else load_model(model)
 
 
-def _as_pose_model(model):
-    from kpose.pose_model import PoseModel, load
-
-    return model if isinstance(model, PoseModel) else load(model)
-
-
-def _name(model) -> str:
+def export_name(model) -> str:
     cfg = model.config
     return cfg.get("recipe") or f"{cfg['family']}_{cfg['variant']}"
 
@@ -64,13 +60,11 @@ def _name(model) -> str:
 def _default_out(model_arg, model) -> Path:
     if isinstance(model_arg, (str, Path)) and Path(model_arg).is_dir():
         return Path(model_arg) / "export"
-    return Path("exported") / _name(model)
+    return Path("exported") / export_name(model)
 
 
 def default_calibration(model, n: int = 64) -> np.ndarray:
     """Representative crops for int8: training-split crops of the model's training data."""
-    from kpose.deploy.samples import crops_from
-
     return crops_from(model.config.get("data") or "synthetic", model.input_size, n, split="train",
                       padding=model.crop_padding)
 
@@ -104,13 +98,13 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
     Every file carries the metadata of kpose.deploy.metadata.
     """
     model_arg = model
-    model = graph.with_heatmaps(_as_pose_model(model), heatmaps)
+    model = graph.with_heatmaps(as_pose_model(model), heatmaps)
     if format not in FORMATS:
         raise ValueError(f"format {format!r}; known: {', '.join(FORMATS)}")
     if format != "tflite":
         precision = "qat" if model.config.get("quantization") == "qat" else "fp32"
     _check_precision(model, precision)
-    name = _name(model) + ("_det" if model.config.get("heatmaps") == "detection" else "")
+    name = export_name(model) + ("_det" if model.config.get("heatmaps") == "detection" else "")
     suffix = {"tflite": f"_{precision}.tflite", "onnx": ".onnx",
               "tfjs": f"_tfjs{'_' + quantization if quantization else ''}"}[format]
     out = Path(output) if output is not None else _default_out(model_arg, model)
@@ -127,43 +121,21 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
             tmp = tempfile.mkdtemp(prefix="kpose-export-")
             saved = graph.write_saved_model(model, Path(tmp) / "saved_model")
         if format == "tflite":
-            from kpose.deploy import tflite
-
             calib = None
             if precision == "int8":
-                from kpose.deploy.samples import crops_from
                 calib = (default_calibration(model) if calibration is None
                          else crops_from(calibration, model.input_size, 64, split="train",
                                          padding=model.crop_padding))
             data = tflite.convert(saved, precision, calib)
             out.write_bytes(meta_mod.embed_tflite_metadata(data, info))
         elif format == "onnx":
-            from kpose.deploy import onnx
-
-            onnx.convert(graph.export_network(model), model.input_size, out, info)
+            onnx.convert(graph.export_network(model), model.input_size, out, info, graph.output_names(model))
         else:
-            from kpose.deploy import tfjs
-
             tfjs.convert(saved, out, info, quantization)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def runner(path: str | Path, num_threads: int | None = None):
-    """A callable crops -> {"heatmaps": ...} for an exported file or folder."""
-    p = Path(path)
-    if p.suffix == ".tflite":
-        from kpose.deploy.tflite import TFLiteRunner
-        return TFLiteRunner(p, num_threads)
-    if p.suffix == ".onnx":
-        from kpose.deploy.onnx import OnnxRunner
-        return OnnxRunner(p, num_threads)
-    if (p / "model.json").exists():
-        from kpose.deploy.tfjs import TfjsRunner
-        return TfjsRunner(p)
-    raise ValueError(f"{p}: not an exported model (.tflite, .onnx or a TF.js folder with model.json)")
 
 
 def compare(model, exported_output: np.ndarray, reference: np.ndarray) -> dict:
@@ -202,12 +174,8 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
     or qat for a QAT model). Returns the report; report["passed"] is False when a
     format exceeds its tolerance.
     """
-    from tqdm import tqdm
-
-    from kpose.deploy.samples import crops_from
-
     model_arg = model
-    model = graph.with_heatmaps(_as_pose_model(model), heatmaps)
+    model = graph.with_heatmaps(as_pose_model(model), heatmaps)
     out = Path(output) if output is not None else _default_out(model_arg, model)
     out.mkdir(parents=True, exist_ok=True)
     is_qat = model.config.get("quantization") == "qat"
@@ -218,7 +186,7 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
     jobs = [("tflite", p) for p in precisions] if "tflite" in formats else []
     jobs += [(f, None) for f in formats if f != "tflite"]
 
-    report = {"model": _name(model), "output": str(out), "formats": [], "passed": True}
+    report = {"model": export_name(model), "output": str(out), "formats": [], "passed": True}
     crops = reference = None
     if check:
         crops = crops_from(images if images is not None else (model.config.get("data") or "synthetic"),
@@ -239,12 +207,10 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
                      "path": str(path), "seconds": round(time.time() - t0, 1),
                      "bytes": _size(path)}
             if fmt == "tflite":
-                from kpose.deploy.tflite import FORBIDDEN_OPS, gpu_compatibility, op_names
-
-                ok, _ = gpu_compatibility(path)
-                ops = set(op_names(path))
+                ok, _ = tflite.gpu_compatibility(path)
+                ops = set(tflite.op_names(path))
                 entry["gpu_delegate_compatible"] = ok
-                entry["forbidden_ops"] = sorted(ops & FORBIDDEN_OPS)
+                entry["forbidden_ops"] = sorted(ops & tflite.FORBIDDEN_OPS)
             if check:
                 try:
                     got = runner(path)(crops)["heatmaps"]

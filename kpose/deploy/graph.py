@@ -3,56 +3,38 @@
 Every format is converted from the same SavedModel, whose ``serving_default``
 signature takes ``image`` (float32 [1, H, W, 3], RGB 0..255; normalisation is in
 the graph) and returns ``heatmaps`` (float32 [1, h, w, K], channels in the
-skeleton's order). Decoding stays outside the graph, so the exported model has
+skeleton's order) and, for bottom-up models, ``pafs`` (float32 [1, h, w, 2L], limb
+(x, y) pairs in the skeleton's limb order). Decoding stays outside the graph, so the exported model has
 only delegate-friendly ops (no ARG_MAX / GATHER_ND / CAST).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from kpose._tf import keras, tf
+from kpose.codecs import HeatmapCodec
+from kpose.models import BOTTOM_UP, TOP_DOWN, get_family, network_outputs
+from kpose.pose_model import PoseModel
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "heatmaps"
+PAF_OUTPUT_NAME = "pafs"
 
 
 def export_network(model) -> keras.Model:
-    """The PoseModel's inference network with its output channels in skeleton order.
-
-    Networks with a recorded ``output_channel_order`` (the official EfficientPose
-    releases) get the permutation folded into the weights of their last layer,
-    so no GATHER op enters the exported graph.
-    """
-    net = model.keras_model
-    perm = model.config.get("output_channel_order")
-    if perm is None:
-        return net
-    perm = np.asarray(perm)
-    clone = keras.models.clone_model(net)
-    clone.set_weights(net.get_weights())
-    last = clone.get_layer(clone.output_names[0]) if hasattr(clone, "output_names") else clone.layers[-1]
-    if not isinstance(last, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)) or not last.use_bias:
-        raise ValueError(f"cannot fold output_channel_order into last layer {last.name!r} "
-                         f"({type(last).__name__}); expected a convolution with bias")
-    kernel, bias = last.get_weights()
-    # Conv2D kernels are (kh, kw, in, out); Conv2DTranspose kernels are (kh, kw, out, in).
-    if isinstance(last, keras.layers.Conv2DTranspose):
-        kernel = kernel[:, :, perm, :]
-    else:
-        kernel = kernel[..., perm]
-    last.set_weights([kernel, bias[perm]])
-    return clone
+    """The PoseModel's inference network (outputs in the order its family declares)."""
+    return model.keras_model
 
 
 def detection_stride(model) -> int:
-    """Input pixels per cell of the grid the network detects keypoints on."""
-    if model.config["family"] == "efficientpose":
-        from kpose.models.efficientpose import DETECTION_STRIDE
-        return DETECTION_STRIDE
-    return int(round(max(model.codec.stride)))
+    """Input pixels per cell of the grid the network detects keypoints on: the finest
+    stride among its outputs other than fixed upscaling (EfficientPose: 8)."""
+    outputs = network_outputs(model.config)
+    family = get_family(model.config["family"])
+    if family.detection_output is not None:
+        return next(o.stride for o in outputs if o.name == family.detection_output)
+    return min(o.stride for o in outputs if o.inference)
 
 
 HEATMAP_CHOICES = ("full", "detection")
@@ -62,25 +44,22 @@ def with_heatmaps(model, heatmaps: str = "full"):
     """The PoseModel to export for a choice of output heatmaps.
 
     "full": the network's own output (EfficientPose: upscaled to stride 1).
-    "detection": the last detection pass's maps at the detection stride (8 for
-    EfficientPose), skipping the upscaling layers: a 64x smaller output tensor to read
-    back and decode, and less compute; DARK still decodes them to sub-pixel positions.
+    "detection": the family's detection-grid maps (`Family.detection_output`, EfficientPose's
+    last pass at stride 8), skipping fixed upscaling layers: a 64x smaller output tensor to
+    read back and decode, and less compute; DARK still decodes them to sub-pixel positions.
     """
     if heatmaps not in HEATMAP_CHOICES:
         raise ValueError(f"heatmaps {heatmaps!r}; known: {', '.join(HEATMAP_CHOICES)}")
     if heatmaps == "full":
         return model
-    from kpose.codecs.heatmap import HeatmapCodec
-    from kpose.pose_model import PoseModel
-
-    if model.config["family"] != "efficientpose":
-        raise ValueError(f"heatmaps='detection' is defined for EfficientPose, not {model.config['family']!r}")
-    if model.config.get("output_channel_order") is not None:
-        raise ValueError("heatmaps='detection' needs a model whose heads are in skeleton order")
+    family = get_family(model.config["family"])
+    if family.detection_output is None or model.task != TOP_DOWN:
+        raise ValueError(f"heatmaps='detection': {family.name} has no separate detection-grid output; "
+                         f"export it with heatmaps='full'")
     net = model.keras_model
-    layer = next((l for l in net.layers if l.name.endswith("pass3_detection2_confs")), None)
+    layer = next((l for l in net.layers if l.name.endswith(family.detection_output)), None)
     if layer is None:
-        raise ValueError(f"{net.name}: no pass3_detection2_confs layer to export")
+        raise ValueError(f"{net.name}: no {family.detection_output} layer to export")
     sub = keras.Model(net.inputs, layer.output, name=net.name + "_detection")
     stride = detection_stride(model)
     codec = model.codec
@@ -90,16 +69,22 @@ def with_heatmaps(model, heatmaps: str = "full"):
     return PoseModel(sub, config)
 
 
-def serving_function(net: keras.Model, input_size: tuple[int, int]):
-    """tf.function image -> {"heatmaps": ...} with a fixed [1, H, W, 3] input."""
+def output_names(model) -> tuple[str, ...]:
+    """Names of the exported outputs: heatmaps (top-down), heatmaps and pafs (bottom-up)."""
+    return (OUTPUT_NAME, PAF_OUTPUT_NAME) if model.task == BOTTOM_UP else (OUTPUT_NAME,)
+
+
+def serving_function(net: keras.Model, input_size: tuple[int, int], names=(OUTPUT_NAME,)):
+    """tf.function image -> {name: output} with a fixed [1, H, W, 3] input; `names` name the
+    network's outputs in order (a single-output network: its last output, "heatmaps")."""
     h, w = input_size
 
     @tf.function(input_signature=[tf.TensorSpec([1, h, w, 3], tf.float32, name=INPUT_NAME)])
     def serve(image):
         out = net(image, training=False)
-        if isinstance(out, (list, tuple)):
-            out = out[-1]
-        return {OUTPUT_NAME: tf.identity(out, name=OUTPUT_NAME)}
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        out = out[-len(names):]
+        return {n: tf.identity(o, name=n) for n, o in zip(names, out)}
 
     return serve
 
@@ -112,6 +97,6 @@ def write_saved_model(model, directory: str | Path) -> Path:
     # Track the variables, not the Keras model: saving a model also traces every
     # layer's call on its own, which fails for tfmot's quantised transposed convolutions.
     module.weights = list(net.variables)
-    module.serve = serving_function(net, model.input_size)
+    module.serve = serving_function(net, model.input_size, output_names(model))
     tf.saved_model.save(module, str(d), signatures={SIGNATURE_KEY: module.serve})
     return d

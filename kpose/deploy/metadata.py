@@ -13,18 +13,21 @@ stored
 Schema (version 1)::
 
     {"format": "kpose", "schema_version": 1, "kpose_version": str,
-     "model": {"name", "family", "variant", "task": "top_down"},
+     "model": {"name", "family", "variant", "task": "top_down" | "bottom_up"},
      "precision": "fp32" | "fp16" | "int8" | "qat",
      "signature": "serving_default",
      "input": {"name": "image", "shape": [1, H, W, 3], "dtype": "float32", "layout": "NHWC",
                "channels": "RGB", "range": [0, 255], "normalization": "in_graph"},
      "outputs": [{"name": "heatmaps", "shape": [1, h, w, K], "dtype": "float32",
-                  "stride": [sx, sy], "content": "keypoint_heatmaps"}],
+                  "stride": [sx, sy], "content": "keypoint_heatmaps"},
+                 (bottom_up:) {"name": "pafs", "shape": [1, h, w, 2L], ..., "content": "part_affinity_fields"}],
      "skeleton": {"name", "keypoints": [K names], "flip_pairs": [[a, b]], "limbs": [[a, b]],
                   "oks_sigmas": [K] | null},
      "codec": {"type": "heatmap", "input_size": [H, W], "heatmap_size": [h, w], "sigma", "dark_radius"},
-     "crop": {"padding": <the model's crop_padding, 1.25 by default>, "whole_image_padding": 1.0,
-              "interpolation": "bilinear", "fill": 0}}
+     top_down: "crop": {"padding": <the model's crop_padding, 1.25 by default>,
+                        "whole_image_padding": 1.0, "interpolation": "bilinear", "fill": 0},
+     bottom_up: "image": {"fit", "interpolation": "bilinear", "fill": 0}}
+    (codec of a bottom-up model: {"type": "paf", ..., "limbs", the grouping thresholds})
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kpose.skeletons import get_skeleton
+from kpose.deploy.graph import INPUT_NAME, OUTPUT_NAME, PAF_OUTPUT_NAME, SIGNATURE_KEY
+from kpose.models import BOTTOM_UP
 from kpose.version import __version__
 
 SCHEMA_VERSION = 1
@@ -46,32 +50,39 @@ ASSOCIATED_FILE = "kpose.json"
 
 def model_metadata(model, precision: str = "fp32") -> dict:
     """The metadata object for a PoseModel exported at `precision`."""
-    from kpose.deploy.graph import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY
-
     cfg = model.config
-    skeleton = get_skeleton(cfg["skeleton"])
+    skeleton = model.skeleton
     codec = model.codec
     h, w = model.input_size
     hh, hw = codec.heatmap_size
-    sx, sy = codec.stride
-    return {
+    sx, sy = w / hw, h / hh
+    outputs = [{"name": OUTPUT_NAME, "shape": [1, hh, hw, skeleton.num_keypoints],
+                "dtype": "float32", "stride": [sx, sy], "content": "keypoint_heatmaps"}]
+    if model.task == BOTTOM_UP:
+        outputs.append({"name": PAF_OUTPUT_NAME, "shape": [1, hh, hw, 2 * len(skeleton.limbs)],
+                        "dtype": "float32", "stride": [sx, sy], "content": "part_affinity_fields"})
+    meta = {
         "format": "kpose", "schema_version": SCHEMA_VERSION, "kpose_version": __version__,
         "model": {"name": cfg.get("recipe") or f"{cfg['family']}_{cfg['variant']}",
-                  "family": cfg["family"], "variant": cfg["variant"], "task": "top_down"},
+                  "family": cfg["family"], "variant": cfg["variant"], "task": model.task},
         "precision": precision,
         "signature": SIGNATURE_KEY,
         "input": {"name": INPUT_NAME, "shape": [1, h, w, 3], "dtype": "float32", "layout": "NHWC",
                   "channels": "RGB", "range": [0, 255], "normalization": "in_graph"},
-        "outputs": [{"name": OUTPUT_NAME, "shape": [1, hh, hw, skeleton.num_keypoints],
-                     "dtype": "float32", "stride": [sx, sy], "content": "keypoint_heatmaps"}],
+        "outputs": outputs,
         "skeleton": {"name": skeleton.name, "keypoints": list(skeleton.keypoints),
                      "flip_pairs": [list(p) for p in skeleton.flip_pairs],
                      "limbs": [list(p) for p in skeleton.limbs],
                      "oks_sigmas": None if skeleton.sigmas is None else [float(s) for s in skeleton.sigmas]},
         "codec": codec.to_dict(),
-        "crop": {"padding": model.crop_padding, "whole_image_padding": 1.0,
-                 "interpolation": "bilinear", "fill": 0},
     }
+    if model.task == BOTTOM_UP:
+        meta["image"] = {"fit": "scale to fit inside the input, aspect kept, top-left aligned",
+                         "interpolation": "bilinear", "fill": 0}
+    else:
+        meta["crop"] = {"padding": model.crop_padding, "whole_image_padding": 1.0,
+                        "interpolation": "bilinear", "fill": 0}
+    return meta
 
 
 def _schema():

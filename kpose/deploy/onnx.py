@@ -11,11 +11,12 @@ from kpose.deploy.graph import INPUT_NAME, serving_function
 OPSET = 17
 
 
-def convert(net, input_size: tuple[int, int], path: str | Path, metadata: dict) -> Path:
-    """Write `net` as ONNX (input `image`, output `heatmaps`), metadata in metadata_props."""
+def convert(net, input_size: tuple[int, int], path: str | Path, metadata: dict,
+            names: tuple[str, ...] = ("heatmaps",)) -> Path:
+    """Write `net` as ONNX (input `image`, outputs `names`), metadata in metadata_props."""
     import tf2onnx
 
-    fn = serving_function(net, input_size)
+    fn = serving_function(net, input_size, names)
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=OPSET)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "kpose", json.dumps(metadata)

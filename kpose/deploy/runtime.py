@@ -1,4 +1,4 @@
-"""Exported models (.tflite, .onnx, TF.js folders) as PoseModels.
+"""Exported models (.tflite, .onnx, TF.js folders) as PoseModels, and `kpose.load`.
 
 `load_exported` reads the metadata the file carries and wraps the runtime
 (LiteRT, onnxruntime, TF.js in node) so that `predict`, `predict_instances` and
@@ -11,44 +11,85 @@ from pathlib import Path
 
 import numpy as np
 
+from kpose.deploy.graph import OUTPUT_NAME, PAF_OUTPUT_NAME
+from kpose.deploy.metadata import read_tflite_metadata
+from kpose.deploy.onnx import OnnxRunner
+from kpose.deploy.onnx import read_metadata as onnx_metadata
+from kpose.deploy.tfjs import TfjsRunner
+from kpose.deploy.tfjs import read_metadata as tfjs_metadata
+from kpose.deploy.tflite import TFLiteRunner
+from kpose.model_io import load_model
+from kpose.pose_model import PoseModel
+
+
+def is_exported(path: str | Path) -> bool:
+    """A .tflite or .onnx file, or a TF.js folder (model.json)."""
+    p = Path(path)
+    return p.suffix in (".tflite", ".onnx") or (p / "model.json").exists()
+
 
 def read_metadata(path: str | Path) -> dict:
     """The kpose metadata of an exported model, whatever its format."""
     p = Path(path)
     if p.suffix == ".tflite":
-        from kpose.deploy.metadata import read_tflite_metadata
         return read_tflite_metadata(p)
     if p.suffix == ".onnx":
-        from kpose.deploy.onnx import read_metadata as onnx_meta
-        return onnx_meta(p)
+        return onnx_metadata(p)
     if (p / "model.json").exists():
-        from kpose.deploy.tfjs import read_metadata as tfjs_meta
-        return tfjs_meta(p)
+        return tfjs_metadata(p)
     raise ValueError(f"{p}: not an exported kpose model (.tflite, .onnx, or a folder with model.json)")
 
 
+def runner(path: str | Path, num_threads: int | None = None):
+    """A callable inputs [B, H, W, 3] -> {output name: [B, ...]} for an exported file or folder."""
+    p = Path(path)
+    if p.suffix == ".tflite":
+        return TFLiteRunner(p, num_threads)
+    if p.suffix == ".onnx":
+        return OnnxRunner(p, num_threads)
+    if (p / "model.json").exists():
+        return TfjsRunner(p)
+    raise ValueError(f"{p}: not an exported model (.tflite, .onnx or a TF.js folder with model.json)")
+
+
 class _Network:
-    """Callable like a Keras model: crops -> heatmaps, through an exported runtime."""
+    """Callable like a Keras model (inputs -> heatmaps, or [heatmaps, pafs]) through a runtime."""
 
-    def __init__(self, run):
-        self.run = run
+    def __init__(self, run, names: tuple[str, ...]):
+        self.run, self.names = run, names
 
-    def __call__(self, crops, training=False):
-        return self.run(np.asarray(crops, np.float32))["heatmaps"]
+    def __call__(self, inputs, training=False):
+        out = self.run(np.asarray(inputs, np.float32))
+        if len(self.names) == 1:
+            return out[self.names[0]]
+        return [out[n] for n in self.names]
 
 
-def load_exported(path: str | Path, num_threads: int | None = None):
+def load_exported(path: str | Path, num_threads: int | None = None) -> PoseModel:
     """A PoseModel that runs an exported file; config rebuilt from its metadata."""
-    from kpose.deploy.exporter import runner
-    from kpose.pose_model import PoseModel
-
     meta = read_metadata(path)
+    sk = meta["skeleton"]
+    task = meta["model"].get("task", "top_down")
     config = {
-        "family": meta["model"]["family"], "variant": meta["model"]["variant"],
-        "input_size": list(meta["input"]["shape"][1:3]), "skeleton": meta["skeleton"]["name"],
-        "keypoints": meta["skeleton"]["keypoints"], "flip_pairs": meta["skeleton"]["flip_pairs"],
-        "limbs": meta["skeleton"]["limbs"], "codec": meta["codec"], "input": meta["input"],
-        "crop_padding": meta["crop"]["padding"],
+        "family": meta["model"]["family"], "variant": meta["model"]["variant"], "task": task,
+        "input_size": list(meta["input"]["shape"][1:3]),
+        "skeleton": {"name": sk["name"], "keypoints": sk["keypoints"], "flip_pairs": sk["flip_pairs"],
+                     "limbs": sk["limbs"], "sigmas": sk.get("oks_sigmas")},
+        "codec": meta["codec"], "input": meta["input"],
         "exported": {"path": str(path), "precision": meta["precision"]},
     }
-    return PoseModel(_Network(runner(path, num_threads)), config)
+    if "crop" in meta:
+        config["crop_padding"] = meta["crop"]["padding"]
+    names = tuple(o["name"] for o in meta.get("outputs", [{"name": OUTPUT_NAME}]))
+    if task == "bottom_up" and names != (OUTPUT_NAME, PAF_OUTPUT_NAME):
+        raise ValueError(f"{path}: a bottom-up model must output {OUTPUT_NAME} and {PAF_OUTPUT_NAME}, "
+                         f"its metadata lists {list(names)}")
+    return PoseModel(_Network(runner(path, num_threads), names), config)
+
+
+def load(path: str | Path, weights: str | Path | None = None) -> PoseModel:
+    """`kpose.load`: a kpose run or model folder, an official EfficientPose .h5, or an
+    exported model (.tflite, .onnx, TF.js folder), which then runs in its own runtime."""
+    if is_exported(path):
+        return load_exported(path)
+    return load_model(path, weights)

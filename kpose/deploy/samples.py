@@ -5,7 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kpose.transforms import DEFAULT_CROP_PADDING
+from kpose.data.images import load_image
+from kpose.data.pipeline import eval_dataset
+from kpose.data.sources import load_instances
+from kpose.transforms import DEFAULT_CROP_PADDING, affine_matrix, box_to_center_scale, warp_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -25,9 +28,6 @@ def crops_from(source, input_size: tuple[int, int], n: int = 32, split: str = "v
     paths = _image_paths(source)
     if paths is not None:
         return _whole_image_crops(paths[:n], input_size)
-    from kpose.data.pipeline import eval_dataset
-    from kpose.data.sources import load_instances
-
     inst = load_instances(source, split, progress=False)
     if len(inst) == 0:
         raise ValueError(f"{source!r} ({split}) has no person instances to crop")
@@ -51,9 +51,6 @@ def _image_paths(source) -> list[Path] | None:
 
 
 def _whole_image_crops(paths, input_size) -> np.ndarray:
-    from kpose.data.images import load_image
-    from kpose.transforms import affine_matrix, box_to_center_scale, warp_image
-
     ih, iw = input_size
     out = []
     for path in paths:

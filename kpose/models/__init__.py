@@ -1,1 +1,65 @@
-"""Model builders: one function per family, configs as plain data."""
+"""Model builders: one function per family, registered with its task and declared outputs.
+
+    from kpose.models import build_network, get_family
+    net = build_network({"family": "efficientpose", "variant": "rt", "input_size": [224, 224],
+                         "skeleton": COCO17.to_dict()})
+"""
+from __future__ import annotations
+
+from kpose.models.efficientpose import DETECTION_STRIDE, VARIANTS, build_efficientpose, efficientpose_outputs
+from kpose.models.official import official_weights_path
+from kpose.models.registry import BOTTOM_UP, TASKS, TOP_DOWN, Family, OutputSpec
+from kpose.skeletons import skeleton_from_entry
+
+
+def _efficientpose(variant: str, num_keypoints: int, num_limbs: int, input_size, training_outputs: bool):
+    return build_efficientpose(variant, num_keypoints=num_keypoints, input_size=input_size,
+                               training_outputs=training_outputs, num_limbs=num_limbs)
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family(name="efficientpose", task=TOP_DOWN, variants=tuple(VARIANTS), build=_efficientpose,
+           outputs=efficientpose_outputs, input_stride=DETECTION_STRIDE,
+           detection_output="pass3_detection2_confs", pretrained=official_weights_path,
+           description="EfficientPose RT / RT_LITE (Groos et al. 2020): person crop -> keypoint heatmaps"),
+)}
+
+
+def get_family(name: str) -> Family:
+    """The registered family `name`; ValueError listing the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
+
+
+def network_outputs(config: dict) -> tuple[OutputSpec, ...]:
+    """The supervised outputs a config's network declares, in the training network's order."""
+    skeleton = skeleton_from_entry(config["skeleton"])
+    return get_family(config["family"]).outputs(config["variant"], skeleton.num_keypoints, len(skeleton.limbs))
+
+
+def build_network(config: dict, training_outputs: bool = False):
+    """The tf_keras functional network a model config describes (random weights, float).
+
+    config needs family, variant, input_size and skeleton (a full entry or a built-in name).
+    training_outputs: every supervised output (see network_outputs) instead of the inference ones.
+    Quantisation is not applied here (kpose.models.quantize.quantize_model does it).
+    """
+    family = get_family(config["family"])
+    if config["variant"] not in family.variants:
+        raise ValueError(f"model.variant={config['variant']!r} is not a {family.name} variant; "
+                         f"known: {', '.join(family.variants)}")
+    size = config.get("input_size")
+    if size is not None:
+        size = tuple(int(v) for v in size)
+        if any(v % family.input_stride for v in size):
+            raise ValueError(f"model.input_size={list(size)}: {family.name} needs multiples of "
+                             f"{family.input_stride}")
+    skeleton = skeleton_from_entry(config["skeleton"])
+    return family.build(config["variant"], skeleton.num_keypoints, len(skeleton.limbs), size,
+                        training_outputs)
+
+
+__all__ = ["FAMILIES", "TASKS", "TOP_DOWN", "BOTTOM_UP", "Family", "OutputSpec", "get_family",
+           "build_network", "network_outputs"]

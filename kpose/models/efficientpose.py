@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from kpose._tf import keras
+from kpose.models.registry import OutputSpec
 
 ESWISH_BETA = 1.25
 # Stride of the backbone features and the three detection passes; the upscaled
@@ -335,3 +336,13 @@ def build_efficientpose(
         layer = model.get_layer("upscaled_confs" if k == n_up else f"upscaled_deconv{k}")
         layer.kernel.assign(kernel)
     return model
+
+
+def efficientpose_outputs(variant: str, num_keypoints: int, num_limbs: int) -> tuple[OutputSpec, ...]:
+    """The supervised outputs of `build_efficientpose(..., training_outputs=True)`, in order."""
+    return (
+        OutputSpec("pass1_skeleton_pafs", "pafs", DETECTION_STRIDE, 2 * num_limbs),
+        OutputSpec("pass2_detection1_confs", "heatmaps", DETECTION_STRIDE, num_keypoints),
+        OutputSpec("pass3_detection2_confs", "heatmaps", DETECTION_STRIDE, num_keypoints),
+        OutputSpec("upscaled_confs", "heatmaps", 1, num_keypoints, inference=True),
+    )

@@ -182,18 +182,6 @@ def normalize_like_official(image: np.ndarray, variant: str) -> np.ndarray:
 OFFICIAL_HEATMAP_SIGMA = 8.0
 
 
-def load_official_pose_model(path):
-    """`kpose.load` for an official .h5: a PoseModel in MPII16 order, full-resolution maps."""
-    from kpose.codecs.heatmap import HeatmapCodec
-    from kpose.pose_model import PoseModel, model_config
-
-    model, info = load_official_h5(str(path))
-    size = tuple(info["input_size"])
-    codec = HeatmapCodec(input_size=size, heatmap_size=size, sigma=OFFICIAL_HEATMAP_SIGMA)
-    config = model_config("efficientpose", info["variant"], size, MPII16, codec, official=info)
-    return PoseModel(model, config)
-
-
 # The release files, by variant (github.com/daniegr/EfficientPose, Apache-2.0); the
 # repository names RT_LITE's Keras file EfficientPoseRTLite.h5.
 OFFICIAL_FILES = {"rt": ("EfficientPoseRT.h5",),

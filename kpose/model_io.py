@@ -1,0 +1,79 @@
+"""Reading models kpose can build: saved kpose models (float or QAT) and the official
+EfficientPose releases. Exported files (.tflite, .onnx, TF.js) are read by
+kpose.deploy.runtime; `kpose.load` (kpose.loading) takes any of them.
+
+Weights are always assigned to a network rebuilt by kpose's own builder from the
+config; no code from a model file is ever executed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+
+from kpose.codecs import HeatmapCodec
+from kpose.models import build_network
+from kpose.models.efficientpose import INPUT_NORMALIZATION
+from kpose.models.official import OFFICIAL_HEATMAP_SIGMA, load_official_h5
+from kpose.models.quantize import quantize_model
+from kpose.pose_model import CONFIG_FILE, WEIGHTS_FILE, PoseModel, model_config
+from kpose.skeletons import MPII16
+
+
+def model_folder(path: str | Path) -> Path:
+    """The folder holding kpose.json: `path` itself or a run folder's model/."""
+    p = Path(path)
+    if p.is_dir() and not (p / CONFIG_FILE).exists() and (p / "model" / CONFIG_FILE).exists():
+        p = p / "model"
+    if not (p / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{p}: no {CONFIG_FILE} here; pass a run folder (runs/<run>), "
+                                f"a saved model folder, or an official EfficientPose .h5 file")
+    return p
+
+
+def load_saved(path: str | Path, weights: str | Path | None = None) -> PoseModel:
+    """A saved kpose model folder (or run folder): network rebuilt from kpose.json, weights loaded."""
+    p = model_folder(path)
+    config = json.loads((p / CONFIG_FILE).read_text())
+    net = build_network(config)
+    quantization = config.get("quantization")
+    if quantization == "qat":
+        net = quantize_model(net)
+        # tfmot names its input QuantizeLayer by a global counter: load by topology
+        # (the QAT graph is rebuilt deterministically from the same config).
+        net.load_weights(str(weights or p / WEIGHTS_FILE))
+    elif quantization is not None:
+        raise ValueError(f"{p / CONFIG_FILE}: quantization {quantization!r}; known: qat (or absent)")
+    else:
+        load_weights(net, weights or p / WEIGHTS_FILE)
+    return PoseModel(net, config)
+
+
+def load_official(path: str | Path) -> PoseModel:
+    """An official EfficientPose .h5 as a PoseModel in MPII16 order, full-resolution maps."""
+    net, info = load_official_h5(str(path))
+    size = tuple(info["input_size"])
+    codec = HeatmapCodec(input_size=size, heatmap_size=size, sigma=OFFICIAL_HEATMAP_SIGMA)
+    return PoseModel(net, model_config("efficientpose", info["variant"], size, MPII16, codec, official=info))
+
+
+def load_model(path: str | Path, weights: str | Path | None = None) -> PoseModel:
+    """A kpose model folder, run folder or official EfficientPose .h5 as a PoseModel."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".h5":
+        return load_official(p)
+    return load_saved(p, weights)
+
+
+def load_weights(net, path: str | Path) -> None:
+    """Load an h5 weights file by layer name; every layer with weights must be in it,
+    except the builder-set input normalisation (older runs saved it as a weightless layer)."""
+    with h5py.File(path, "r") as f:
+        saved = {n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]}
+    fixed = {INPUT_NORMALIZATION, "quant_" + INPUT_NORMALIZATION}
+    missing = [l.name for l in net.layers if l.weights and l.name not in saved and l.name not in fixed]
+    if missing:
+        raise ValueError(f"{path}: no weights for layers {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
+                         f"the file does not belong to this model config ({CONFIG_FILE})")
+    net.load_weights(str(path), by_name=True)

@@ -1,0 +1,68 @@
+"""The model registry: one builder per family, each declaring its task and outputs.
+
+A family's builder makes a tf_keras functional network from plain numbers; its
+declared outputs (name, kind, stride, channels) are what training encodes targets
+for, what export names, and what decoding reads. Nothing outside this module and
+the builders themselves looks at a family's name to decide anything: the task
+(`top_down` or `bottom_up`) does that.
+
+Builder signature::
+
+    build(variant: str, num_keypoints: int, num_limbs: int, input_size: (h, w) | None,
+          training_outputs: bool) -> keras.Model
+
+With training_outputs the network returns every supervised output in the order
+`outputs(variant, K, L)` lists them (intermediate supervision); without, only the
+outputs marked `inference`, in that order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+TOP_DOWN, BOTTOM_UP = "top_down", "bottom_up"
+TASKS = (TOP_DOWN, BOTTOM_UP)
+# heatmaps: one channel per keypoint; pafs: (x, y) per limb; limb_heatmaps: one per limb.
+OUTPUT_KINDS = ("heatmaps", "pafs", "limb_heatmaps")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output of a network.
+
+    name: the output layer's name. kind: one of OUTPUT_KINDS. stride: input pixels
+    per output pixel. channels: number of channels. inference: part of the
+    deployed model's outputs (the last stage), not only supervised in training.
+    """
+
+    name: str
+    kind: str
+    stride: int
+    channels: int
+    inference: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise ValueError(f"output {self.name!r}: kind {self.kind!r}; known: {', '.join(OUTPUT_KINDS)}")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: its task, builder, declared outputs and input constraint."""
+
+    name: str
+    task: str
+    variants: tuple[str, ...]
+    build: Callable
+    outputs: Callable[[str, int, int], tuple[OutputSpec, ...]]
+    input_stride: int
+    # The output that holds the inference heatmaps at the detection grid, before any
+    # fixed upscaling (exported with heatmaps="detection"); None when there is none.
+    detection_output: str | None = None
+    # variant -> path of released weights for `init: official` (FileNotFoundError with the fix).
+    pretrained: Callable[[str], object] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"family {self.name!r}: task {self.task!r}; known: {', '.join(TASKS)}")

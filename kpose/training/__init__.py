@@ -1,0 +1,9 @@
+"""Training: `kpose.train(recipe=...)` and what it is made of.
+
+targets (declared outputs -> tf.data targets), trainer (losses, schedule), transfer
+(starting from trained weights), validation (the evaluation callback), engine (the
+one call), distill (label-free QAT of a float model).
+"""
+from kpose.training.engine import Run, train, untrained_model
+
+__all__ = ["Run", "train", "untrained_model"]

@@ -1,0 +1,326 @@
+"""kpose.train: recipe -> trained, evaluated, saved run folder, in one call."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from kpose import plots
+from kpose._tf import keras, tf
+from kpose.codecs import HeatmapCodec
+from kpose.data.sources import load_instances
+from kpose.metrics import evaluate_instances
+from kpose.models import TOP_DOWN, build_network, get_family, network_outputs
+from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, quantize_model
+from kpose.pose_model import PoseModel, model_config
+from kpose.recipe import load_recipe
+from kpose.skeletons import get_skeleton
+from kpose.training.targets import target_specs, training_batches
+from kpose.training.trainer import WarmupCosine, make_trainer
+from kpose.training.transfer import init_weights, resolve_init, save_training_heads
+from kpose.training.validation import EvalCallback
+
+log = logging.getLogger("kpose")
+
+
+@dataclass
+class Run:
+    """What `kpose.train` returns: the run folder, final metrics and the trained model."""
+
+    dir: Path
+    metrics: dict
+    model: PoseModel
+    recipe: dict
+    history: dict = field(default_factory=dict)
+
+
+# ---- the one call ----------------------------------------------------------------------
+
+def _strategy() -> tf.distribute.Strategy:
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 0 else tf.distribute.get_strategy()
+
+
+def _run_dir(root: str | Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d = Path(root) / f"{name}-{stamp}"
+    i = 1
+    while d.exists():
+        i += 1
+        d = Path(root) / f"{name}-{stamp}-{i}"
+    d.mkdir(parents=True)
+    return d
+
+
+def untrained_model(recipe: str = "efficientpose_rt", overrides: dict[str, Any] | None = None) -> PoseModel:
+    """The PoseModel a recipe trains, with fresh weights (for export and QAT checks)."""
+    cfg = load_recipe(recipe, overrides)
+    net = build_network(_network_config(cfg), training_outputs=True)
+    config = _model_config(cfg, {"train": cfg["data"]["train"], "val": cfg["data"]["val"]})
+    return PoseModel(inference_network(net, cfg), config)
+
+
+def _network_config(cfg: dict) -> dict:
+    """The part of a model config that build_network needs, from a resolved recipe."""
+    mcfg = cfg["model"]
+    family = get_family(mcfg["family"])
+    if family.task != TOP_DOWN:
+        raise ValueError(f"recipe model.family={family.name!r} is a {family.task} model; "
+                         f"kpose.train trains top-down models only so far")
+    return {"family": mcfg["family"], "variant": mcfg["variant"],
+            "input_size": [int(v) for v in mcfg["input_size"]],
+            "skeleton": get_skeleton(cfg["skeleton"]).to_dict()}
+
+
+def _targets(cfg: dict, input_size) -> list:
+    """Target specs of the recipe's network for batches of `input_size`."""
+    return target_specs(network_outputs(_network_config(cfg)), input_size, cfg["codec"]["sigma"],
+                        cfg["codec"]["paf_width"])
+
+
+def _model_config(cfg: dict, data_spec: dict) -> dict:
+    """The config saved with the trained model: its codec decodes the inference output."""
+    ncfg = _network_config(cfg)
+    input_size = tuple(ncfg["input_size"])
+    outputs = network_outputs(ncfg)
+    final = _targets(cfg, input_size)[[o.inference for o in outputs].index(True)]
+    if cfg["codec"]["type"] != "heatmap":
+        raise ValueError(f"recipe codec.type={cfg['codec']['type']!r}: top-down training decodes "
+                         f"heatmaps; known: heatmap")
+    codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
+    return model_config(ncfg["family"], ncfg["variant"], input_size, get_skeleton(cfg["skeleton"]), codec,
+                        crop_padding=cfg["augment"]["box_padding"], recipe=cfg["name"], data=data_spec)
+
+
+def inference_network(net, cfg: dict):
+    """The deployed network: the training network's inference outputs only (shared layers)."""
+    outputs = network_outputs(_network_config(cfg))
+    keep = [out for spec, out in zip(outputs, net.outputs) if spec.inference]
+    return keras.Model(net.inputs, keep[0] if len(keep) == 1 else keep, name=net.name)
+
+
+def _size_stages(tcfg: dict, input_size: tuple) -> list[tuple[int, int, tuple]]:
+    """(first epoch, end epoch, input size) of each fit: progressive resizing.
+
+    With train.early_input_size set, the first train.early_epochs run on smaller crops
+    (cheaper steps; the network is fully convolutional), the rest at the model's size.
+    The last epoch always runs at the model's size, and an early size that is not
+    smaller than the model's (say after --set model.input_size=[64,64]) is not used.
+    """
+    epochs = int(tcfg["epochs"])
+    early = tcfg.get("early_input_size")
+    if early and (len(early) != 2 or any(int(v) % 8 for v in early)):
+        raise ValueError(f"recipe train.early_input_size={early!r}: expected [height, width], "
+                         f"multiples of 8 (e.g. [128, 96])")
+    smaller = bool(early) and all(int(e) < int(m) for e, m in zip(early, input_size))
+    n = max(0, min(int(tcfg.get("early_epochs") or 0), epochs - 1)) if smaller else 0
+    stages = [(0, n, tuple(int(v) for v in early))] if n else []
+    if epochs > 0:
+        stages.append((n, epochs, tuple(input_size)))
+    return stages
+
+
+@contextlib.contextmanager
+def _any_input_size(net):
+    """Let a fixed-size functional network run on batches of another size meanwhile.
+
+    Every layer of kpose's networks is convolutional or global pooling; only Keras's
+    input check is tied to the size the model was built for.
+    """
+    spec = net.input_spec
+    net.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: int(net.input_shape[-1])})
+    try:
+        yield
+    finally:
+        net.input_spec = spec
+
+
+def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
+          epochs: int | None = None, batch_size: int | None = None,
+          overrides: dict[str, Any] | None = None, runs_dir: str | Path = "runs",
+          progress: bool = True, qat: bool | None = None, init: str | Path | None = None) -> Run:
+    """Train a packaged (or YAML-file) recipe end to end and return the Run.
+
+    data: "synthetic" (default, the embedded dataset), "coco:ANN.json:IMAGES",
+    "mpii:LIST.json:IMAGES", or {"train": spec, "val": spec}.
+    overrides: dotted recipe keys, e.g. {"train.lr": 5e-4, "model.input_size": [128, 128]}.
+    qat: after the float stage, fine-tune with quantisation-aware training for the
+      recipe's qat.epochs (None: the recipe's qat.enabled). The run's model is then the
+      QAT model (export it with precision "qat"); the float model is kept in model_float/.
+    init: start from a trained model (run folder, model folder or official .h5), e.g.
+      `train(recipe, init="runs/<run>", epochs=0, qat=True)` quantises a trained model.
+    """
+    ov = dict(overrides or {})
+    if epochs is not None:
+        ov["train.epochs"] = int(epochs)
+    if batch_size is not None:
+        ov["train.batch_size"] = int(batch_size)
+    if data is not None:
+        if isinstance(data, dict):
+            ov.update({f"data.{k}": v for k, v in data.items()})
+        else:
+            ov["data.train"] = ov["data.val"] = data
+    cfg = load_recipe(recipe, ov)
+    if qat is not None:
+        cfg["qat"]["enabled"] = bool(qat)
+    if init is not None:
+        cfg["init"] = str(init)
+    tcfg, mcfg = cfg["train"], cfg["model"]
+    init = None if cfg["init"] is None else resolve_init(cfg["init"], mcfg)  # fail before any work
+    tf.keras.utils.set_random_seed(int(tcfg["seed"]))
+    run_dir = _run_dir(runs_dir, cfg["name"])
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    print(f"kpose: run folder {run_dir}", flush=True)
+
+    skeleton = get_skeleton(cfg["skeleton"])
+    data_spec = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
+    train_set = load_instances(data_spec, "train", progress=progress)
+    val_set = load_instances(data_spec, "val", progress=progress)
+    if cfg["data"]["max_val"]:
+        val_set = val_set.select(np.arange(min(len(val_set), int(cfg["data"]["max_val"]))))
+    for split, inst in (("train", train_set), ("val", val_set)):
+        print(f"kpose: {split}: {inst.summary()}", flush=True)
+        if inst.skeleton.name != skeleton.name:
+            raise ValueError(f"data.{split} = {cfg['data'][split]!r} has {inst.skeleton.name} keypoints "
+                             f"but the recipe's skeleton is {skeleton.name}; set skeleton: "
+                             f"{inst.skeleton.name} in the recipe (or --set skeleton={inst.skeleton.name})")
+        if len(inst) == 0:
+            raise ValueError(f"data.{split} = {cfg['data'][split]!r} has no usable person instances "
+                             f"({inst.summary()}); check the annotation file and image folder")
+
+    config = _model_config(cfg, data_spec)
+    input_size = tuple(int(v) for v in mcfg["input_size"])
+    strategy = _strategy()
+    global_batch = int(tcfg["batch_size"]) * strategy.num_replicas_in_sync
+    steps = int(tcfg["steps_per_epoch"] or max(len(train_set) // global_batch, 1))
+    total = max(steps * int(tcfg["epochs"]), 1)
+
+    with strategy.scope():
+        net = build_network(_network_config(cfg), training_outputs=True)
+        specs = _targets(cfg, input_size)
+        trainer = make_trainer(net, specs, cfg["loss"], global_batch)
+        lr = WarmupCosine(tcfg["lr"], int(tcfg["warmup_epochs"] * steps), total)
+        if tcfg["optimizer"] == "adamw":
+            opt = keras.optimizers.AdamW(lr, weight_decay=tcfg["weight_decay"])
+        elif tcfg["optimizer"] == "adam":
+            opt = keras.optimizers.Adam(lr)
+        else:
+            raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
+        trainer.compile(optimizer=opt)
+        if init is not None:
+            summary = init_weights(net, init, skeleton, mcfg)
+            print(f"kpose: initialised {summary}", flush=True)
+
+    inference = inference_network(net, cfg)
+    pose_model = PoseModel(inference, config)
+
+    ds_kw = dict(seed=int(tcfg["seed"]), shuffle_buffer=int(tcfg["shuffle_buffer"]))
+    ds = training_batches(train_set, input_size, specs, cfg["augment"], global_batch, **ds_kw)
+    ckpt = run_dir / "checkpoints"
+    ckpt.mkdir()
+    key = "AP" if skeleton.sigmas is not None else "PCKh@0.5"
+    evaluator = EvalCallback(pose_model, val_set, tcfg["eval_every"], ckpt,
+                             cfg["eval"]["batch_size"], key, bool(cfg["eval"]["flip_test"]),
+                             total_epochs=int(tcfg["epochs"]))
+    callbacks = [
+        evaluator,
+        keras.callbacks.ModelCheckpoint(str(ckpt / "last.weights.h5"), save_weights_only=True),
+        # append: the early-size stage and the rest are two fits into one log (the run folder is new)
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False,
+                                    profile_batch=0),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    t0 = time.time()
+    history: dict = {}
+    for first, last, size in _size_stages(tcfg, input_size):
+        stage_trainer, stage_ds, any_size = trainer, ds, contextlib.nullcontext()
+        if size != input_size:
+            stage_specs = _targets(cfg, size)
+            with strategy.scope():
+                stage_trainer = make_trainer(net, stage_specs, cfg["loss"], global_batch)
+                stage_trainer.compile(optimizer=opt)  # the same optimizer: its moments carry over
+            stage_ds = training_batches(train_set, size, stage_specs, cfg["augment"], global_batch, **ds_kw)
+            any_size = _any_input_size(net)
+            print(f"kpose: epochs {first + 1}-{last} at {size[0]}x{size[1]} "
+                  f"(train.early_input_size), then {input_size[0]}x{input_size[1]}", flush=True)
+        with any_size:
+            hist = stage_trainer.fit(stage_ds, initial_epoch=first, epochs=last, steps_per_epoch=steps,
+                                     callbacks=callbacks, verbose=1 if progress else 2)
+        for k, v in hist.history.items():
+            history.setdefault(k, []).extend(v)
+    train_seconds = time.time() - t0
+
+    if (ckpt / "best.weights.h5").exists():
+        inference.load_weights(str(ckpt / "best.weights.h5"))
+    eval_kw = dict(batch_size=cfg["eval"]["batch_size"], flip_test=bool(cfg["eval"]["flip_test"]))
+
+    float_metrics = None
+    if cfg["qat"]["enabled"]:
+        float_metrics = dict(evaluator.best_metrics) or evaluate_instances(pose_model, val_set, **eval_kw)
+        pose_model.save(run_dir / "model_float")
+        save_training_heads(net, inference, run_dir / "model_float")
+        print(f"kpose: float model {key}={float_metrics.get(key, float('nan')):.4f}; "
+              f"quantisation-aware training for {cfg['qat']['epochs']} epochs", flush=True)
+        pose_model, qat_hist, qat_seconds = _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy,
+                                                       config, val_set, ckpt, key, run_dir, progress)
+        history.update({f"qat_{k}": v for k, v in qat_hist.items()})
+        train_seconds += qat_seconds
+
+    if float_metrics is None and evaluator.best_metrics:
+        # The final model is the best checkpoint: its evaluation is already done.
+        metrics = dict(evaluator.best_metrics)
+        shutil.copyfile(evaluator.best_predictions, run_dir / "val_predictions.json")
+    else:
+        metrics = evaluate_instances(pose_model, val_set, results_file=run_dir / "val_predictions.json",
+                                     **eval_kw)
+    if float_metrics is not None:
+        metrics["float"] = {k: v for k, v in float_metrics.items() if isinstance(v, float)}
+    metrics.update({"train_seconds": round(train_seconds, 1), "epochs": int(tcfg["epochs"]),
+                    "steps_per_epoch": steps, "global_batch": global_batch,
+                    "replicas": strategy.num_replicas_in_sync,
+                    "train_instances": len(train_set), "val_instances": len(val_set),
+                    "skipped_train": dict(train_set.skipped), "skipped_val": dict(val_set.skipped)})
+    pose_model.save(run_dir / "model")
+    if float_metrics is None:
+        save_training_heads(net, inference, run_dir / "model")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plots.loss_curves(run_dir / "history.csv", run_dir / "loss.png", run_dir / "validation.csv")
+    plots.prediction_grid(pose_model, val_set, run_dir / "val_predictions.png")
+    print(f"kpose: done in {train_seconds:.0f}s; {key}={metrics.get(key, float('nan')):.4f}; "
+          f"run saved in {run_dir}", flush=True)
+    return Run(dir=run_dir, metrics=metrics, model=pose_model, recipe=cfg,
+               history={k: [float(x) for x in v] for k, v in history.items()})
+
+
+def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, val_set, ckpt, key,
+               run_dir, progress):
+    """Fine-tune a QAT copy of the trained float network; returns (PoseModel, history, seconds)."""
+    qcfg = cfg["qat"]
+    epochs = int(qcfg["epochs"])
+    with strategy.scope():
+        qnet = quantize_model(net)
+        calibrate_ranges(qnet, ds.take(CALIBRATION_BATCHES), strategy)
+        trainer = make_trainer(qnet, specs, cfg["loss"], global_batch)
+        lr = WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1))
+        trainer.compile(optimizer=keras.optimizers.Adam(lr))
+    inference = inference_network(qnet, cfg)
+    pose_model = PoseModel(inference, dict(config, quantization="qat"))
+    qckpt = ckpt / "qat"
+    qckpt.mkdir(exist_ok=True)
+    evaluator = EvalCallback(pose_model, val_set, max(epochs, 1), qckpt, cfg["eval"]["batch_size"],
+                             key, bool(cfg["eval"]["flip_test"]))
+    callbacks = [evaluator, keras.callbacks.CSVLogger(str(run_dir / "history_qat.csv")),
+                 keras.callbacks.TerminateOnNaN()]
+    t0 = time.time()
+    hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
+                       verbose=1 if progress else 2) if epochs > 0 else None
+    return pose_model, (hist.history if hist else {}), time.time() - t0

@@ -1,0 +1,108 @@
+"""The training objective: per-output losses with intermediate supervision, and the LR schedule."""
+from __future__ import annotations
+
+import math
+
+from kpose._tf import keras, tf
+from kpose.training.targets import TargetSpec
+
+
+class PoseTrainer(keras.Model):
+    """Wraps a multi-output network with kpose's visibility-weighted pass losses.
+
+    Every pass is supervised (intermediate supervision); each channel's squared
+    error is weighted by its target weight (0 for unlabelled or out-of-crop
+    keypoints and for limbs missing an endpoint).
+    """
+
+    def __init__(self, net, specs: list[TargetSpec], pass_weights, scale: float, global_batch: int,
+                 foreground_weight: float = 0.0):
+        super().__init__()
+        self.net = net
+        self.specs = specs
+        self.pass_weights = [float(w) for w in pass_weights]
+        if len(self.pass_weights) != len(specs):
+            raise ValueError(f"recipe loss.pass_weights has {len(self.pass_weights)} entries; the "
+                             f"model has {len(specs)} supervised outputs {[s.name for s in specs]}")
+        self.scale = float(scale)
+        self.foreground_weight = float(foreground_weight)
+        self.global_batch = global_batch
+        names = ["loss"] + [s.name for s in specs]
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    def get_config(self):
+        # The wrapper is rebuilt from the recipe, never deserialised.
+        return {}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, x, training=False):
+        return self.net(x, training=training)
+
+    def _pass_losses(self, targets, weights, outputs):
+        per_sample, parts = 0.0, {}
+        for spec, out, pw in zip(self.specs, outputs, self.pass_weights):
+            t, w = targets[spec.name], weights[spec.name]
+            if spec.kind == "pafs":  # one weight per limb, two channels (x, y) per limb
+                w = tf.repeat(w, 2, axis=-1)
+            sq = tf.square(tf.cast(out, tf.float32) - t)
+            if self.foreground_weight:
+                # Gaussian peaks cover a tiny fraction of a map: without extra weight on
+                # them a from-scratch model first learns to predict zeros everywhere and
+                # sits on that plateau. Per-pixel weights keep the optimum at the target.
+                sq = sq * (1.0 + self.foreground_weight * tf.abs(t))
+            err = tf.reduce_mean(sq, axis=[1, 2])  # [B, C]
+            sample = self.scale * tf.reduce_mean(err * w, axis=-1)  # [B]
+            parts[spec.name] = tf.nn.compute_average_loss(sample, global_batch_size=self.global_batch)
+            per_sample += pw * sample
+        loss = tf.nn.compute_average_loss(per_sample, global_batch_size=self.global_batch)
+        if self.net.losses:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(self.net.losses))
+        return loss, parts
+
+    def train_step(self, data):
+        x, targets, weights = data
+        with tf.GradientTape() as tape:
+            outputs = self.net(x, training=True)
+            loss, parts = self._pass_losses(targets, weights, outputs)
+        variables = self.net.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return self._track(loss, parts)
+
+    def test_step(self, data):
+        x, targets, weights = data
+        loss, parts = self._pass_losses(targets, weights, self.net(x, training=False))
+        return self._track(loss, parts)
+
+    def _track(self, loss, parts):
+        # Trackers see per-replica shares; multiply back so logs show the batch mean.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self.trackers["loss"].update_state(loss * replicas)
+        for k, v in parts.items():
+            self.trackers[k].update_state(v * replicas)
+        return {k: m.result() for k, m in self.trackers.items()}
+
+
+def make_trainer(net, specs: list[TargetSpec], loss: dict, global_batch: int) -> PoseTrainer:
+    """The PoseTrainer for a recipe's `loss` section."""
+    return PoseTrainer(net, specs, loss["pass_weights"], loss["scale"], global_batch,
+                       loss["foreground_weight"])
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up then cosine decay to 1% of the peak rate."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+        self.peak, self.warmup, self.total = float(peak), int(warmup_steps), int(total_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.peak * (step + 1) / max(self.warmup, 1)
+        progress = tf.clip_by_value((step - self.warmup) / max(self.total - self.warmup, 1), 0.0, 1.0)
+        cosine = self.peak * (0.01 + 0.99 * 0.5 * (1 + tf.cos(math.pi * progress)))
+        return tf.where(step < self.warmup, warm, cosine)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup, "total_steps": self.total}

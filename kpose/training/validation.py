@@ -1,0 +1,54 @@
+"""Validation during training: evaluate every N epochs, keep the best weights."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from kpose._tf import keras
+from kpose.data.records import Instances
+from kpose.metrics import evaluate_instances
+from kpose.pose_model import PoseModel
+
+
+class EvalCallback(keras.callbacks.Callback):
+    """Evaluates on the validation split every N epochs; keeps the best weights."""
+
+    def __init__(self, pose_model: PoseModel, val: Instances, every: int, ckpt_dir: Path,
+                 batch_size: int, key: str, flip_test: bool = False, total_epochs: int | None = None):
+        super().__init__()
+        self.total_epochs = total_epochs  # fit may run in stages; the last epoch is always evaluated
+        self.flip_test = flip_test
+        self.pose_model, self.val, self.every = pose_model, val, max(int(every), 1)
+        self.ckpt_dir, self.batch_size, self.key = ckpt_dir, batch_size, key
+        self.best = -np.inf
+        self.best_metrics: dict = {}  # of the weights in best.weights.h5, predictions beside them
+        self.best_predictions = ckpt_dir / "best_predictions.json"
+        # Validation runs every N epochs; CSVLogger fixes its columns at epoch 1,
+        # so validation metrics get their own file.
+        self.csv = ckpt_dir.parent / "validation.csv"
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = epoch + 1 == (self.total_epochs or self.params.get("epochs"))
+        if (epoch + 1) % self.every and not last:
+            return
+        latest = self.ckpt_dir / "latest_predictions.json"
+        m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size,
+                               results_file=latest, flip_test=self.flip_test)
+        scalars = {k: v for k, v in m.items() if isinstance(v, float)}
+        new_file = not self.csv.exists()
+        with self.csv.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["epoch", *scalars])
+            if new_file:
+                w.writeheader()
+            w.writerow({"epoch": epoch, **scalars})
+        for k, v in m.items():
+            if logs is not None and isinstance(v, float):
+                logs[f"val_{k}"] = v
+        score = m.get(self.key, -np.inf)
+        if score > self.best:
+            self.best, self.best_metrics = score, m
+            self.pose_model.keras_model.save_weights(str(self.ckpt_dir / "best.weights.h5"))
+            latest.replace(self.best_predictions)
+        print(f"  validation {self.key}={score:.4f} (best {self.best:.4f})", flush=True)
