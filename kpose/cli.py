@@ -115,6 +115,26 @@ def _cmd_recipes(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(a: argparse.Namespace) -> int:
+    from kpose.models import FAMILIES, build_network
+    from kpose.models.flops import count_flops, count_parameters
+    from kpose.skeletons import get_skeleton
+
+    skeleton = get_skeleton(a.skeleton)
+    print(f"{'family':22s} {'variant':9s} {'task':9s} {'input':9s} {'params':>9s} {'GMACs':>8s}  description")
+    for family in FAMILIES.values():
+        if a.family and family.name != a.family:
+            continue
+        size = tuple(a.size) if a.size else family.reference_input_size
+        for variant in family.variants:
+            net = build_network({"family": family.name, "variant": variant, "input_size": list(size),
+                                 "skeleton": skeleton.to_dict()})
+            print(f"{family.name:22s} {variant:9s} {family.task:9s} {size[0]}x{size[1]:<5d} "
+                  f"{count_parameters(net) / 1e6:8.2f}M {count_flops(net, size) / 1e9:8.2f}  "
+                  f"{family.description}", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kpose", description="Human pose estimation: train, predict, "
                                 "evaluate, export, demo. Run `kpose COMMAND --help` for each command.")
@@ -203,6 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tfjs-quantization", choices=["float16", "uint8"])
     d.add_argument("--build-only", action="store_true", help="build web_demo/dist and exit")
     d.set_defaults(func=_cmd_demo)
+
+    m = sub.add_parser("models", help="list the model families with parameters and multiply-adds",
+                       description="Every registered model family and variant: task (top_down: a person "
+                       "crop in; bottom_up: a whole image in, every person out), parameters and "
+                       "multiply-adds (GMACs, convolutions and dense layers, batch 1) at the size its "
+                       "paper reports (or --size), for a skeleton's keypoint and limb count.")
+    m.add_argument("--family", help="only this family")
+    m.add_argument("--skeleton", default="coco17", help="keypoints and limbs to size the heads for (default coco17)")
+    m.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the paper's)")
+    m.set_defaults(func=_cmd_models)
 
     r = sub.add_parser("recipes", help="list the packaged recipes",
                        description="List the packaged recipes with their model, input and data.")

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from kpose.codecs import pose_scores as instance_scores
 from kpose.data.records import Instances
+from kpose.skeletons import Skeleton
 
 COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
@@ -104,3 +106,34 @@ def evaluate_instances(model, instances: Instances, batch_size: int = 32,
         exclude = tuple(sk.index(n) for n in ("pelvis", "thorax") if n in sk.keypoints)
         metrics.update(pckh(pred, instances.keypoints, instances.head_sizes, exclude=exclude))
     return metrics
+
+
+def keypoint_columns(model_skeleton: Skeleton, data_skeleton: Skeleton) -> np.ndarray:
+    """Index array taking the data skeleton's keypoints, by name, from a model's output
+    (a model may predict more: OpenPose's neck is used for grouping, not scored on COCO)."""
+    missing = [n for n in data_skeleton.keypoints if n not in model_skeleton.keypoints]
+    if missing:
+        raise ValueError(f"the model ({model_skeleton.name}) does not predict {missing} of the data's "
+                         f"{data_skeleton.name} keypoints; evaluate on data with the model's keypoints")
+    return np.array([model_skeleton.index(n) for n in data_skeleton.keypoints])
+
+
+def evaluate_images(model, image_paths, image_ids, ann_file: str | Path, skeleton: Skeleton,
+                    results_file: str | Path | None = None, progress: bool = False,
+                    flip_test: bool = False) -> dict[str, float]:
+    """Bottom-up evaluation: every person `model.predict` finds in each whole image (no boxes
+    given), scored with pycocotools OKS AP against `ann_file` over these images."""
+    take = keypoint_columns(model.skeleton, skeleton)
+    results = []
+    for path, image_id in tqdm(list(zip(image_paths, image_ids)), disable=not progress, desc="predict"):
+        for pose in model.predict(str(path), flip_test=flip_test):
+            kp = pose.keypoints[take].astype(np.float64)
+            results.append({"image_id": int(image_id), "category_id": 1,
+                            "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
+                            "score": round(float(pose.score), 5)})
+    if results_file is not None:
+        write_results(results, results_file)
+    metrics = coco_keypoint_ap(ann_file, results, skeleton.sigmas_array(), image_ids=list(image_ids))
+    metrics["people_found"] = float(len(results))
+    return metrics
+

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from kpose.models.efficientpose import DETECTION_STRIDE, VARIANTS, build_efficientpose, efficientpose_outputs
 from kpose.models.official import official_weights_path
+from kpose.models.openpose import (LIGHTWEIGHT_VARIANTS, OUTPUT_STRIDE, VGG19_VARIANTS, build_openpose_lightweight,
+                                   build_openpose_vgg19, openpose_lightweight_outputs, openpose_vgg19_outputs)
 from kpose.models.registry import BOTTOM_UP, TASKS, TOP_DOWN, Family, OutputSpec
 from kpose.skeletons import skeleton_from_entry
 
@@ -21,7 +23,14 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family(name="efficientpose", task=TOP_DOWN, variants=tuple(VARIANTS), build=_efficientpose,
            outputs=efficientpose_outputs, input_stride=DETECTION_STRIDE,
            detection_output="pass3_detection2_confs", pretrained=official_weights_path,
+           reference_input_size=(224, 224),
            description="EfficientPose RT / RT_LITE (Groos et al. 2020): person crop -> keypoint heatmaps"),
+    Family(name="openpose_lightweight", task=BOTTOM_UP, variants=tuple(LIGHTWEIGHT_VARIANTS),
+           build=build_openpose_lightweight, outputs=openpose_lightweight_outputs, input_stride=OUTPUT_STRIDE,
+           description="Lightweight OpenPose (Osokin 2018): MobileNetV1 + CPM + 2 stages, heatmaps + PAFs"),
+    Family(name="openpose_vgg19", task=BOTTOM_UP, variants=tuple(VGG19_VARIANTS),
+           build=build_openpose_vgg19, outputs=openpose_vgg19_outputs, input_stride=OUTPUT_STRIDE,
+           description="OpenPose (Cao et al. 2017): VGG-19 + 6 two-branch stages, heatmaps + PAFs"),
 )}
 
 

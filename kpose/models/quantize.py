@@ -5,7 +5,7 @@ transposed convolutions, adds, concatenations and standard activations. kpose
 models also use layers it has no entry for; each of them gets an explicit
 `QuantizeConfig` here, so no layer is ever skipped silently:
 
-* ``Rescaling`` (the E-swish beta) and ``Multiply`` (squeeze-excitation) carry no
+* ``Rescaling`` (the E-swish beta) and ``Multiply`` (squeeze-excitation) and ``ELU`` (Lightweight OpenPose) carry no
   weights: their output is fake-quantised with a moving-average range, which is
   what the int8 TFLite MUL kernel needs. (A Rescaling with an offset would be a
   MUL and an ADD with no range between them; kpose's input normalisation is a
@@ -48,7 +48,7 @@ class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
 
 # Layer types kpose models use that tfmot's default registry does not handle.
-OUTPUT_QUANTIZED_LAYERS = ("Rescaling", "Multiply")
+OUTPUT_QUANTIZED_LAYERS = ("Rescaling", "Multiply", "ELU")
 # Handled by tfmot's model transforms (folded into the preceding convolution).
 FOLDED_LAYERS = ("BatchNormalization",)
 

@@ -61,6 +61,8 @@ class Family:
     detection_output: str | None = None
     # variant -> path of released weights for `init: official` (FileNotFoundError with the fix).
     pretrained: Callable[[str], object] | None = None
+    # (h, w) the family's paper or release reports its size at (`kpose models`).
+    reference_input_size: tuple[int, int] = (368, 368)
     description: str = ""
 
     def __post_init__(self) -> None:
