@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from kpose.data import synthetic
 from kpose.skeletons import COCO17
@@ -36,9 +39,6 @@ def _keypoints(d: dict) -> np.ndarray:
 
 
 def _oks_ap(gt_path: Path, results: list[dict]) -> float:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     gt = _quiet(COCO, str(gt_path))
     dt = _quiet(gt.loadRes, results)
     ev = COCOeval(gt, dt, "keypoints")
@@ -75,9 +75,6 @@ def test_val_split_holds_new_images(data):
 
 
 def test_coco_format(data):
-    from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-
     coco = _quiet(COCO, str(data["train"]))
     d = data["train_json"]
     (cat,) = d["categories"]
@@ -199,3 +196,59 @@ def test_preview_writes_png(data, tmp_path):
     out = synthetic.preview(data["train"], tmp_path / "preview.png", n=4)
     with Image.open(out) as im:
         assert im.size[0] > 200 and im.size[1] > 200
+
+
+# --------------------------------------------------------------------------- crowd variant
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def test_crowd_variant(tmp_path):
+    ann = synthetic.generate(tmp_path / "a", 12, seed=0, progress=False, crowd=True)
+    again = synthetic.generate(tmp_path / "b", 12, seed=0, progress=False, crowd=True)
+    assert ann.read_bytes() == again.read_bytes()
+    plain = synthetic.generate(tmp_path / "c", 1, seed=0, progress=False)
+    assert (tmp_path / "a/train/000000.jpg").read_bytes() != (tmp_path / "c/train/000000.jpg").read_bytes()
+    d = json.loads(ann.read_text())
+    assert d["info"]["variant"] == "crowd" and "variant" not in json.loads(plain.read_text())["info"]
+    people = [a for a in d["annotations"] if a["num_keypoints"] > 0]
+    per_image = Counter(a["image_id"] for a in people)
+    counts = [per_image.get(i + 1, 0) for i in range(12)]
+    assert max(counts) >= 9 and np.mean(counts) >= 5 and max(counts) <= len(synthetic.CROWD_SCENE.people_p)
+    boxes: dict = {}
+    for a in people:
+        boxes.setdefault(a["image_id"], []).append(a["bbox"])
+    ious = [_iou(p, q) for bs in boxes.values() for i, p in enumerate(bs) for q in bs[i + 1:]]
+    assert np.mean(np.array(ious) > 0.1) > 0.1       # people overlap (measured ~0.2 of pairs)
+    kp = _keypoints({"annotations": people})
+    assert 0.1 < np.mean(kp[..., 2] == 1) < 0.45      # occlusion, as in the default data
+    for a in d["annotations"]:
+        assert a["area"] > 0 and a["bbox"][2] > 0 and a["segmentation"]["size"] == [H, W]
+
+
+def test_too_hidden_people_become_keypointless_in_crowds():
+    mask = np.zeros((H, W), bool)
+    mask[10:20, 30:36] = True
+    kps = np.zeros((17, 3))
+    kps[0] = [33, 12, 2]
+    person = {"keypoints": kps, "mask": mask}
+    assert synthetic.dataset._annotation(person, 1, 1, H, W) is None
+    ann = synthetic.dataset._annotation(person, 1, 1, H, W, keep_hidden=True)
+    assert ann["num_keypoints"] == 0 and not any(ann["keypoints"])
+    assert ann["bbox"] == [30, 10, 6, 10] and ann["area"] == 60
+    person["mask"] = np.zeros((H, W), bool)  # not visible at all: nothing to ignore
+    assert synthetic.dataset._annotation(person, 1, 1, H, W, keep_hidden=True) is None
+
+
+def test_crowd_dataset_has_its_own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KPOSE_CACHE", str(tmp_path))
+    crowd = synthetic.ensure_dataset(num_train=2, num_val=1, progress=False, workers=1, crowd=True)
+    plain = synthetic.ensure_dataset(num_train=2, num_val=1, progress=False, workers=1)
+    assert crowd["train"].parents[1].name.startswith("synthetic-crowd-")
+    assert plain["train"].parents[1].name.startswith("synthetic-v")
+    assert json.loads((crowd["train"].parents[1] / "dataset.json").read_text())["variant"] == "crowd"

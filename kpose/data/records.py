@@ -1,10 +1,12 @@
-"""The in-memory form every reader produces: one row per person instance, columnar.
+"""The in-memory forms readers produce: one row per person (`Instances`, top-down)
+or one row per image with all its people (`ImageRecords`, bottom-up), columnar.
 
-Readers (COCO, MPII, synthetic) return an `Instances`; the tf.data pipeline,
-evaluation and plots consume it. Keypoints are (x, y, v) in *image pixel*
-coordinates of the stored image file, pixel centres at integer positions
-(see kpose.transforms for the convention); v is 0 = not labelled, 1 = labelled
-but occluded, 2 = labelled and visible (COCO's flags).
+Readers (COCO, MPII, synthetic) return `Instances`; the top-down tf.data
+pipeline, evaluation and plots consume it. COCO-format readers also return
+`ImageRecords` for the bottom-up pipeline (kpose.data.bottom_up). Keypoints
+are (x, y, v) in *image pixel* coordinates of the stored image file, pixel
+centres at integer positions (see kpose.transforms for the convention); v is
+0 = not labelled, 1 = labelled but occluded, 2 = labelled and visible (COCO's flags).
 """
 from __future__ import annotations
 
@@ -79,6 +81,99 @@ class Instances:
     def summary(self) -> str:
         """One line for logs: counts kept, skipped by reason, and repairs ("warning: ...")."""
         line = f"{len(self)} person instances in {len(np.unique(self.image_ids))} images from {self.source}"
+        dropped = {k: v for k, v in self.skipped.items() if not k.startswith("warning:")}
+        repaired = {k[len("warning:"):].strip(): v for k, v in self.skipped.items()
+                    if k.startswith("warning:")}
+        if dropped:
+            line += (f"; skipped {sum(dropped.values())} ("
+                     + ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items())) + ")")
+        if repaired:
+            line += "; repaired " + ", ".join(f"{k}: {v}" for k, v in sorted(repaired.items()))
+        return line
+
+
+@dataclass
+class ImageRecords:
+    """Images of one dataset split for bottom-up training: one row per image, all its people.
+
+    image_paths:  [N] str, the file to decode (a normalised copy when needed).
+    image_ids:    [N] int64, COCO image id.
+    image_sizes:  [N, 2] int32, (height, width).
+    keypoints:    [N, M, K, 3] float32, (x, y, v) in image pixels of every labelled
+                  person, padded with zeros (v=0) to M = the most people in one image.
+    num_people:   [N] int32, how many of the M rows of each image are people.
+    bboxes:       [N, M, 4] float32, (x, y, w, h) clipped to the image; zeros as padding.
+    areas:        [N, M] float32, the OKS area (COCO `area`); zeros as padding.
+    ann_ids:      [N, M] int64, annotation ids; -1 as padding.
+    ignore_paths: [N] str, a PNG mask (uint8, 255 = ignore) of the image's size covering
+                  crowd regions and people without usable keypoints; '' when the image has none.
+    num_ignore:   [N] int32, how many annotations the ignore mask covers.
+    skeleton, source, ann_file: as in `Instances`.
+    skipped:      reason -> count of annotations (person reasons) or images (image reasons:
+                  bad image, no labelled people) left out; "warning: ..." reasons are repairs.
+    ignored:      reason -> count of annotations turned into ignore regions (e.g. iscrowd).
+    """
+
+    image_paths: np.ndarray
+    image_ids: np.ndarray
+    image_sizes: np.ndarray
+    keypoints: np.ndarray
+    num_people: np.ndarray
+    bboxes: np.ndarray
+    areas: np.ndarray
+    ann_ids: np.ndarray
+    ignore_paths: np.ndarray
+    num_ignore: np.ndarray
+    skeleton: Skeleton
+    source: str = ""
+    ann_file: str | None = None
+    skipped: Counter = field(default_factory=Counter)
+    ignored: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        n = len(self.image_paths)
+        for name in ("image_ids", "image_sizes", "keypoints", "num_people", "bboxes", "areas", "ann_ids",
+                     "ignore_paths", "num_ignore"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"ImageRecords from {self.source}: column {name} has "
+                                 f"{len(getattr(self, name))} rows, expected {n}")
+        m = self.keypoints.shape[1] if self.keypoints.ndim == 4 else -1
+        if self.keypoints.shape[2:] != (self.skeleton.num_keypoints, 3):
+            raise ValueError(f"ImageRecords from {self.source}: keypoints shape {self.keypoints.shape} is not "
+                             f"[N, M, {self.skeleton.num_keypoints}, 3] (skeleton {self.skeleton.name})")
+        for name, tail in (("bboxes", (m, 4)), ("areas", (m,)), ("ann_ids", (m,))):
+            if getattr(self, name).shape[1:] != tail:
+                raise ValueError(f"ImageRecords from {self.source}: column {name} has shape "
+                                 f"{getattr(self, name).shape}, expected [N, {', '.join(map(str, tail))}]")
+        if n and (self.num_people.min() < 0 or self.num_people.max() > m):
+            raise ValueError(f"ImageRecords from {self.source}: num_people outside [0, {m}]")
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def max_people(self) -> int:
+        """M: the padded people axis (the most people in one image)."""
+        return int(self.keypoints.shape[1])
+
+    def select(self, index) -> "ImageRecords":
+        """A subset of images by boolean mask or integer index (counts are kept)."""
+        return ImageRecords(
+            image_paths=self.image_paths[index], image_ids=self.image_ids[index],
+            image_sizes=self.image_sizes[index], keypoints=self.keypoints[index],
+            num_people=self.num_people[index], bboxes=self.bboxes[index], areas=self.areas[index],
+            ann_ids=self.ann_ids[index], ignore_paths=self.ignore_paths[index],
+            num_ignore=self.num_ignore[index], skeleton=self.skeleton, source=self.source,
+            ann_file=self.ann_file, skipped=Counter(self.skipped), ignored=Counter(self.ignored),
+        )
+
+    def summary(self) -> str:
+        """One line for logs: images, people, ignore regions by reason, skipped and repaired."""
+        line = (f"{len(self)} images with {int(self.num_people.sum())} people "
+                f"(at most {int(self.num_people.max(initial=0))} in one image) from {self.source}")
+        if self.ignored:
+            line += (f"; {sum(self.ignored.values())} ignore regions in {int((self.num_ignore > 0).sum())} "
+                     "images (" + ", ".join(f"{k}: {v}" for k, v in sorted(self.ignored.items())) + ")")
         dropped = {k: v for k, v in self.skipped.items() if not k.startswith("warning:")}
         repaired = {k[len("warning:"):].strip(): v for k, v in self.skipped.items()
                     if k.startswith("warning:")}

@@ -4,8 +4,16 @@ Spec strings:
 
 * ``"synthetic"`` or ``"synthetic:ROOT"``: kpose's embedded dataset
   (`kpose.data.synthetic.ensure_dataset`), which has its own train and val splits.
+* ``"synthetic:crowd"`` or ``"synthetic:crowd:ROOT"``: its crowd variant, 3-10
+  overlapping people per image (for multi-person grouping); too-hidden people
+  are keypoint-less annotations, i.e. ignore regions for bottom-up training.
+  (A root folder literally named "crowd" is written "synthetic:./crowd".)
 * ``"coco:ANN_JSON:IMAGE_DIR"``: a COCO keypoints file and its image folder.
 * ``"mpii:LIST_JSON:IMAGE_DIR"``: an MPII list file (HRNet/mmpose) and its images.
+
+Readers: `load_instances` gives one row per person (top-down); `load_images`
+gives one row per image with all its people and ignore regions (bottom-up,
+COCO-format data only: MPII lists label one person per record).
 
 Relative paths are resolved against the current directory when parsed.
 On Windows, drive letters work (``coco:C:\\ann.json:D:\\images``): a one-letter
@@ -25,17 +33,22 @@ import logging
 import os
 from collections.abc import Mapping
 
+from kpose.data import synthetic
+from kpose.data.coco import read_coco
+from kpose.data.coco_images import read_coco_images
 from kpose.data.images import DataError
-from kpose.data.records import Instances
+from kpose.data.mpii import read_mpii
+from kpose.data.records import ImageRecords, Instances
 
 log = logging.getLogger(__name__)
 
 FORMATS = {
-    "synthetic": "synthetic[:ROOT]",
+    "synthetic": "synthetic[:crowd][:ROOT]",
     "coco": "coco:ANN_JSON:IMAGE_DIR",
     "mpii": "mpii:LIST_JSON:IMAGE_DIR",
 }
 SPLITS = ("train", "val")
+CROWD = "crowd"  # "synthetic:crowd[:ROOT]" selects the crowd variant
 
 
 def _split_fields(rest: str, windows: bool = os.name == "nt") -> list[str]:
@@ -63,7 +76,7 @@ def _formats_text() -> str:
 def parse_data_spec(spec: str) -> dict:
     """Parse a spec string into {"format": ..., paths...} with absolute paths.
 
-    "synthetic[:ROOT]" -> {"format": "synthetic", "root": abs path or None};
+    "synthetic[:crowd][:ROOT]" -> {"format": "synthetic", "root": abs path or None, "crowd": bool};
     "coco:ANN:IMAGES" -> {"format": "coco", "ann_file", "image_dir"};
     "mpii:LIST:IMAGES" -> {"format": "mpii", "list_file", "image_dir"}.
     """
@@ -79,7 +92,12 @@ def parse_data_spec(spec: str) -> dict:
         raise DataError(f"unknown data spec {spec!r}: unknown format {prefix!r}.{hint} "
                         f"Fix: use one of {_formats_text()}.")
     if kind == "synthetic":
-        return {"format": "synthetic", "root": os.path.abspath(os.path.expanduser(rest)) if rest else None}
+        variant, sep, root = rest.partition(":")
+        crowd = variant == CROWD
+        if not crowd:
+            root = rest
+        return {"format": "synthetic", "root": os.path.abspath(os.path.expanduser(root)) if root else None,
+                "crowd": crowd}
     parts = _split_fields(rest)
     if len(parts) != 2 or not all(p.strip() for p in parts):
         raise DataError(f"data spec {spec!r}: expected '{FORMATS[kind]}' (two paths after '{kind}:'), "
@@ -107,20 +125,19 @@ def split_spec(data: str | Mapping[str, str], split: str) -> str:
                     f"Fix: use one of {_formats_text()}.")
 
 
-def _synthetic_paths(root: str | None) -> dict:
-    try:
-        from kpose.data import synthetic
-    except ImportError as e:
-        if e.name != "kpose.data.synthetic":
-            raise
-        raise DataError("data='synthetic' needs kpose.data.synthetic, which this kpose installation lacks. "
-                        "Fix: reinstall kpose, or pass data='coco:ANN_JSON:IMAGE_DIR'.") from None
-    paths = synthetic.ensure_dataset(root)
+def _synthetic_paths(parsed: dict) -> dict:
+    paths = synthetic.ensure_dataset(parsed["root"], crowd=parsed["crowd"])
     missing = [k for k in ("train", "val", "train_images", "val_images") if k not in paths]
     if missing:
         raise DataError(f"kpose.data.synthetic.ensure_dataset() returned no {missing}. "
                         f"Fix: this is a kpose bug; please report it.")
     return paths
+
+
+def _warn_if_train_reused(data: str | Mapping[str, str], split: str, spec: str) -> None:
+    if split == "val" and split_spec(data, "train") == spec:
+        log.warning("validating on the training data %r: metrics will measure fit, not generalisation. "
+                    "Pass data={'train': ..., 'val': ...} for a held-out split.", spec)
 
 
 def load_instances(data: str | Mapping[str, str], split: str, *, cache_dir: str | os.PathLike | None = None,
@@ -130,18 +147,32 @@ def load_instances(data: str | Mapping[str, str], split: str, *, cache_dir: str 
     parsed = parse_data_spec(spec)
     kw = dict(cache_dir=cache_dir, check_images=check_images, workers=workers, progress=progress)
     if parsed["format"] == "synthetic":
-        from kpose.data.coco import read_coco
-
-        paths = _synthetic_paths(parsed["root"])
+        paths = _synthetic_paths(parsed)
         return read_coco(paths[split], paths[f"{split}_images"], skeleton=None, **kw)
-    if split == "val" and split_spec(data, "train") == spec:
-        log.warning("validating on the training data %r: metrics will measure fit, not generalisation. "
-                    "Pass data={'train': ..., 'val': ...} for a held-out split.", spec)
+    _warn_if_train_reused(data, split, spec)
     if parsed["format"] == "coco":
-        from kpose.data.coco import read_coco
-
         # The skeleton follows the file (17 COCO keypoints, or MPII's 16 in COCO form).
         return read_coco(parsed["ann_file"], parsed["image_dir"], skeleton=None, **kw)
-    from kpose.data.mpii import read_mpii
-
     return read_mpii(parsed["list_file"], parsed["image_dir"], **kw)
+
+
+def load_images(data: str | Mapping[str, str], split: str, *, cache_dir: str | os.PathLike | None = None,
+                check_images: bool = True, workers: int | None = None, progress: bool = True) -> ImageRecords:
+    """Read one split as image-level records for bottom-up training: every image's people and ignore mask.
+
+    COCO-format specs only ("synthetic[:crowd]" and "coco:..."); an MPII list
+    labels one person per record, not every person in the image, so it raises.
+    """
+    spec = split_spec(data, split)
+    parsed = parse_data_spec(spec)
+    kw = dict(cache_dir=cache_dir, check_images=check_images, workers=workers, progress=progress)
+    if parsed["format"] == "synthetic":
+        paths = _synthetic_paths(parsed)
+        return read_coco_images(paths[split], paths[f"{split}_images"], skeleton=None, **kw)
+    if parsed["format"] == "mpii":
+        raise DataError(f"data spec {spec!r}: MPII list files annotate single persons, not every person "
+                        f"in an image, so they cannot train a bottom-up model (unlabelled people would "
+                        f"be taught as background). Fix: use a COCO-format dataset "
+                        f"('coco:ANN_JSON:IMAGE_DIR' or 'synthetic'), or train a top-down model.")
+    _warn_if_train_reused(data, split, spec)
+    return read_coco_images(parsed["ann_file"], parsed["image_dir"], skeleton=None, **kw)

@@ -1,0 +1,398 @@
+"""OpenPose on a MobileNetV2 backbone, as released by tf-pose-estimation, as a tf_keras model.
+
+Architecture, as read from the released frozen graph (`openpose_mobilenet_v2_small.pb`,
+ildoonet/tf-pose-estimation, Apache-2.0) and its network definition:
+
+* backbone: MobileNetV2 (width 0.5 for "small") up to its 13th inverted-residual block
+  (`expanded_conv_12`, stride 16): a 3x3/2 stem, then blocks of 1x1 expand, 3x3
+  depthwise, 1x1 linear projection, each followed by a normalisation, ReLU6 after the
+  first two, residual add when stride 1 and channels match; no biases.
+* features: the stride-16 output is bilinearly resized (TF1 `ResizeBilinear`, no
+  half-pixel centres, no corner alignment) to the stride-8 output of block 5 and the
+  two are concatenated (16 + 48 = 64 channels for "small").
+* six stages, each with a PAF branch (graph `L1`, 2 * limbs channels) and a heatmap
+  branch (graph `L2`, keypoints + background) of five separable convolutions:
+  depthwise (3x3, 3x3, 3x3, 1x1, 1x1; no bias) then pointwise + BatchNorm (no gamma),
+  ReLU after the first four. Stages 2..6 read concat([pafs, heatmaps, features]) of the
+  previous stage; the graph output `Openpose/concat_stage7` is [heatmaps, pafs] of stage 6.
+
+Differences from the release, none of which change the function at batch size 1:
+
+* the backbone's BatchNorms were frozen in training mode (`is_training=True`, no
+  moving statistics in the graph), so each image is normalised by its own per-channel
+  mean and variance. kpose builds them as `InstanceNormalization` (same numbers for
+  one image, and independent of what else is in the batch);
+* the last pointwise convolution of each branch carries its BatchNorm folded in
+  (a convolution with bias), so the outputs are plain convolutions;
+* the graph has no input normalisation (raw BGR 0..255 pixels go into the stem; the
+  stem's per-image normalisation does that job): kpose's `input_normalization` layer is
+  the identity, and the BGR -> RGB swap is folded into the stem kernel on loading.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kpose._tf import keras, tf
+from kpose.models.graphdef import FrozenGraph
+from kpose.models.registry import BOTTOM_UP, Family, OutputSpec
+from kpose.skeletons import CMU18
+
+DETECTION_STRIDE = 8
+# The stride-16 backbone output is resized onto the stride-8 grid; tf-pose requires
+# input sizes that are multiples of 16 so that resize is an exact 2x.
+INPUT_STRIDE = 16
+NUM_STAGES = 6
+DEFAULT_INPUT_SIZE = (368, 432)
+INPUT_NORMALIZATION = "input_normalization"
+BN_EPSILON = 1e-3
+GRAPH_OUTPUT = "Openpose/concat_stage7"
+
+# width: MobileNetV2 depth multiplier; refine_width: multiplier of the stage convolutions
+# (tf-pose networks.py: mobilenet_v2_small = w0.5_r0.5, mobilenet_v2_large = w1.4_r1.0).
+# Only "small" is checked against a released graph.
+VARIANTS = {"small": {"width": 0.5, "refine_width": 0.5},
+            "large": {"width": 1.4, "refine_width": 1.0}}
+
+# MobileNetV2 inverted-residual stages up to stride 16: (expansion, channels, repeats, stride).
+_MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1))
+_STEM_CHANNELS = 32
+_STRIDE8_BLOCK = 5      # last block at stride 8 (graph `expanded_conv_5`, tf-pose `layer_7`)
+_BRANCHES = (("paf", "L1"), ("heatmap", "L2"))
+
+
+@keras.utils.register_keras_serializable(package="kpose")
+class InstanceNormalization(keras.layers.Layer):
+    """Per-image, per-channel normalisation over height and width, then gamma * x + beta.
+
+    What a BatchNorm frozen in training mode computes for a batch of one image.
+    """
+
+    def __init__(self, epsilon: float = BN_EPSILON, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape) -> None:
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x):
+        mean, variance = tf.nn.moments(x, axes=[1, 2], keepdims=True)
+        return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, self.epsilon)
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), epsilon=self.epsilon)
+
+
+@keras.utils.register_keras_serializable(package="kpose")
+class ResizeBilinearLike(keras.layers.Layer):
+    """Resize inputs[0] bilinearly to the height and width of inputs[1].
+
+    TF1 `ResizeBilinear` semantics (no half-pixel centres, corners not aligned), as
+    the release uses; keras' UpSampling2D / Resizing use half-pixel centres instead.
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        size = reference.shape[1:3]
+        if not size.is_fully_defined():
+            size = tf.shape(reference)[1:3]
+        return tf.compat.v1.image.resize_bilinear(x, size, align_corners=False, half_pixel_centers=False)
+
+    def compute_output_shape(self, input_shape):
+        x, reference = input_shape
+        return tf.TensorShape([x[0], reference[1], reference[2], x[-1]])
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """MobileNetV2's channel rounding: nearest multiple of `divisor`, never below 90%."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def backbone_blocks(variant: str) -> tuple[int, list[dict]]:
+    """(stem channels, [{expand, channels, stride, residual} per block]) of `variant`."""
+    width = VARIANTS[variant]["width"]
+    stem = _make_divisible(_STEM_CHANNELS * width)
+    blocks, channels_in = [], stem
+    for expansion, channels, repeats, stride in _MOBILENET_V2:
+        out = _make_divisible(channels * width)
+        for r in range(repeats):
+            s = stride if r == 0 else 1
+            expand = None if expansion == 1 else _make_divisible(channels_in * expansion)
+            blocks.append({"expand": expand, "depthwise": expand or channels_in, "channels": out,
+                           "stride": s, "residual": s == 1 and channels_in == out})
+            channels_in = out
+    return stem, blocks
+
+
+def stage_layers(variant: str, stage: int) -> list[tuple[int, int | None]]:
+    """(depthwise kernel, pointwise channels) of a branch's five separable convolutions;
+    None for the last one, whose channels are the branch's outputs."""
+    rw = VARIANTS[variant]["refine_width"]
+    fourth = int(512 * rw) if stage == 1 else int(128 * rw)
+    return [(3, int(128 * rw))] * 3 + [(1, fourth), (1, None)]
+
+
+def stage_output_names(stage: int) -> tuple[str, str]:
+    """(heatmaps, pafs) layer names of `stage` (1-based); the last stage's are the outputs."""
+    return ("heatmaps", "pafs") if stage == NUM_STAGES else (f"stage{stage}_heatmaps", f"stage{stage}_pafs")
+
+
+def _size_pair(input_size) -> tuple:
+    if input_size is None:
+        return (None, None)
+    h, w = (input_size, input_size) if np.isscalar(input_size) else tuple(input_size)
+    for s in (h, w):
+        if s is not None and int(s) % INPUT_STRIDE:
+            raise ValueError(f"input_size {input_size!r}: height and width must be multiples of "
+                             f"{INPUT_STRIDE} (the backbone's deepest stride)")
+    return (None if h is None else int(h), None if w is None else int(w))
+
+
+def _backbone(x, variant: str):
+    """MobileNetV2 up to stride 16; returns (stride-8 features, stride-16 features)."""
+    stem, blocks = backbone_blocks(variant)
+    x = keras.layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = InstanceNormalization(name="stem_norm")(x)
+    x = keras.layers.ReLU(max_value=6.0, name="stem_relu6")(x)
+    stride8 = None
+    for b, blk in enumerate(blocks):
+        inputs = x
+        if blk["expand"]:
+            x = keras.layers.Conv2D(blk["expand"], 1, use_bias=False, name=f"block{b}_expand")(x)
+            x = InstanceNormalization(name=f"block{b}_expand_norm")(x)
+            x = keras.layers.ReLU(max_value=6.0, name=f"block{b}_expand_relu6")(x)
+        x = keras.layers.DepthwiseConv2D(3, strides=blk["stride"], padding="same", use_bias=False,
+                                         name=f"block{b}_depthwise")(x)
+        x = InstanceNormalization(name=f"block{b}_depthwise_norm")(x)
+        x = keras.layers.ReLU(max_value=6.0, name=f"block{b}_depthwise_relu6")(x)
+        x = keras.layers.Conv2D(blk["channels"], 1, use_bias=False, name=f"block{b}_project")(x)
+        x = InstanceNormalization(name=f"block{b}_project_norm")(x)
+        if blk["residual"]:
+            x = keras.layers.Add(name=f"block{b}_add")([x, inputs])
+        if b == _STRIDE8_BLOCK:
+            stride8 = x
+    return stride8, x
+
+
+def _branch(x, variant: str, stage: int, branch: str, out_channels: int, out_name: str):
+    layers = stage_layers(variant, stage)
+    for j, (kernel, channels) in enumerate(layers, start=1):
+        prefix = f"stage{stage}_{branch}{j}"
+        x = keras.layers.DepthwiseConv2D(kernel, padding="same", use_bias=False, name=f"{prefix}_depthwise")(x)
+        if channels is None:
+            # The release's last BatchNorm is folded into this convolution's bias.
+            return keras.layers.Conv2D(out_channels, 1, name=out_name)(x)
+        x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{prefix}_pointwise")(x)
+        x = keras.layers.BatchNormalization(scale=False, epsilon=BN_EPSILON, name=f"{prefix}_bn")(x)
+        x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
+    raise AssertionError("unreachable: the last layer of a branch has no channel count")
+
+
+def build_openpose_mobilenet_v2(
+    variant: str = "small",
+    num_keypoints: int = 19,
+    num_limbs: int = 19,
+    input_size: int | tuple | None = DEFAULT_INPUT_SIZE,
+    training_outputs: bool = False,
+    name: str | None = None,
+) -> keras.Model:
+    """Build tf-pose-estimation's OpenPose-MobileNetV2 `variant` as a functional tf_keras model.
+
+    Input: RGB float pixels in 0..255, (h, w) multiples of 16 or None. Outputs at stride 8:
+    "heatmaps" (num_keypoints channels; the release's 19 = CMU18 parts + background) and
+    "pafs" (2 * num_limbs channels, x then y per limb). training_outputs: every stage's
+    heatmaps and pafs in stage order (intermediate supervision), the last two being
+    "heatmaps" and "pafs"; else only those two.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown openpose_mobilenet_v2 variant {variant!r}; known: {sorted(VARIANTS)}")
+    h, w = _size_pair(input_size)
+    inputs = keras.Input((h, w, 3), name="image")
+    # Identity (the release feeds raw pixels); kept so every kpose model has the layer
+    # where deployment and quantisation expect the input transform.
+    x = keras.layers.DepthwiseConv2D(1, use_bias=True, trainable=False, name=INPUT_NORMALIZATION)(inputs)
+    stride8, stride16 = _backbone(x, variant)
+    up = ResizeBilinearLike(name="stride16_upsample")([stride16, stride8])
+    features = keras.layers.Concatenate(name="features")([stride8, up])
+
+    outputs, x = [], features
+    for stage in range(1, NUM_STAGES + 1):
+        heat_name, paf_name = stage_output_names(stage)
+        pafs = _branch(x, variant, stage, "paf", 2 * num_limbs, paf_name)
+        heatmaps = _branch(x, variant, stage, "heatmap", num_keypoints, heat_name)
+        outputs += [heatmaps, pafs]
+        if stage < NUM_STAGES:
+            # Channel order of the release: previous pafs, previous heatmaps, features.
+            x = keras.layers.Concatenate(name=f"stage{stage + 1}_input")([pafs, heatmaps, features])
+    model = keras.Model(inputs, outputs if training_outputs else outputs[-2:],
+                        name=name or f"openpose_mobilenet_v2_{variant}")
+    model.get_layer(INPUT_NORMALIZATION).set_weights([np.ones((1, 1, 3, 1), np.float32),
+                                                      np.zeros(3, np.float32)])
+    return model
+
+
+def openpose_mobilenet_v2_outputs(variant: str, num_keypoints: int, num_limbs: int) -> tuple[OutputSpec, ...]:
+    """The supervised outputs of `build_openpose_mobilenet_v2(..., training_outputs=True)`, in order."""
+    specs = []
+    for stage in range(1, NUM_STAGES + 1):
+        heat_name, paf_name = stage_output_names(stage)
+        last = stage == NUM_STAGES
+        specs += [OutputSpec(heat_name, "heatmaps", DETECTION_STRIDE, num_keypoints, inference=last),
+                  OutputSpec(paf_name, "pafs", DETECTION_STRIDE, 2 * num_limbs, inference=last)]
+    return tuple(specs)
+
+
+def _build(variant: str, num_keypoints: int, num_limbs: int, input_size, training_outputs: bool):
+    return build_openpose_mobilenet_v2(variant, num_keypoints, num_limbs, input_size, training_outputs)
+
+
+FAMILY = Family(
+    name="openpose_mobilenet_v2", task=BOTTOM_UP, variants=tuple(VARIANTS), build=_build,
+    outputs=openpose_mobilenet_v2_outputs, input_stride=INPUT_STRIDE, detection_output="heatmaps",
+    reference_input_size=DEFAULT_INPUT_SIZE,
+    description="OpenPose with a MobileNetV2 backbone (tf-pose-estimation): image -> heatmaps + PAFs")
+
+
+# --- loading tf-pose-estimation's frozen graph -------------------------------------
+#
+# Name mapping (kpose layer <- graph op whose inputs hold the tensors):
+#   stem_conv                     <- MobilenetV2/Conv/Conv2D (kernel; input axis BGR -> RGB)
+#   stem_norm                     <- MobilenetV2/Conv/BatchNorm/FusedBatchNorm (gamma, beta)
+#   block{b}_{expand,depthwise,project}[_norm]
+#                                 <- MobilenetV2/expanded_conv[_b]/{expand,depthwise,project}/...
+#   stage{s}_{paf,heatmap}{j}_depthwise <- Openpose/MConv_Stage{s}_L{1,2}_{j}_depthwise/depthwise
+#   stage{s}_{paf,heatmap}{j}_pointwise, _bn
+#                      <- Openpose/MConv_Stage{s}_L{1,2}_{j}_pointwise/{Conv2D, BatchNorm/FusedBatchNorm}
+#   stage{s}_{pafs,heatmaps} (j = 5) <- that pointwise Conv2D with its BatchNorm folded in
+# L1 is the PAF branch, L2 the heatmap branch.
+
+def _scope(b: int) -> str:
+    return "MobilenetV2/expanded_conv" + (f"_{b}" if b else "")
+
+
+def _check_conv(graph: FrozenGraph, op: str, layer) -> None:
+    """The graph op's stride and padding must be the kpose layer's."""
+    a = graph.attrs(op)
+    strides = tuple(a.get("strides", [1, 1, 1, 1])[1:3])
+    if strides != tuple(layer.strides) or a.get("padding") != "SAME" or set(a.get("dilations", [1])) != {1}:
+        raise ValueError(f"{graph.source}: op {op!r} has strides {strides}, padding {a.get('padding')}, "
+                         f"dilations {a.get('dilations')}; kpose layer {layer.name!r} has strides "
+                         f"{tuple(layer.strides)}, padding SAME, no dilation: not the same architecture")
+
+
+def _batch_norm(graph: FrozenGraph, op: str, channels: int, training: bool) -> list[np.ndarray]:
+    """(gamma, beta) of a training-mode FusedBatchNorm, or (gamma, beta, mean, variance)."""
+    a = graph.attrs(op)
+    if bool(a.get("is_training")) != training or not np.isclose(a.get("epsilon", 0), BN_EPSILON):
+        raise ValueError(f"{graph.source}: op {op!r} has is_training={a.get('is_training')}, "
+                         f"epsilon={a.get('epsilon')}; kpose expects is_training={training}, "
+                         f"epsilon={BN_EPSILON} here: not the released tf-pose architecture")
+    n = 2 if training else 4
+    return [graph.input_const(op, i, (channels,)) for i in range(1, n + 1)]
+
+
+def _assign_backbone(graph: FrozenGraph, model: keras.Model, variant: str) -> None:
+    stem, blocks = backbone_blocks(variant)
+    layer = model.get_layer("stem_conv")
+    _check_conv(graph, "MobilenetV2/Conv/Conv2D", layer)
+    # The release reads BGR; kpose models read RGB: reverse the kernel's input channels.
+    layer.set_weights([graph.input_const("MobilenetV2/Conv/Conv2D", 1, (3, 3, 3, stem))[:, :, ::-1, :]])
+    model.get_layer("stem_norm").set_weights(
+        _batch_norm(graph, "MobilenetV2/Conv/BatchNorm/FusedBatchNorm", stem, training=True))
+    channels_in = stem
+    for b, blk in enumerate(blocks):
+        parts = []
+        if blk["expand"]:
+            parts.append(("expand", "expand/Conv2D", (1, 1, channels_in, blk["expand"]), blk["expand"]))
+        parts += [("depthwise", "depthwise/depthwise", (3, 3, blk["depthwise"], 1), blk["depthwise"]),
+                  ("project", "project/Conv2D", (1, 1, blk["depthwise"], blk["channels"]), blk["channels"])]
+        for role, op, shape, channels in parts:
+            op = f"{_scope(b)}/{op}"
+            layer = model.get_layer(f"block{b}_{role}")
+            _check_conv(graph, op, layer)
+            layer.set_weights([graph.input_const(op, 1, shape)])
+            bn = f"{_scope(b)}/{role}/BatchNorm/FusedBatchNorm"
+            model.get_layer(f"block{b}_{role}_norm").set_weights(_batch_norm(graph, bn, channels, training=True))
+        channels_in = blk["channels"]
+
+
+def _assign_stages(graph: FrozenGraph, model: keras.Model, variant: str, num_keypoints: int,
+                   num_limbs: int) -> None:
+    features = model.get_layer("features").output.shape[-1]
+    channels_in = features
+    for stage in range(1, NUM_STAGES + 1):
+        names = dict(zip(("heatmap", "paf"), stage_output_names(stage)))
+        outs = {"heatmap": num_keypoints, "paf": 2 * num_limbs}
+        for branch, tag in _BRANCHES:
+            c = channels_in
+            for j, (kernel, channels) in enumerate(stage_layers(variant, stage), start=1):
+                g, k = f"Openpose/MConv_Stage{stage}_{tag}_{j}", f"stage{stage}_{branch}{j}"
+                dw = model.get_layer(f"{k}_depthwise")
+                _check_conv(graph, f"{g}_depthwise/depthwise", dw)
+                dw.set_weights([graph.input_const(f"{g}_depthwise/depthwise", 1, (kernel, kernel, c, 1))])
+                out = channels or outs[branch]
+                kernel_pw = graph.input_const(f"{g}_pointwise/Conv2D", 1, (1, 1, c, out))
+                gamma, beta, mean, var = _batch_norm(graph, f"{g}_pointwise/BatchNorm/FusedBatchNorm", out,
+                                                     training=False)
+                if not np.allclose(gamma, 1.0):
+                    raise ValueError(f"{graph.source}: {g}_pointwise/BatchNorm has a learnt gamma; kpose's "
+                                     f"stage BatchNorms have none (scale=False): not the released architecture")
+                if channels is None:
+                    inv = (1.0 / np.sqrt(var.astype(np.float64) + BN_EPSILON))
+                    model.get_layer(names[branch]).set_weights(
+                        [(kernel_pw * inv).astype(np.float32), (beta - mean * inv).astype(np.float32)])
+                else:
+                    model.get_layer(f"{k}_pointwise").set_weights([kernel_pw])
+                    model.get_layer(f"{k}_bn").set_weights([beta, mean, var])
+                c = out
+        channels_in = 2 * num_limbs + num_keypoints + features
+
+
+def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE,
+                       training_outputs: bool = False) -> tuple[keras.Model, dict]:
+    """kpose's OpenPose-MobileNetV2 with the weights of a tf-pose-estimation frozen graph.
+
+    The GraphDef is parsed, never imported or run. Returns (model, info); the model takes
+    RGB 0..255 and outputs [heatmaps (19 = CMU18 + background), pafs (38)] like the graph's
+    `Openpose/concat_stage7`. Raises naming the graph node when a tensor is missing or
+    has the wrong shape.
+    """
+    graph = FrozenGraph.read(path)
+    for required in ("image", GRAPH_OUTPUT):
+        graph.node(required)
+    stem = graph.input_const("MobilenetV2/Conv/Conv2D", 1).shape[-1]
+    variant = next((v for v in VARIANTS if backbone_blocks(v)[0] == stem), None)
+    if variant is None:
+        raise ValueError(f"{path}: stem convolution has {stem} filters; no openpose_mobilenet_v2 "
+                         f"variant has that ({ {v: backbone_blocks(v)[0] for v in VARIANTS} })")
+    last = f"Openpose/MConv_Stage{NUM_STAGES}_L{{}}_5_pointwise/Conv2D"
+    num_keypoints = int(graph.input_const(last.format(2), 1).shape[-1])
+    paf_channels = int(graph.input_const(last.format(1), 1).shape[-1])
+    if paf_channels % 2:
+        raise ValueError(f"{path}: {last.format(1)!r} has {paf_channels} output channels; PAFs need an "
+                         f"even count (x, y per limb)")
+    num_limbs = paf_channels // 2
+    model = build_openpose_mobilenet_v2(variant, num_keypoints, num_limbs, input_size, training_outputs)
+    _assign_backbone(graph, model, variant)
+    _assign_stages(graph, model, variant, num_keypoints, num_limbs)
+    cmu = num_keypoints == CMU18.num_keypoints + 1 and num_limbs == len(CMU18.limbs)
+    info = {
+        "source": str(path), "family": FAMILY.name, "variant": variant,
+        "input_size": list(_size_pair(input_size)), "input": "RGB float32 0..255 (the graph's BGR "
+        "order is folded into stem_conv)", "graph_input": "image", "graph_output": GRAPH_OUTPUT,
+        "num_keypoints": num_keypoints, "num_limbs": num_limbs,
+        "skeleton": CMU18.name if cmu else None,
+        "background_channel": num_keypoints - 1 if cmu else None,
+        "paf_layout": "channels 2*i, 2*i+1 = x, y of limb i (unit vector from its first to its second keypoint)",
+        "backbone_normalization": "per-image statistics (graph BatchNorm is_training=True)",
+        "unused_graph_weights": graph.unused_weights(),
+        "graph_ops": graph.op_counts(),
+    }
+    return model, info
+
+
+__all__ = ["build_openpose_mobilenet_v2", "openpose_mobilenet_v2_outputs", "load_tf_pose_graph",
+           "InstanceNormalization", "ResizeBilinearLike", "FAMILY", "VARIANTS"]
