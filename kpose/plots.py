@@ -92,3 +92,31 @@ def prediction_grid(model, instances, out_png: str | Path, n: int = 12, seed: in
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
     return Path(out_png)
+
+
+def image_grid(model, records, out_png: str | Path, n: int = 8, seed: int = 0) -> Path:
+    """Whole validation images with every person a bottom-up model finds (green) and the
+    annotated people (blue)."""
+    plt = _plt()
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(records), size=min(n, len(records)), replace=False))
+    cols = 4
+    rows = -(-len(idx) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), idx):
+        img = load_image(str(records.image_paths[i]), apply_exif=False)
+        ax.imshow(img)
+        for person in records.keypoints[i][: int(records.num_people[i])]:
+            gt = person.copy()
+            gt[:, 2] = (gt[:, 2] > 0).astype(np.float32)
+            draw_pose(ax, gt, records.skeleton.limbs, threshold=0.5, color="deepskyblue")
+        for pose in model.predict(str(records.image_paths[i])):
+            draw_pose(ax, pose.keypoints, model.skeleton.limbs)
+    fig.suptitle("found (green) vs annotated (blue)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return Path(out_png)
+

@@ -19,7 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "name": None,
     "model": {"family": "efficientpose", "variant": "rt", "input_size": [224, 224]},
     "skeleton": "coco17",
-    "data": {"train": "synthetic", "val": "synthetic", "max_val": None},
+    # max_val: validation samples used (None: all); max_people: bottom-up people per image kept.
+    "data": {"train": "synthetic", "val": "synthetic", "max_val": None, "max_people": 30},
     "codec": {"type": "heatmap", "sigma": 2.0, "paf_width": 1.0},
     "loss": {"pass_weights": [1.0, 1.0, 1.0, 1.0], "scale": 1000.0, "foreground_weight": 0.0},
     "augment": {

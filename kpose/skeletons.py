@@ -238,6 +238,33 @@ CMU18 = Skeleton(
     ]),
     # COCO publishes no OKS sigma for the neck; evaluate on COCO17 (the other 17 by name).
     sigmas=None,
-    extra={"head_keypoints": ("nose", "left_eye", "right_eye", "left_ear", "right_ear")},
+    # OpenPose trains on COCO with the neck made from the shoulders (see convert_keypoints).
+    extra={"head_keypoints": ("nose", "left_eye", "right_eye", "left_ear", "right_ear"),
+           "derived": {"neck": ("left_shoulder", "right_shoulder")}},
 )
 SKELETONS[CMU18.name] = CMU18
+
+
+def convert_keypoints(keypoints: np.ndarray, src: Skeleton, dst: Skeleton) -> np.ndarray:
+    """Keypoints [..., Ks, 3] of skeleton `src` as [..., Kd, 3] of `dst`, by keypoint name.
+
+    A `dst` keypoint that `src` lacks is the midpoint of the two keypoints
+    `dst.extra["derived"]` names for it (labelled when both are, with the lower
+    visibility flag), as OpenPose makes the neck from the shoulders; ValueError when
+    neither names it.
+    """
+    kps = np.asarray(keypoints, np.float32)
+    out = np.zeros(kps.shape[:-2] + (dst.num_keypoints, 3), np.float32)
+    derived = dst.extra.get("derived", {})
+    for k, name in enumerate(dst.keypoints):
+        if name in src.keypoints:
+            out[..., k, :] = kps[..., src.index(name), :]
+            continue
+        if name not in derived or any(n not in src.keypoints for n in derived[name]):
+            raise ValueError(f"skeleton {dst.name!r} needs keypoint {name!r}, which {src.name!r} data lacks "
+                             f"and cannot derive; use data with {dst.name} keypoints or a {src.name} model")
+        a, b = (kps[..., src.index(n), :] for n in derived[name])
+        both = (a[..., 2] > 0) & (b[..., 2] > 0)
+        out[..., k, :2] = np.where(both[..., None], 0.5 * (a[..., :2] + b[..., :2]), 0.0)
+        out[..., k, 2] = np.where(both, np.minimum(a[..., 2], b[..., 2]), 0.0)
+    return out

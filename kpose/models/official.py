@@ -28,6 +28,7 @@ from kpose._tf import keras
 from kpose.models.efficientpose import (
     INPUT_NORMALIZATION, NORMALIZATIONS, VARIANTS, build_efficientpose, normalization_scale_offset,
 )
+from kpose.models.weights import find_weights
 from kpose.skeletons import EFFICIENTPOSE_MPII_ORDER, MPII16, efficientpose_to_mpii
 
 # Layers whose output channels are keypoints (the official heads after pass 1).
@@ -189,33 +190,10 @@ OFFICIAL_FILES = {"rt": ("EfficientPoseRT.h5",),
 OFFICIAL_URL = "https://github.com/daniegr/EfficientPose/tree/master/models/keras"
 
 
-def official_weights_dirs() -> list[Path]:
-    """Folders searched for the official .h5 files, in order.
-
-    $KPOSE_WEIGHTS, then the team's shared folder ($KPOSE_SHARED, else ../shared from
-    the working directory) under peers/efficientpose, then ~/.cache/kpose/weights.
-    """
-    dirs = []
-    if os.environ.get("KPOSE_WEIGHTS"):
-        dirs.append(Path(os.environ["KPOSE_WEIGHTS"]))
-    shared = Path(os.environ.get("KPOSE_SHARED", Path.cwd().parent / "shared"))
-    dirs += [shared / "peers" / "efficientpose", Path.home() / ".cache" / "kpose" / "weights"]
-    return dirs
-
-
 def official_weights_path(variant: str) -> Path:
     """The official release file of an EfficientPose variant; FileNotFoundError with the fix."""
     if variant not in OFFICIAL_FILES:
         raise ValueError(f"no official release for EfficientPose variant {variant!r}; "
                          f"released: {', '.join(sorted(OFFICIAL_FILES))}")
-    names = OFFICIAL_FILES[variant]
-    dirs = official_weights_dirs()
-    for d in dirs:
-        for name in names:
-            if (d / name).is_file():
-                return d / name
-    raise FileNotFoundError(
-        f"init: official needs {' or '.join(names)} (the official EfficientPose {variant.upper()} weights); "
-        f"searched {', '.join(str(d) for d in dirs)}. Download it from {OFFICIAL_URL} into one "
-        f"of them (or set $KPOSE_WEIGHTS to its folder), or train from random weights with "
-        f"--set init=null")
+    return find_weights(OFFICIAL_FILES[variant], "efficientpose",
+                        f"the official EfficientPose {variant.upper()} weights", OFFICIAL_URL)

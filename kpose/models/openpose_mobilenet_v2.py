@@ -30,11 +30,14 @@ Differences from the release, none of which change the function at batch size 1:
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from kpose._tf import keras, tf
 from kpose.models.graphdef import FrozenGraph
 from kpose.models.registry import OutputSpec
+from kpose.models.weights import find_weights
 from kpose.skeletons import CMU18
 
 DETECTION_STRIDE = 8
@@ -350,6 +353,21 @@ def _assign_stages(graph: FrozenGraph, model: keras.Model, variant: str, num_key
                     model.get_layer(f"{k}_bn").set_weights([beta, mean, var])
                 c = out
         channels_in = 2 * num_limbs + num_keypoints + 1 + features
+
+
+# tf-pose-estimation's released graphs, by variant (github.com/ildoonet/tf-pose-estimation,
+# Apache-2.0; its models/graph/mobilenet_v2_small/graph_opt.pb, saved under this name).
+RELEASED_FILES = {"small": ("openpose_mobilenet_v2_small.pb",)}
+RELEASE_URL = "https://github.com/ildoonet/tf-pose-estimation/tree/master/models/graph"
+
+
+def released_weights_path(variant: str) -> Path:
+    """The released tf-pose-estimation graph of a variant; FileNotFoundError with the fix."""
+    if variant not in RELEASED_FILES:
+        raise ValueError(f"no released tf-pose-estimation weights for openpose_mobilenet_v2 {variant!r}; "
+                         f"released: {', '.join(RELEASED_FILES)}")
+    return find_weights(RELEASED_FILES[variant], "tf_pose_estimation",
+                        f"tf-pose-estimation's mobilenet_v2_{variant} graph", RELEASE_URL)
 
 
 def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE,

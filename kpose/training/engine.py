@@ -15,15 +15,14 @@ import yaml
 
 from kpose import plots
 from kpose._tf import keras, tf
-from kpose.codecs import HeatmapCodec
-from kpose.data.sources import load_instances
-from kpose.metrics import evaluate_instances
+from kpose.codecs import HeatmapCodec, PafCodec
 from kpose.models import TOP_DOWN, build_network, get_family, network_outputs
 from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, quantize_model
 from kpose.pose_model import PoseModel, model_config
 from kpose.recipe import load_recipe
 from kpose.skeletons import get_skeleton
-from kpose.training.targets import target_specs, training_batches
+from kpose.training.targets import target_specs
+from kpose.training.task_data import TASK_DATA
 from kpose.training.trainer import WarmupCosine, make_trainer
 from kpose.training.transfer import init_weights, resolve_init, save_training_heads
 from kpose.training.validation import EvalCallback
@@ -71,10 +70,6 @@ def untrained_model(recipe: str = "efficientpose_rt", overrides: dict[str, Any] 
 def _network_config(cfg: dict) -> dict:
     """The part of a model config that build_network needs, from a resolved recipe."""
     mcfg = cfg["model"]
-    family = get_family(mcfg["family"])
-    if family.task != TOP_DOWN:
-        raise ValueError(f"recipe model.family={family.name!r} is a {family.task} model; "
-                         f"kpose.train trains top-down models only so far")
     return {"family": mcfg["family"], "variant": mcfg["variant"],
             "input_size": [int(v) for v in mcfg["input_size"]],
             "skeleton": get_skeleton(cfg["skeleton"]).to_dict()}
@@ -83,7 +78,7 @@ def _network_config(cfg: dict) -> dict:
 def _targets(cfg: dict, input_size) -> list:
     """Target specs of the recipe's network for batches of `input_size`."""
     return target_specs(network_outputs(_network_config(cfg)), input_size, cfg["codec"]["sigma"],
-                        cfg["codec"]["paf_width"])
+                        cfg["codec"]["paf_width"], get_skeleton(cfg["skeleton"]).num_keypoints)
 
 
 def _model_config(cfg: dict, data_spec: dict) -> dict:
@@ -92,11 +87,18 @@ def _model_config(cfg: dict, data_spec: dict) -> dict:
     input_size = tuple(ncfg["input_size"])
     outputs = network_outputs(ncfg)
     final = _targets(cfg, input_size)[[o.inference for o in outputs].index(True)]
-    if cfg["codec"]["type"] != "heatmap":
-        raise ValueError(f"recipe codec.type={cfg['codec']['type']!r}: top-down training decodes "
-                         f"heatmaps; known: heatmap")
-    codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
-    return model_config(ncfg["family"], ncfg["variant"], input_size, get_skeleton(cfg["skeleton"]), codec,
+    skeleton = get_skeleton(cfg["skeleton"])
+    task = get_family(ncfg["family"]).task
+    wanted = "heatmap" if task == TOP_DOWN else "paf"
+    if cfg["codec"]["type"] != wanted:
+        raise ValueError(f"recipe codec.type={cfg['codec']['type']!r}: a {task} model ({ncfg['family']}) "
+                         f"is decoded with the {wanted!r} codec; set codec.type: {wanted}")
+    if task == TOP_DOWN:
+        codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
+    else:
+        codec = PafCodec(input_size=input_size, heatmap_size=final.size, limbs=skeleton.limbs,
+                         limb_width=float(cfg["codec"]["paf_width"]), sigma=final.sigma)
+    return model_config(ncfg["family"], ncfg["variant"], input_size, skeleton, codec,
                         crop_padding=cfg["augment"]["box_padding"], recipe=cfg["name"], data=data_spec)
 
 
@@ -181,26 +183,23 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     print(f"kpose: run folder {run_dir}", flush=True)
 
     skeleton = get_skeleton(cfg["skeleton"])
+    task = TASK_DATA[get_family(mcfg["family"]).task]
     data_spec = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
-    train_set = load_instances(data_spec, "train", progress=progress)
-    val_set = load_instances(data_spec, "val", progress=progress)
+    train_set = task.load(data_spec, "train", skeleton, progress)
+    val_set = task.load(data_spec, "val", skeleton, progress)
     if cfg["data"]["max_val"]:
-        val_set = val_set.select(np.arange(min(len(val_set), int(cfg["data"]["max_val"]))))
-    for split, inst in (("train", train_set), ("val", val_set)):
-        print(f"kpose: {split}: {inst.summary()}", flush=True)
-        if inst.skeleton.name != skeleton.name:
-            raise ValueError(f"data.{split} = {cfg['data'][split]!r} has {inst.skeleton.name} keypoints "
-                             f"but the recipe's skeleton is {skeleton.name}; set skeleton: "
-                             f"{inst.skeleton.name} in the recipe (or --set skeleton={inst.skeleton.name})")
-        if len(inst) == 0:
-            raise ValueError(f"data.{split} = {cfg['data'][split]!r} has no usable person instances "
-                             f"({inst.summary()}); check the annotation file and image folder")
+        val_set = task.subset(val_set, int(cfg["data"]["max_val"]))
+    for split, part in (("train", train_set), ("val", val_set)):
+        print(f"kpose: {split}: {task.summary(part)}", flush=True)
+        if task.count(part) == 0:
+            raise ValueError(f"data.{split} = {cfg['data'][split]!r} has no usable {task.unit} "
+                             f"({task.summary(part)}); check the annotation file and image folder")
 
     config = _model_config(cfg, data_spec)
     input_size = tuple(int(v) for v in mcfg["input_size"])
     strategy = _strategy()
     global_batch = int(tcfg["batch_size"]) * strategy.num_replicas_in_sync
-    steps = int(tcfg["steps_per_epoch"] or max(len(train_set) // global_batch, 1))
+    steps = int(tcfg["steps_per_epoch"] or max(task.count(train_set) // global_batch, 1))
     total = max(steps * int(tcfg["epochs"]), 1)
 
     with strategy.scope():
@@ -222,13 +221,16 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     inference = inference_network(net, cfg)
     pose_model = PoseModel(inference, config)
 
-    ds_kw = dict(seed=int(tcfg["seed"]), shuffle_buffer=int(tcfg["shuffle_buffer"]))
-    ds = training_batches(train_set, input_size, specs, cfg["augment"], global_batch, **ds_kw)
+    seed = int(tcfg["seed"])
+    ds = task.batches(train_set, input_size, specs, cfg, global_batch, seed)
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir()
-    key = "AP" if skeleton.sigmas is not None else "PCKh@0.5"
-    evaluator = EvalCallback(pose_model, val_set, tcfg["eval_every"], ckpt,
-                             cfg["eval"]["batch_size"], key, bool(cfg["eval"]["flip_test"]),
+    key = task.key(val_set)
+
+    def validate(model, results_file):
+        return task.evaluate(model, val_set, cfg, results_file)
+
+    evaluator = EvalCallback(pose_model, validate, tcfg["eval_every"], ckpt, key,
                              total_epochs=int(tcfg["epochs"]))
     callbacks = [
         evaluator,
@@ -248,7 +250,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
             with strategy.scope():
                 stage_trainer = make_trainer(net, stage_specs, cfg["loss"], global_batch)
                 stage_trainer.compile(optimizer=opt)  # the same optimizer: its moments carry over
-            stage_ds = training_batches(train_set, size, stage_specs, cfg["augment"], global_batch, **ds_kw)
+            stage_ds = task.batches(train_set, size, stage_specs, cfg, global_batch, seed)
             any_size = _any_input_size(net)
             print(f"kpose: epochs {first + 1}-{last} at {size[0]}x{size[1]} "
                   f"(train.early_input_size), then {input_size[0]}x{input_size[1]}", flush=True)
@@ -261,17 +263,15 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
 
     if (ckpt / "best.weights.h5").exists():
         inference.load_weights(str(ckpt / "best.weights.h5"))
-    eval_kw = dict(batch_size=cfg["eval"]["batch_size"], flip_test=bool(cfg["eval"]["flip_test"]))
-
     float_metrics = None
     if cfg["qat"]["enabled"]:
-        float_metrics = dict(evaluator.best_metrics) or evaluate_instances(pose_model, val_set, **eval_kw)
+        float_metrics = dict(evaluator.best_metrics) or validate(pose_model, None)
         pose_model.save(run_dir / "model_float")
         save_training_heads(net, inference, run_dir / "model_float")
         print(f"kpose: float model {key}={float_metrics.get(key, float('nan')):.4f}; "
               f"quantisation-aware training for {cfg['qat']['epochs']} epochs", flush=True)
         pose_model, qat_hist, qat_seconds = _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy,
-                                                       config, val_set, ckpt, key, run_dir, progress)
+                                                       config, validate, ckpt, key, run_dir, progress)
         history.update({f"qat_{k}": v for k, v in qat_hist.items()})
         train_seconds += qat_seconds
 
@@ -280,28 +280,27 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         metrics = dict(evaluator.best_metrics)
         shutil.copyfile(evaluator.best_predictions, run_dir / "val_predictions.json")
     else:
-        metrics = evaluate_instances(pose_model, val_set, results_file=run_dir / "val_predictions.json",
-                                     **eval_kw)
+        metrics = validate(pose_model, run_dir / "val_predictions.json")
     if float_metrics is not None:
         metrics["float"] = {k: v for k, v in float_metrics.items() if isinstance(v, float)}
     metrics.update({"train_seconds": round(train_seconds, 1), "epochs": int(tcfg["epochs"]),
                     "steps_per_epoch": steps, "global_batch": global_batch,
                     "replicas": strategy.num_replicas_in_sync,
-                    "train_instances": len(train_set), "val_instances": len(val_set),
-                    "skipped_train": dict(train_set.skipped), "skipped_val": dict(val_set.skipped)})
+                    "task": get_family(mcfg["family"]).task, "sample_unit": task.unit,
+                    "train_samples": task.count(train_set), "val_samples": task.count(val_set)})
     pose_model.save(run_dir / "model")
     if float_metrics is None:
         save_training_heads(net, inference, run_dir / "model")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plots.loss_curves(run_dir / "history.csv", run_dir / "loss.png", run_dir / "validation.csv")
-    plots.prediction_grid(pose_model, val_set, run_dir / "val_predictions.png")
+    task.plot(pose_model, val_set, run_dir / "val_predictions.png")
     print(f"kpose: done in {train_seconds:.0f}s; {key}={metrics.get(key, float('nan')):.4f}; "
           f"run saved in {run_dir}", flush=True)
     return Run(dir=run_dir, metrics=metrics, model=pose_model, recipe=cfg,
                history={k: [float(x) for x in v] for k, v in history.items()})
 
 
-def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, val_set, ckpt, key,
+def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, validate, ckpt, key,
                run_dir, progress):
     """Fine-tune a QAT copy of the trained float network; returns (PoseModel, history, seconds)."""
     qcfg = cfg["qat"]
@@ -316,8 +315,7 @@ def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, val_s
     pose_model = PoseModel(inference, dict(config, quantization="qat"))
     qckpt = ckpt / "qat"
     qckpt.mkdir(exist_ok=True)
-    evaluator = EvalCallback(pose_model, val_set, max(epochs, 1), qckpt, cfg["eval"]["batch_size"],
-                             key, bool(cfg["eval"]["flip_test"]))
+    evaluator = EvalCallback(pose_model, validate, max(epochs, 1), qckpt, key)
     callbacks = [evaluator, keras.callbacks.CSVLogger(str(run_dir / "history_qat.csv")),
                  keras.callbacks.TerminateOnNaN()]
     t0 = time.time()

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from kpose._tf import tf
-from kpose.codecs.heatmap_tf import encode_heatmaps_tf
+from kpose.codecs.heatmap_tf import encode_heatmaps_tf, encode_multi_heatmaps_tf
 from kpose.codecs.paf_tf import encode_pafs_tf
+from kpose.data.bottom_up import bottom_up_dataset
 from kpose.data.pipeline import augmented_crops
-from kpose.data.records import Instances
+from kpose.data.records import ImageRecords, Instances
 from kpose.models import OutputSpec
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -26,21 +27,26 @@ class TargetSpec:
     """One supervised output: what to encode and at which size.
 
     kind: "heatmaps" or "pafs"; size: (h, w) of the output; sigma: Gaussian sigma
-    (heatmaps) or half-width (pafs) in that output's pixels.
+    (heatmaps) or half-width (pafs) in that output's pixels; stride: input pixels per
+    output pixel; background: the heatmaps end with OpenPose's background channel
+    (1 - the max of the others).
     """
 
     name: str
     kind: str
     size: tuple[int, int]
     sigma: float
+    stride: int = 1
+    background: bool = False
 
 
 def target_specs(outputs: tuple[OutputSpec, ...], input_size, sigma: float,
-                 paf_width: float) -> list[TargetSpec]:
+                 paf_width: float, num_keypoints: int | None = None) -> list[TargetSpec]:
     """One TargetSpec per declared output, for batches of `input_size` (h, w).
 
     sigma is in input pixels; each output gets it in its own pixels, at least 1 so
-    that coarse passes still see a Gaussian rather than a single pixel.
+    that coarse passes still see a Gaussian rather than a single pixel. Heatmap outputs
+    with num_keypoints + 1 channels carry a background channel.
     """
     specs = []
     for out in outputs:
@@ -49,9 +55,11 @@ def target_specs(outputs: tuple[OutputSpec, ...], input_size, sigma: float,
                              f"stride {out.stride}; use a multiple of {out.stride}")
         size = (int(input_size[0]) // out.stride, int(input_size[1]) // out.stride)
         if out.kind == "heatmaps":
-            specs.append(TargetSpec(out.name, "heatmaps", size, max(sigma / out.stride, 1.0)))
+            background = num_keypoints is not None and out.channels == num_keypoints + 1
+            specs.append(TargetSpec(out.name, "heatmaps", size, max(sigma / out.stride, 1.0), out.stride,
+                                    background))
         elif out.kind == "pafs":
-            specs.append(TargetSpec(out.name, "pafs", size, float(paf_width)))
+            specs.append(TargetSpec(out.name, "pafs", size, float(paf_width), out.stride))
         else:
             raise ValueError(f"output {out.name!r}: no training target for kind {out.kind!r} yet")
     return specs
@@ -86,3 +94,44 @@ def training_batches(instances: Instances, input_size: tuple[int, int], specs: l
     ds = augmented_crops(instances, input_size, augment, seed, shuffle_buffer)
     ds = ds.map(encode, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def encode_people_targets(kps: tf.Tensor, ignore: tf.Tensor, input_size, specs: list[TargetSpec],
+                          limbs) -> tuple[dict, dict]:
+    """One image's bottom-up targets from all its people [P, K, 3] (input pixels) and its
+    ignore mask [H, W]: part heatmaps (max over people, plus background where declared),
+    PAFs (averaged where people overlap), and per-pixel weights [h, w, 1] that are 0
+    inside ignore regions (crowds, unlabelled people)."""
+    targets, weights = {}, {}
+    for spec in specs:
+        if spec.kind == "heatmaps":
+            t, _ = encode_multi_heatmaps_tf(kps, input_size, spec.size, spec.sigma)
+            if spec.background:
+                t = tf.concat([t, tf.maximum(1.0 - tf.reduce_max(t, -1, keepdims=True), 0.0)], -1)
+        else:
+            t, _ = encode_pafs_tf(kps, input_size, spec.size, limbs, spec.sigma)
+        cover = tf.nn.avg_pool2d(ignore[None, :, :, None], spec.stride, spec.stride, "VALID")[0]
+        targets[spec.name] = t
+        weights[spec.name] = 1.0 - cover[: spec.size[0], : spec.size[1]]
+    return targets, weights
+
+
+def bottom_up_batches(records: ImageRecords, input_size: tuple[int, int], specs: list[TargetSpec],
+                      augment: dict, batch_size: int, seed: int = 0, shuffle_buffer: int = 2048,
+                      max_people: int = 30) -> tf.data.Dataset:
+    """Infinite batches of (images, targets, pixel weights) for bottom-up training, from the
+    deterministic whole-image augmentation of kpose.data.bottom_up."""
+    limbs = np.asarray(records.skeleton.limbs, np.int32)
+
+    def encode(images, kps, ignore):
+        def one(args):
+            return encode_people_targets(args[0], args[1], input_size, specs, limbs)
+
+        signature = ({s.name: tf.TensorSpec(None, tf.float32) for s in specs},) * 2
+        targets, weights = tf.map_fn(one, (kps, ignore), fn_output_signature=signature)
+        return images, targets, weights
+
+    ds = bottom_up_dataset(records, input_size, augment, batch_size, seed=seed, max_people=max_people,
+                           shuffle_buffer=shuffle_buffer)
+    return ds.map(encode, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+

