@@ -1,11 +1,15 @@
-"""PAF codec: field encoding rules, multi-person grouping round trips, TF encoder."""
+"""PAF codec: field encoding rules, grouping steps and round trips, flip test, TF encoders."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from kpose.codecs.paf import PafCodec, find_peaks, limb_order
-from kpose.skeletons import COCO17
+from kpose.codecs import paf_grouping
+from kpose.codecs.heatmap import HeatmapCodec
+from kpose.codecs.paf import PafCodec, find_peaks, flip_back, limb_order
+from kpose.codecs.paf_grouping import limb_candidates, smooth_maps, upsample_maps
+from kpose.skeletons import COCO17, MPII16
 
 CODEC = PafCodec(input_size=(256, 256), heatmap_size=(64, 64), limbs=COCO17.limbs)
 
@@ -25,7 +29,7 @@ def _person(rng, cx, cy, height, jitter=1.0):
 def _round_trip(people, codec=CODEC):
     heatmaps, _ = codec.encode_heatmaps(people)
     pafs, _ = codec.encode(people)
-    return codec.decode(heatmaps, pafs, return_scores=True)
+    return codec.decode(heatmaps, pafs)
 
 
 def _assert_recovered(people, poses, tol=0.1):
@@ -110,12 +114,209 @@ def test_round_trip_partial_people_and_determinism():
     people[1, :5, 2] = 0            # no face
     heatmaps, _ = CODEC.encode_heatmaps(people)
     pafs, _ = CODEC.encode(people)
-    poses = CODEC.decode(heatmaps, pafs)
+    poses, scores = CODEC.decode(heatmaps, pafs)
     _assert_recovered(people, poses)
     again = CODEC.decode(heatmaps.copy(), pafs.copy())
-    for p, q in zip(poses, again):
-        np.testing.assert_array_equal(p, q)
-    assert CODEC.decode(np.zeros_like(heatmaps), np.zeros_like(pafs)) == []
+    np.testing.assert_array_equal(poses, again[0])
+    np.testing.assert_array_equal(scores, again[1])
+    none, none_scores = CODEC.decode(np.zeros_like(heatmaps), np.zeros_like(pafs))
+    assert none.shape == (0, 17, 3) and none_scores.shape == (0,)
+
+
+def _dense_peaks(hm, threshold):
+    """find_peaks' definition written out over the whole map (8 shifted comparisons)."""
+    hm = np.moveaxis(hm, -1, 0)
+    _, h, w = hm.shape
+    padded = np.pad(hm, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    keep = hm >= threshold
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                nb = padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                keep &= (hm > nb) if (dy, dx) < (0, 0) else (hm >= nb)
+    return np.nonzero(keep)
+
+
+def test_find_peaks_equals_dense_definition():
+    rng = np.random.default_rng(0)
+    hm = (np.round(rng.uniform(0, 1, (23, 31, 5)) * 4) / 4).astype(np.float32)  # many ties
+    hm[0, :, 1] = 1.0                     # plateaus along the border
+    hm[:, -1, 2] = 1.0
+    hm[5, 5, 3] = np.nan                  # NaN: never a peak, nor next to one
+    hm[10, 10:13, 4] = np.nan
+    for threshold in (0.0, 0.5, 1.0):
+        got, want = find_peaks(hm, threshold), _dense_peaks(hm, threshold)
+        assert all(np.array_equal(g, w_) for g, w_ in zip(got, want)), threshold
+
+
+def test_smooth_and_upsample_maps():
+    const = np.full((9, 12, 2), 0.3, np.float32)
+    np.testing.assert_allclose(smooth_maps(const, 1.3), const, rtol=1e-6)   # edges replicated
+    np.testing.assert_allclose(upsample_maps(const, 3), np.full((27, 36, 2), 0.3), rtol=1e-6)
+    assert smooth_maps(const, 0.0) is not None and upsample_maps(const, 1).shape == const.shape
+    # Pixel centres aligned: fine pixel X is at coarse (X + 0.5) / f - 0.5; linear inside, held outside.
+    ramp = np.broadcast_to(np.arange(8, dtype=np.float32)[None, :, None], (5, 8, 1))
+    fine = (np.arange(32) + 0.5) / 4 - 0.5
+    np.testing.assert_allclose(upsample_maps(ramp, 4)[2, :, 0], np.clip(fine, 0, 7), atol=1e-6)
+    # A Gaussian blurred by a Gaussian is a wider Gaussian with the same centre.
+    narrow, wide = HeatmapCodec((64, 64), (32, 32), 2.0), HeatmapCodec((64, 64), (32, 32), 2.5)
+    kp = np.array([[30.3, 33.1, 2.0], [12.2, 40.7, 2.0]])
+    blurred = smooth_maps(narrow.encode(kp)[0], 1.5)
+    np.testing.assert_allclose(blurred / blurred.max((0, 1)), wide.encode(kp)[0], atol=1e-2)  # sampled kernel
+    np.testing.assert_allclose(wide.decode(blurred)[:, :2], kp[:, :2], atol=0.02)
+
+
+def _candidates_by_pair(uv, kp, pafs, limbs, order, num_samples, threshold, fraction, prior):
+    """limb_candidates' rule, one pair and one sample at a time (reference)."""
+    h, w = pafs.shape[:2]
+    out = []
+    for p, li in enumerate(order):
+        a, b = limbs[li]
+        for i in np.flatnonzero(kp == a):
+            for j in np.flatnonzero(kp == b):
+                dx, dy = uv[j] - uv[i]
+                length = np.sqrt(dx * dx + dy * dy)
+                if length <= 1e-6:
+                    continue
+                ux, uy = dx / length, dy / length
+                dots = []
+                for t in np.linspace(0, 1, num_samples):
+                    x = int(min(max(np.floor(uv[i, 0] + t * dx + 0.5), 0), w - 1))
+                    y = int(min(max(np.floor(uv[i, 1] + t * dy + 0.5), 0), h - 1))
+                    dots.append(float(pafs[y, x, 2 * li]) * ux + float(pafs[y, x, 2 * li + 1]) * uy)
+                score = sum(dots) / num_samples
+                if prior > 0:
+                    score += min(0.0, prior * h / length - 1.0)
+                if score > 0 and sum(d > threshold for d in dots) / num_samples >= fraction:
+                    out.append((p, i, j, score))
+    out.sort(key=lambda c: (c[0], -c[3], c[1], c[2]))
+    return [np.array(c) for c in zip(*out)] if out else [np.zeros(0)] * 4
+
+
+@pytest.mark.parametrize("num_samples, fraction, prior", [(10, 0.8, 0.5), (10, 0.0, 0.0), (7, 0.3, 0.2),
+                                                          (5, 1.0, 0.5), (12, 0.55, 0.0)])
+def test_limb_candidates_equal_pairwise_rule(num_samples, fraction, prior):
+    # Random peaks and fields made of real limbs plus noise: the vectorised scoring, its
+    # exact shortcut (probe samples) and its ordering agree with the pair-by-pair rule.
+    rng = np.random.default_rng(num_samples)
+    codec = PafCodec((96, 128), (24, 32), COCO17.limbs)
+    people = np.stack([_person(rng, x, 50, 70, jitter=3) for x in (25, 60, 100)])
+    pafs = codec.encode(people)[0] + rng.normal(0, 0.3, (24, 32, 38)).astype(np.float32)
+    kp = np.sort(rng.integers(0, 17, 60))
+    uv = rng.uniform(-1, 33, (60, 2)) * [1, 0.75]
+    uv[:17], kp[:17] = codec.heatmap_codec.to_heatmap(people[0, :, :2]), np.arange(17)
+    order = np.array(limb_order(COCO17.limbs, 17))
+    rank = np.argsort(kp, kind="stable")
+    kp, uv = kp[rank], uv[rank]
+    got = limb_candidates(uv, kp, pafs, np.array(COCO17.limbs), order, num_samples, 0.05, fraction, prior)
+    want = _candidates_by_pair(uv, kp, pafs, COCO17.limbs, order, num_samples, 0.05, fraction, prior)
+    assert len(got[0]) > 10
+    for g, w_ in zip(got, want):
+        np.testing.assert_array_equal(g, w_)
+
+
+def test_limb_candidates_in_batches(monkeypatch):
+    # Many peaks are scored a batch of limbs at a time (bounded memory): same result.
+    rng = np.random.default_rng(8)
+    people = np.stack([_person(rng, *rng.uniform(40, 216, 2), rng.uniform(40, 160)) for _ in range(8)])
+    hm = CODEC.encode_heatmaps(people)[0]
+    pf = CODEC.encode(people)[0] + rng.normal(0, 0.1, (64, 64, 38)).astype(np.float32)
+    whole = CODEC.decode(hm, pf)
+    monkeypatch.setattr(paf_grouping, "PAIR_BATCH", 20)
+    batched = CODEC.decode(hm, pf)
+    np.testing.assert_array_equal(whole[0], batched[0])
+    np.testing.assert_array_equal(whole[1], batched[1])
+    assert len(whole[0]) == 8
+
+
+def _two_keypoints(codec, uv_a, uv_b):
+    xy = codec.heatmap_codec.to_input(np.array([uv_a, uv_b], np.float64))
+    people = np.concatenate([xy, np.full((2, 1), 2.0)], -1)[None]
+    return codec.encode_heatmaps(people)[0], codec.encode(people)[0]
+
+
+def test_distance_prior():
+    # One limb 24 heatmap px long on a 32 px high map: 0.75 of the height.
+    codec = PafCodec((64, 64), (32, 32), [(0, 1)], sigma=1.0, min_keypoints=2)
+    hm, pf = _two_keypoints(codec, (4.0, 4.0), (4.0, 28.0))
+    for prior, limb_score in [(0.0, 1.0), (0.5, 0.5 * 32 / 24), (0.9, 1.0)]:
+        _, scores = replace(codec, max_limb_fraction=prior).decode(hm, pf)
+        np.testing.assert_allclose(scores, [(2.0 + limb_score) / 3.0], rtol=1e-6)
+    # A weaker field (mean 0.5): kept at 0.5 (0.5 - 1/3 > 0), rejected at 0.3 (0.5 - 0.6 < 0).
+    weak = pf * 0.5
+    assert len(codec.decode(hm, weak)[0]) == 1
+    assert len(replace(codec, max_limb_fraction=0.3).decode(hm, weak)[0]) == 0
+
+
+def test_single_keypoint_people():
+    rng = np.random.default_rng(2)
+    people = np.stack([_person(rng, 70, 120, 110), _person(rng, 190, 120, 100)])
+    people[1, 1:, 2] = 0                                   # only a nose: no limb can join it
+    heatmaps, pafs = CODEC.encode_heatmaps(people)[0], CODEC.encode(people)[0]
+    assert len(CODEC.decode(heatmaps, pafs)[0]) == 1
+    single = replace(CODEC, min_keypoints=1)
+    poses, scores = single.decode(heatmaps, pafs)
+    _assert_recovered(people, poses)
+    np.testing.assert_allclose(scores[1], poses[1, 0, 2] / (17 + 19), rtol=1e-6)   # one keypoint, no limb
+
+
+@pytest.mark.parametrize("options, tol", [({"upsample": 4}, 0.6), ({"upsample": 2, "smooth_sigma": 0.75}, 0.6),
+                                          ({"smooth_sigma": 1.0}, 0.2)])
+def test_round_trip_smoothed_and_upsampled(options, tol):
+    # Bilinear maps are not Gaussians, so DARK is approximate there (about 0.1 map px).
+    rng = np.random.default_rng(5)
+    codec = replace(CODEC, **options)
+    people = np.stack([_person(rng, 60 + 70 * i, 90 + 70 * (i % 2), 100) for i in range(3)])
+    poses, _ = codec.decode(codec.encode_heatmaps(people)[0], codec.encode(people)[0])
+    _assert_recovered(people, poses, tol=tol)
+
+
+@pytest.mark.parametrize("skeleton", [COCO17, MPII16], ids=lambda s: s.name)
+def test_flip_back(skeleton):
+    # The maps of the mirrored people, mapped back, are the maps of the people.
+    rng = np.random.default_rng(4)
+    codec = PafCodec((128, 96), (32, 24), skeleton.limbs, sigma=1.5)
+    k = skeleton.num_keypoints
+    people = np.concatenate([rng.uniform(5, 90, (3, k, 2)), rng.integers(0, 3, (3, k, 1))], -1)
+    mirrored = people[:, skeleton.flip_index()].copy()
+    mirrored[..., 0] = 96 - 1 - mirrored[..., 0]
+    hm, pf = codec.encode_heatmaps(people)[0], codec.encode(people)[0]
+    back_hm, back_pf = flip_back(codec.encode_heatmaps(mirrored)[0], codec.encode(mirrored)[0],
+                                 skeleton.flip_index(), *skeleton.limb_flip())
+    np.testing.assert_allclose(back_hm, hm, atol=1e-6)
+    np.testing.assert_allclose(back_pf, pf, atol=1e-6)
+    assert np.abs(pf).max() > 0.9
+    # Leading batch axes pass through; a wrong skeleton is named.
+    batch_hm, batch_pf = flip_back(np.stack([hm, hm]), np.stack([pf, pf]), skeleton.flip_index(), *skeleton.limb_flip())
+    np.testing.assert_array_equal(flip_back(batch_hm, batch_pf, skeleton.flip_index(), *skeleton.limb_flip())[1][1], pf)
+    with pytest.raises(ValueError, match="limb_flip"):
+        flip_back(hm, pf[..., :-2], skeleton.flip_index(), *skeleton.limb_flip())
+
+
+def test_flip_test_decode():
+    # Averaging a prediction with its mirrored prediction mapped back, then decoding.
+    rng = np.random.default_rng(6)
+    people = np.stack([_person(rng, 70, 120, 110), _person(rng, 180, 130, 100)])
+    hm, pf = CODEC.encode_heatmaps(people)[0], CODEC.encode(people)[0]
+    mirrored = people[:, COCO17.flip_index()].copy()
+    mirrored[..., 0] = 255 - mirrored[..., 0]
+    back_hm, back_pf = flip_back(CODEC.encode_heatmaps(mirrored)[0], CODEC.encode(mirrored)[0],
+                                 COCO17.flip_index(), *COCO17.limb_flip())
+    poses, _ = CODEC.decode(0.5 * (hm + back_hm), 0.5 * (pf + back_pf))
+    _assert_recovered(people, poses)
+
+
+def test_codec_validation():
+    with pytest.raises(ValueError, match="upsample"):
+        PafCodec((64, 64), (16, 16), COCO17.limbs, upsample=1.5)
+    with pytest.raises(ValueError, match="min_keypoints"):
+        PafCodec((64, 64), (16, 16), COCO17.limbs, min_keypoints=0)
+    with pytest.raises(ValueError, match="limbs"):
+        PafCodec((64, 64), (16, 16), [(1, 1)])
+    with pytest.raises(ValueError, match="heatmap_size"):
+        CODEC.decode(np.zeros((32, 32, 17)), np.zeros((64, 64, 38)))
+    with pytest.raises(ValueError, match="skeleton's limbs"):
+        CODEC.decode(np.zeros((64, 64, 5)), np.zeros((64, 64, 38)))
 
 
 def test_metadata_round_trip():
@@ -125,6 +326,7 @@ def test_metadata_round_trip():
 
 
 tf = pytest.importorskip("kpose._tf").tf
+from kpose.codecs.heatmap_tf import encode_multi_heatmaps_tf  # noqa: E402
 from kpose.codecs.paf_tf import encode_pafs_tf  # noqa: E402
 
 
@@ -145,3 +347,43 @@ def test_tf_encode_equals_numpy():
     assert np.mean(np.abs(next(iter(ds)).numpy() - ref) > 1e-5) < 1e-4
     empty = encode_pafs_tf(np.zeros((0, 17, 3)), CODEC.input_size, CODEC.heatmap_size, CODEC.limbs)[0]
     assert empty.shape == (64, 64, 38) and not np.any(empty.numpy())
+
+
+def _largest_tensor(fn, spec) -> int:
+    """Elements of the largest statically shaped tensor in fn's graph, loop bodies included."""
+    def walk(graph):
+        best = 0
+        for op in graph.get_operations():
+            for t in op.outputs:
+                if t.shape.rank is not None and t.shape.is_fully_defined():
+                    best = max(best, t.shape.num_elements())
+            for attr in ("body", "cond"):
+                try:
+                    best = max(best, walk(graph._get_function(op.get_attr(attr).name).graph))
+                except (ValueError, AttributeError):
+                    pass
+        return best
+    return walk(tf.function(fn, autograph=False).get_concrete_function(spec).graph)
+
+
+def test_tf_encoders_many_people():
+    # 25 overlapping people, some keypoints unlabelled: equal to the NumPy references, and
+    # no [people x ...] map is ever built (memory stays that of one person's maps).
+    rng = np.random.default_rng(25)
+    people = np.stack([_person(rng, *rng.uniform(40, 216, 2), rng.uniform(40, 160)) for _ in range(25)])
+    people[rng.uniform(size=people.shape[:2]) < 0.2, 2] = 0
+    ref, _ = CODEC.encode(people)
+    got = encode_pafs_tf(people, CODEC.input_size, CODEC.heatmap_size, CODEC.limbs)[0].numpy()
+    assert np.mean(np.abs(got - ref) > 1e-5) < 1e-4 and (np.abs(ref) > 0).mean() > 0.01
+    hm_ref, _ = CODEC.encode_heatmaps(people)
+    hm = encode_multi_heatmaps_tf(people, CODEC.input_size, CODEC.heatmap_size, CODEC.sigma)
+    assert np.abs(hm[0].numpy() - hm_ref).max() < 1e-5
+    np.testing.assert_array_equal(hm[1].numpy(), np.ones(17))
+    assert not encode_multi_heatmaps_tf(np.zeros((0, 17, 3)), CODEC.input_size, (64, 64))[0].numpy().any()
+
+    spec = tf.TensorSpec([25, 17, 3], tf.float32)
+    h, w = CODEC.heatmap_size
+    assert _largest_tensor(lambda k: encode_pafs_tf(k, CODEC.input_size, (h, w), CODEC.limbs)[0],
+                           spec) == h * w * 19 * 2
+    assert _largest_tensor(lambda k: encode_multi_heatmaps_tf(k, CODEC.input_size, (h, w))[0],
+                           spec) <= h * w * 17

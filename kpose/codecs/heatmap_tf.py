@@ -48,12 +48,21 @@ def encode_heatmaps_tf(keypoints, input_size, heatmap_size, sigma=2.0) -> tuple[
 
 
 def encode_multi_heatmaps_tf(keypoints, input_size, heatmap_size, sigma=2.0) -> tuple[tf.Tensor, tf.Tensor]:
-    """Bottom-up target: people [P, K, 3] -> (max over people [h, w, K], weights ones [K])."""
+    """Bottom-up target: people [P, K, 3] -> (max over people [h, w, K], weights ones [K]).
+
+    People are folded in one at a time (a running maximum from zeros, which is
+    also the empty map for P = 0), so memory is [h, w, K] whatever P is.
+    """
     keypoints = tf.convert_to_tensor(keypoints, tf.float32)
-    heatmaps, _ = encode_heatmaps_tf(keypoints, input_size, heatmap_size, sigma)
-    # reduce_max over zero people is the lowest float; they must give empty maps.
-    merged = tf.maximum(tf.reduce_max(heatmaps, axis=0), 0.0)
-    return merged, tf.ones([tf.shape(keypoints)[-2]], tf.float32)
+    h, w = heatmap_size
+    num_kp = keypoints.shape[-2] if keypoints.shape[-2] is not None else tf.shape(keypoints)[-2]
+
+    def add_person(merged, person):
+        return tf.maximum(merged, encode_heatmaps_tf(person, input_size, heatmap_size, sigma)[0])
+
+    merged = tf.foldl(add_person, keypoints, initializer=tf.zeros(tf.stack([h, w, num_kp])),
+                      parallel_iterations=1)   # iterations run ahead would each hold a map
+    return merged, tf.ones([num_kp], tf.float32)
 
 
 def decode_heatmaps_tf(heatmaps, input_size, sigma=2.0, dark_radius=None, refine: bool = True) -> tf.Tensor:

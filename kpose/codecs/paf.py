@@ -1,4 +1,4 @@
-"""Part Affinity Fields (OpenPose) codec: multi-person encode and grouping decode.
+"""Part Affinity Fields (OpenPose) codec: multi-person encode, grouping decode, flip test.
 
 PAFs live on the heatmap grid of the keypoint heatmaps (see
 kpose.codecs.heatmap for the input <-> heatmap coordinate map). Channel layout:
@@ -10,81 +10,72 @@ person's segment a -> b (both endpoints labelled) gets that limb's unit vector;
 where several people's limbs cover a pixel, their vectors are averaged
 (OpenPose's rule). Directions are taken in heatmap pixels.
 
-Decoding (the reference for later TF / TFLite / JS ports; every step is
-deterministic, ties broken by index):
-1. peaks: pixels >= ``peak_threshold`` that are the maximum of their 3x3
-   neighbourhood; on a plateau only the first pixel in raster order survives;
-2. each peak is refined to sub-pixel with the heatmap codec's DARK step;
-3. for each limb, every (a-peak, b-peak) pair is scored by the PAF line
-   integral: ``num_samples`` evenly spaced points on the segment (nearest
-   pixel, i.e. floor(p + 0.5)), dotted with the pair's unit vector. A pair is a
-   candidate when the mean is > 0 and at least ``min_sample_fraction`` of the
-   samples exceed ``paf_threshold``;
+Decoding (the reference for the TF / TFLite / JS ports; deterministic, ties
+broken by index; the steps are in kpose.codecs.paf_grouping):
+1. heatmaps are optionally blurred (``smooth_sigma``, heatmap pixels, edges
+   replicated) and then upsampled ``upsample`` times (bilinear, pixel centres
+   aligned) -- both off by default;
+2. peaks: 3x3 NMS at >= ``peak_threshold`` (a plateau keeps its first pixel in
+   raster order), refined to sub-pixel by the heatmap codec's DARK step (window
+   radius scaled by ``upsample``); the score is the (processed) map's value;
+3. for each limb, every (a-peak, b-peak) pair is scored on the network's PAF
+   grid by the line integral: ``num_samples`` evenly spaced points (nearest
+   pixel, floor(p + 0.5)) dotted with the pair's unit vector, averaged, plus
+   OpenPose's distance prior min(0, max_limb_fraction * h / length - 1), which
+   penalises limbs longer than that fraction of the map height h (0: off). A
+   pair is a candidate when that score is > 0 and at least
+   ``min_sample_fraction`` of the samples exceed ``paf_threshold``;
 4. per limb, candidates are matched greedily by descending score (each peak used
-   at most once per limb);
-5. connections are assembled into people, limbs visited breadth-first along the
-   limb graph from its best-connected keypoint: a connection extends the person
-   owning one of its peaks, starts a new person, or merges two people whose
-   keypoint slots do not collide (otherwise it is dropped);
-6. people with fewer than ``min_keypoints`` keypoints are dropped; the rest are
-   sorted by score (mean of keypoint and limb scores over all K + L slots).
+   at most once per limb), limbs taken breadth-first along the skeleton tree
+   from its best-connected keypoint (limb_order);
+5. each match extends the person owning one of its peaks, starts a person, or
+   merges two partial people whose keypoint slots do not collide (else it is
+   dropped);
+6. people with fewer than ``min_keypoints`` keypoints are dropped (with 1, every
+   peak no limb joined is a person of its own: a keypoint whose skeleton
+   neighbours are all unlabelled or unseen); person score = (sum of keypoint
+   scores + sum of limb scores) / (K + L), so missing parts lower it; people
+   are sorted by descending score, then by their first peak.
+
+Flip test: ``flip_back`` maps the outputs for the mirrored image back to the
+original frame; average them with the original outputs before decoding.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from kpose.codecs.heatmap import HeatmapCodec, dark_refine
+from kpose.codecs.heatmap import HeatmapCodec, dark_refine, default_dark_radius
+from kpose.codecs.paf_grouping import (assemble, find_peaks, limb_candidates, limb_order,
+                                       smooth_maps, upsample_maps)
 
-__all__ = ["PafCodec", "find_peaks", "limb_order"]
+__all__ = ["PafCodec", "find_peaks", "limb_order", "flip_back"]
 
 
-def find_peaks(heatmaps: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """3x3 max-pool NMS on [h, w, K]: (k, iy, ix) of the peaks, sorted by (k, iy, ix).
+def flip_back(heatmaps_mirrored: np.ndarray, pafs_mirrored: np.ndarray, flip_index, limb_perm,
+              limb_sign) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs for the horizontally mirrored image -> the original image's frame.
 
-    A peak must be >= every neighbour and > every neighbour that comes earlier in
-    raster order, so a plateau (e.g. a Gaussian centred exactly between two
-    pixels) yields a single peak.
+    heatmaps [..., h, w, K] and pafs [..., h, w, 2L] of the mirrored image;
+    flip_index from Skeleton.flip_index(), (limb_perm, limb_sign) from
+    Skeleton.limb_flip(). Heatmaps: width reversed, channel k taken from
+    flip_index[k]. PAFs: width reversed, limb l taken from limb_perm[l], its x
+    component negated (the image is mirrored) and the vector times limb_sign[l]
+    (the mirror limb is stored in the other direction).
     """
-    hm = np.moveaxis(np.asarray(heatmaps, np.float32), -1, 0)
-    _, h, w = hm.shape
-    padded = np.pad(hm, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    keep = hm >= threshold
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == dx == 0:
-                continue
-            nb = padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-            keep &= (hm > nb) if (dy, dx) < (0, 0) else (hm >= nb)
-    return np.nonzero(keep)
-
-
-def limb_order(limbs, num_keypoints: int) -> list[int]:
-    """Limb indices breadth-first from the keypoint with most limbs (lowest index on ties)."""
-    adjacency = [[] for _ in range(num_keypoints)]
-    for i, (a, b) in enumerate(limbs):
-        adjacency[a].append((b, i))
-        adjacency[b].append((a, i))
-    order, seen_limb, seen_kp = [], set(), set()
-    degree = [len(n) for n in adjacency]
-    # Several components are walked one after the other, best-connected first.
-    for root in sorted(range(num_keypoints), key=lambda k: (-degree[k], k)):
-        if root in seen_kp or not degree[root]:
-            continue
-        queue = deque([root])
-        seen_kp.add(root)
-        while queue:
-            k = queue.popleft()
-            for other, i in adjacency[k]:
-                if i not in seen_limb:
-                    seen_limb.add(i)
-                    order.append(i)
-                if other not in seen_kp:
-                    seen_kp.add(other)
-                    queue.append(other)
-    return order
+    hm = np.asarray(heatmaps_mirrored)
+    pf = np.asarray(pafs_mirrored)
+    perm, sign = np.asarray(limb_perm), np.asarray(limb_sign, np.float32)
+    if pf.shape[-1] != 2 * len(perm) or hm.shape[-1] != len(flip_index):
+        raise ValueError(f"flip_back: pafs have {pf.shape[-1]} channels and heatmaps {hm.shape[-1]}, but "
+                         f"limb_perm has {len(perm)} limbs and flip_index {len(flip_index)} keypoints; "
+                         f"pass the model's own Skeleton.flip_index() and Skeleton.limb_flip()")
+    hm = hm[..., ::-1, :][..., np.asarray(flip_index)]
+    limbs = pf[..., ::-1, :].reshape(*pf.shape[:-1], len(perm), 2)[..., perm, :]
+    pf = (limbs * (sign[:, None] * np.array([-1, 1], np.float32))).reshape(pf.shape)   # exact: +-1
+    return np.ascontiguousarray(hm), pf
 
 
 @dataclass(frozen=True)
@@ -95,8 +86,9 @@ class PafCodec:
     limbs: (a, b) keypoint index pairs (e.g. ``COCO17.limbs``).
     limb_width: half-width of a limb's field, in heatmap pixels.
     sigma, dark_radius: of the companion keypoint HeatmapCodec (peak refinement).
-    peak_threshold, num_samples, paf_threshold, min_sample_fraction,
-    min_keypoints: decode parameters, see the module docstring.
+    peak_threshold, smooth_sigma, upsample, num_samples, paf_threshold,
+    min_sample_fraction, max_limb_fraction, min_keypoints: decode parameters,
+    see the module docstring.
     """
 
     input_size: tuple[int, int]
@@ -106,19 +98,33 @@ class PafCodec:
     sigma: float = 2.0
     dark_radius: int | None = None
     peak_threshold: float = 0.1
+    smooth_sigma: float = 0.0
+    upsample: int = 1
     num_samples: int = 10
     paf_threshold: float = 0.05
     min_sample_fraction: float = 0.8
+    max_limb_fraction: float = 0.5
     min_keypoints: int = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
         object.__setattr__(self, "heatmap_size", tuple(int(s) for s in self.heatmap_size))
         object.__setattr__(self, "limbs", tuple((int(a), int(b)) for a, b in self.limbs))
-        if self.limb_width <= 0 or self.num_samples < 2:
-            raise ValueError("limb_width must be > 0 and num_samples >= 2")
+        if self.limb_width <= 0:
+            raise ValueError(f"limb_width must be > 0 (heatmap pixels), got {self.limb_width}")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2 (points on a limb), got {self.num_samples}")
+        if int(self.upsample) != self.upsample or self.upsample < 1:
+            raise ValueError(f"upsample must be an integer >= 1 (1: off), got {self.upsample}")
+        object.__setattr__(self, "upsample", int(self.upsample))
+        if self.smooth_sigma < 0:
+            raise ValueError(f"smooth_sigma must be >= 0 (0: off), got {self.smooth_sigma}")
+        if self.min_keypoints < 1:
+            raise ValueError(f"min_keypoints must be >= 1, got {self.min_keypoints}")
+        if any(a == b or min(a, b) < 0 for a, b in self.limbs):
+            raise ValueError(f"limbs must join two different keypoints (non-negative indices), got {self.limbs}")
 
-    @property
+    @cached_property
     def heatmap_codec(self) -> HeatmapCodec:
         """The keypoint heatmap codec on the same grid (targets and DARK refinement)."""
         return HeatmapCodec(self.input_size, self.heatmap_size, self.sigma, self.dark_radius)
@@ -126,6 +132,14 @@ class PafCodec:
     @property
     def num_limbs(self) -> int:
         return len(self.limbs)
+
+    @property
+    def peak_radius(self) -> int:
+        """DARK window radius on the processed (blurred, upsampled) maps, in their pixels."""
+        # The blurred blob's sigma; sqrt of the sum (not hypot) so that ports round alike.
+        base = self.dark_radius if self.dark_radius is not None else default_dark_radius(
+            float(np.sqrt(self.sigma * self.sigma + self.smooth_sigma * self.smooth_sigma)))
+        return base * self.upsample
 
     # -- encode ---------------------------------------------------------------
     def encode(self, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,24 +151,29 @@ class PafCodec:
         keypoints = np.asarray(keypoints, np.float64).reshape(-1, *np.shape(keypoints)[-2:])
         h, w = self.heatmap_size
         num_limbs = self.num_limbs
+        total = np.zeros((h, w, num_limbs, 2))
+        count = np.zeros((h, w, num_limbs, 1))
         if not num_limbs:
             return np.zeros((h, w, 0), np.float32), np.zeros(0, np.float32)
         a_idx, b_idx = np.array(self.limbs).T
         uv = self.heatmap_codec.to_heatmap(keypoints[..., :2])
-        start, end = uv[:, a_idx], uv[:, b_idx]                      # [P, L, 2]
-        labelled = (keypoints[:, a_idx, 2] > 0) & (keypoints[:, b_idx, 2] > 0)
-        delta = end - start
-        length = np.linalg.norm(delta, axis=-1)
-        drawn = labelled & (length > 1e-6)                           # a point has no direction
-        unit = np.where(drawn[..., None], delta / np.where(drawn, length, 1.0)[..., None], 0.0)
         yy, xx = np.mgrid[0:h, 0:w]
-        grid = np.stack([xx, yy], -1).astype(np.float64)             # [h, w, 2]
-        rel = grid - start[:, :, None, None]                         # [P, L, h, w, 2]
-        along = np.clip(np.einsum("plyxc,plc->plyx", rel, unit), 0.0, length[:, :, None, None])
-        dist = np.linalg.norm(rel - along[..., None] * unit[:, :, None, None], axis=-1)
-        on = drawn[:, :, None, None] & (dist <= self.limb_width)     # [P, L, h, w]
-        total = np.einsum("plyx,plc->yxlc", on.astype(np.float64), unit)
-        count = on.sum(axis=0).transpose(1, 2, 0)[..., None]         # [h, w, L, 1]
+        grid = np.stack([xx, yy], -1).astype(np.float64)               # [h, w, 2]
+        # One person at a time: memory stays [L, h, w] however many people there are.
+        for person, vis in zip(uv, keypoints[..., 2]):
+            start, end = person[a_idx], person[b_idx]                   # [L, 2]
+            delta = end - start
+            length = np.linalg.norm(delta, axis=-1)
+            drawn = (vis[a_idx] > 0) & (vis[b_idx] > 0) & (length > 1e-6)  # a point has no direction
+            if not drawn.any():
+                continue
+            unit = np.where(drawn[:, None], delta / np.where(drawn, length, 1.0)[:, None], 0.0)
+            rel = grid[:, :, None] - start                              # [h, w, L, 2]
+            along = np.clip((rel * unit).sum(-1), 0.0, length)
+            dist = np.linalg.norm(rel - along[..., None] * unit, axis=-1)
+            on = (drawn & (dist <= self.limb_width))[..., None]         # [h, w, L, 1]
+            total += on * unit
+            count += on
         pafs = total / np.maximum(count, 1)
         return pafs.reshape(h, w, 2 * num_limbs).astype(np.float32), np.ones(num_limbs, np.float32)
 
@@ -163,113 +182,64 @@ class PafCodec:
         return self.heatmap_codec.encode_multi(keypoints)
 
     # -- decode ---------------------------------------------------------------
-    def _limb_scores(self, pa: np.ndarray, pb: np.ndarray, field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """PAF line integral for all pairs of a-peaks [Na, 2] and b-peaks [Nb, 2] (heatmap px).
+    def peaks(self, heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Steps 1-2: heatmaps [h, w, K] -> (keypoint [N], (u, v) [N, 2] on the heatmap grid, score [N])."""
+        maps = smooth_maps(heatmaps, self.smooth_sigma)
+        maps = upsample_maps(maps, self.upsample)
+        pk, piy, pix = find_peaks(maps, self.peak_threshold)
+        score = maps[piy, pix, pk].astype(np.float64)
+        if not len(pk):
+            return pk, np.zeros((0, 2)), score
+        u, v = dark_refine(np.moveaxis(maps, -1, 0), piy, pix, self.peak_radius, rows=pk)
+        uv = np.stack([u, v], -1)
+        if self.upsample > 1:
+            uv = (uv + 0.5) / self.upsample - 0.5
+        return pk, uv, score
 
-        field: [h, w, 2] for this limb. Returns (score [Na, Nb], candidate mask).
-        """
-        h, w = field.shape[:2]
-        delta = pb[None] - pa[:, None]                               # [Na, Nb, 2]
-        length = np.linalg.norm(delta, axis=-1)
-        unit = delta / np.maximum(length, 1e-9)[..., None]
-        t = np.linspace(0.0, 1.0, self.num_samples)
-        pts = pa[:, None, None] + t[None, None, :, None] * delta[:, :, None]
-        ix = np.clip(np.floor(pts[..., 0] + 0.5), 0, w - 1).astype(np.int64)
-        iy = np.clip(np.floor(pts[..., 1] + 0.5), 0, h - 1).astype(np.int64)
-        dots = np.einsum("absc,abc->abs", field[iy, ix].astype(np.float64), unit)
-        score = dots.mean(-1)
-        frac = (dots > self.paf_threshold).mean(-1)
-        ok = (length > 1e-6) & (score > 0) & (frac >= self.min_sample_fraction)
-        return score, ok
+    def decode(self, heatmaps: np.ndarray, pafs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """heatmaps [h, w, K], pafs [h, w, 2L] -> (keypoints [N, K, 3] (x, y, score), scores [N]).
 
-    def decode(self, heatmaps: np.ndarray, pafs: np.ndarray, return_scores: bool = False):
-        """heatmaps [h, w, K], pafs [h, w, 2L] -> list of poses [K, 3] (x, y, score) in input pixels.
-
-        Missing keypoints are (0, 0, 0). With ``return_scores`` also returns the
-        people's scores [N]. People are ordered by descending score.
+        Keypoints are in input pixels, float32; a keypoint not found is (0, 0, 0).
+        People are ordered by descending score.
         """
         heatmaps = np.asarray(heatmaps, np.float32)
         pafs = np.asarray(pafs, np.float32)
-        h, w, num_kp = heatmaps.shape
-        if (h, w) != self.heatmap_size or pafs.shape != (h, w, 2 * self.num_limbs):
-            raise ValueError(f"expected heatmaps {self.heatmap_size + (num_kp,)} and pafs "
-                             f"{self.heatmap_size + (2 * self.num_limbs,)}, got {heatmaps.shape}, {pafs.shape}")
-        codec = self.heatmap_codec
-        pk, piy, pix = find_peaks(heatmaps, self.peak_threshold)
-        maps = np.moveaxis(heatmaps, -1, 0)
-        if len(pk):
-            u, v = dark_refine(maps, piy, pix, codec.radius, rows=pk)
-        else:
-            u = v = np.zeros(0)
-        peak_uv = np.stack([u, v], -1)
-        peak_score = maps[pk, piy, pix].astype(np.float64)
-        by_kp = [np.flatnonzero(pk == k) for k in range(num_kp)]      # global peak ids per keypoint
+        if heatmaps.ndim != 3 or heatmaps.shape[:2] != self.heatmap_size \
+                or pafs.shape != (*self.heatmap_size, 2 * self.num_limbs):
+            raise ValueError(f"decode expects heatmaps {self.heatmap_size + ('K',)} and pafs "
+                             f"{self.heatmap_size + (2 * self.num_limbs,)} (heatmap_size, 2 x limbs), "
+                             f"got {heatmaps.shape} and {pafs.shape}")
+        num_kp = heatmaps.shape[-1]
+        if self.limbs and max(max(p) for p in self.limbs) >= num_kp:
+            raise ValueError(f"limbs use keypoint {max(max(p) for p in self.limbs)} but heatmaps have "
+                             f"{num_kp} channels; pass the skeleton's limbs for this model")
+        return self.group(*self.peaks(heatmaps), pafs, num_kp)
 
-        owner = np.full(len(pk), -1)
-        people: list[np.ndarray] = []                                  # [K] peak ids, -1 empty
-        limb_total: list[float] = []
-        fields = pafs.reshape(h, w, self.num_limbs, 2)
-        for li in limb_order(self.limbs, num_kp):
-            a, b = self.limbs[li]
-            ids_a, ids_b = by_kp[a], by_kp[b]
-            if not len(ids_a) or not len(ids_b):
-                continue
-            score, ok = self._limb_scores(peak_uv[ids_a], peak_uv[ids_b], fields[:, :, li])
-            ia, ib = np.nonzero(ok)
-            order = np.lexsort((ib, ia, -score[ia, ib]))
-            used_a, used_b = set(), set()
-            for i in order:
-                if ia[i] in used_a or ib[i] in used_b:
-                    continue
-                used_a.add(ia[i])
-                used_b.add(ib[i])
-                self._connect(people, limb_total, owner, num_kp, a, b, ids_a[ia[i]], ids_b[ib[i]], score[ia[i], ib[i]])
-
-        poses, scores, firsts = [], [], []
-        for slots, limb_sum in zip(people, limb_total):
-            found = slots >= 0
-            if found.sum() < self.min_keypoints:
-                continue
-            pose = np.zeros((num_kp, 3), np.float64)
-            pose[found, :2] = codec.to_input(peak_uv[slots[found]])
-            pose[found, 2] = peak_score[slots[found]]
-            poses.append(pose.astype(np.float32))
-            scores.append((pose[:, 2].sum() + limb_sum) / (num_kp + self.num_limbs))
-            firsts.append(slots[found].min())
-        rank = np.lexsort((np.array(firsts), -np.array(scores))) if poses else []
-        poses = [poses[i] for i in rank]
-        scores = np.array([scores[i] for i in rank], np.float32)
-        return (poses, scores) if return_scores else poses
-
-    @staticmethod
-    def _connect(people, limb_total, owner, num_kp, a, b, pa, pb, score) -> None:
-        """Add connection pa (keypoint a) - pb (keypoint b) to the people being assembled."""
-        oa, ob = owner[pa], owner[pb]
-        if oa < 0 and ob < 0:
-            people.append(np.full(num_kp, -1))
-            limb_total.append(0.0)
-            oa = ob = len(people) - 1
-        elif oa >= 0 and ob >= 0 and oa != ob:
-            pa_slots, pb_slots = people[oa], people[ob]
-            if np.any((pa_slots >= 0) & (pb_slots >= 0)):
-                return  # both people already have some keypoint: not the same person
-            pa_slots[pb_slots >= 0] = pb_slots[pb_slots >= 0]
-            owner[pb_slots[pb_slots >= 0]] = oa
-            limb_total[oa] += limb_total[ob]
-            people[ob] = np.full_like(pb_slots, -1)  # emptied; dropped as too small
-            limb_total[ob] = 0.0
-            ob = oa
-        elif oa < 0:
-            if people[ob][a] >= 0:
-                return  # b's person already has an a
-            oa = ob
-        elif ob < 0:
-            if people[oa][b] >= 0:
-                return
-            ob = oa
-        people[oa][a], people[oa][b] = pa, pb
-        owner[pa] = owner[pb] = oa
-        limb_total[oa] += float(score)
+    def group(self, pk: np.ndarray, uv: np.ndarray, peak_score: np.ndarray, pafs: np.ndarray,
+              num_keypoints: int) -> tuple[np.ndarray, np.ndarray]:
+        """Steps 3-6 on the output of ``peaks``: -> (keypoints [N, K, 3], scores [N]), as ``decode``."""
+        limbs = np.array(self.limbs, np.intp).reshape(-1, 2)
+        order = np.array(limb_order(self.limbs, num_keypoints), np.intp)
+        cand = limb_candidates(uv, pk, pafs, limbs, order, self.num_samples, self.paf_threshold,
+                               self.min_sample_fraction, self.max_limb_fraction)
+        people, totals = assemble(*cand, pk, num_keypoints)
+        slots = np.array(people, np.intp).reshape(-1, num_keypoints)
+        if self.min_keypoints == 1:
+            # A peak no limb joined to anything is a person of one keypoint.
+            alone = np.setdiff1d(np.arange(len(pk)), slots[slots >= 0])
+            single = np.full((len(alone), num_keypoints), -1, np.intp)
+            single[np.arange(len(alone)), pk[alone]] = alone
+            slots, totals = np.concatenate([slots, single]), list(totals) + [0.0] * len(alone)
+        found = slots >= 0
+        keep = found.sum(1) >= self.min_keypoints
+        slots, found, totals = slots[keep], found[keep], np.array(totals)[keep]
+        kp_score = np.where(found, peak_score[slots], 0.0)                   # [N, K]; -1 masked
+        scores = (kp_score.sum(1) + totals) / (num_keypoints + self.num_limbs)
+        xy = self.heatmap_codec.to_input(uv[slots])
+        keypoints = np.where(found[..., None], np.concatenate([xy, kp_score[..., None]], -1), 0.0)
+        first = np.where(found, slots, np.iinfo(np.intp).max).min(1)
+        rank = np.lexsort((first, -scores))
+        return keypoints[rank].astype(np.float32), scores[rank].astype(np.float32)
 
     # -- metadata -------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -277,8 +247,10 @@ class PafCodec:
             "type": "paf", "input_size": list(self.input_size), "heatmap_size": list(self.heatmap_size),
             "limbs": [list(p) for p in self.limbs], "limb_width": self.limb_width, "sigma": self.sigma,
             "dark_radius": self.dark_radius, "peak_threshold": self.peak_threshold,
+            "smooth_sigma": self.smooth_sigma, "upsample": self.upsample,
             "num_samples": self.num_samples, "paf_threshold": self.paf_threshold,
-            "min_sample_fraction": self.min_sample_fraction, "min_keypoints": self.min_keypoints,
+            "min_sample_fraction": self.min_sample_fraction, "max_limb_fraction": self.max_limb_fraction,
+            "min_keypoints": self.min_keypoints,
         }
 
     @classmethod

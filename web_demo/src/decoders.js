@@ -2,10 +2,13 @@
 //
 // kpose/transforms.py         boxToCenterScale, affineMatrix, invertAffine, applyAffine
 // kpose/codecs/heatmap.py     savgolQuadratic2d, darkRefine, decodeHeatmaps (HeatmapCodec.decode)
-// kpose/codecs/paf.py         findPeaks, limbOrder, decodePafs (PafCodec.decode)
+// kpose/codecs/paf.py,        smoothMaps, upsampleMaps, findPeaks, pafPeaks, limbOrder,
+//   paf_grouping.py           limbCandidates, assemble, decodePafs (PafCodec.decode),
+//                             flipBackPafs (flip_back)
 // kpose/metrics.py            instanceScores
 //
-// All arithmetic is float64 on float32 inputs, in the same operation order as the
+// All arithmetic is float64 on float32 inputs (float32, via Math.fround, where the
+// NumPy code computes in float32: upsampleMaps), in the same operation order as the
 // NumPy code wherever the order decides a comparison (thresholds, ties, sample
 // pixels), so the outputs agree with the Python reference to float64 rounding and
 // every discrete decision (argmax, peaks, matching, people order) is identical.
@@ -262,7 +265,93 @@ export function decodeHeatmaps(hm, shape, codec, refine = 'dark') {
 }
 
 // ---------------------------------------------------------------------------
-// PAF codec (kpose/codecs/paf.py)
+// PAF codec (kpose/codecs/paf.py and kpose/codecs/paf_grouping.py)
+
+/** Full PAF decode parameters, with PafCodec's defaults. */
+export function pafParams(codec) {
+  return {
+    limb_width: 1.0, sigma: 2.0, dark_radius: null, peak_threshold: 0.1, smooth_sigma: 0.0, upsample: 1,
+    num_samples: 10, paf_threshold: 0.05, min_sample_fraction: 0.8, max_limb_fraction: 0.5, min_keypoints: 3,
+    ...codec,
+  };
+}
+
+/** gaussian_kernel: normalised 1-D Gaussian taps, radius ceil(3 sigma) (at least 1). */
+export function gaussianKernel(sigma) {
+  const r = Math.max(1, Math.ceil(3 * sigma));
+  const k = new Float64Array(2 * r + 1);
+  for (let i = 0; i <= 2 * r; i++) {
+    const x = i - r;
+    k[i] = Math.exp(-(x * x) / (2 * sigma * sigma));
+  }
+  const total = pairwiseSum(k);
+  for (let i = 0; i < k.length; i++) k[i] /= total;
+  return k;
+}
+
+/** smooth_maps: separable Gaussian blur of channels-last [h, w, C] maps, edges replicated,
+ * accumulated in float64 tap by tap (NumPy's order), returned as float32. */
+export function smoothMaps(maps, shape, sigma) {
+  if (!(sigma > 0)) return maps;
+  const [h, w, C] = shape;
+  const k = gaussianKernel(sigma);
+  const r = (k.length - 1) / 2;
+  const rows = new Float64Array(h * w * C);
+  for (let y = 0; y < h; y++) {
+    for (let i = 0; i < w * C; i++) {
+      let acc = k[0] * maps[clip(y - r, 0, h - 1) * w * C + i];
+      for (let j = 1; j <= 2 * r; j++) acc += k[j] * maps[clip(y - r + j, 0, h - 1) * w * C + i];
+      rows[y * w * C + i] = acc;
+    }
+  }
+  const out = new Float32Array(h * w * C);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      for (let c = 0; c < C; c++) {
+        const at = (xx) => rows[(y * w + clip(xx, 0, w - 1)) * C + c];
+        let acc = k[0] * at(x - r);
+        for (let j = 1; j <= 2 * r; j++) acc += k[j] * at(x - r + j);
+        out[(y * w + x) * C + c] = acc;
+      }
+    }
+  }
+  return out;
+}
+
+/** Source rows (lo, hi) and weight t (float32) of the n * factor upsampled rows: fine
+ * pixel Y sits at coarse (Y + 0.5) / factor - 0.5, edge values held beyond the outer centres. */
+function lerpWeights(n, factor) {
+  return Array.from({ length: n * factor }, (_, Y) => {
+    const src = (Y + 0.5) / factor - 0.5;
+    const i0 = Math.floor(src);
+    const t = Math.fround(src - i0);
+    return { lo: clip(i0, 0, n - 1), hi: clip(i0 + 1, 0, n - 1), t, s: Math.fround(1 - t) };
+  });
+}
+
+const f32 = Math.fround;
+
+/** upsample_maps: bilinear x factor upsampling of channels-last [h, w, C] maps (pixel
+ * centres aligned; float32 arithmetic, columns first, then rows) -> {data, shape}. */
+export function upsampleMaps(maps, shape, factor) {
+  const [h, w, C] = shape;
+  if (factor === 1) return { data: maps, shape };
+  const H = h * factor;
+  const W = w * factor;
+  const wide = new Float32Array(h * W * C);
+  lerpWeights(w, factor).forEach(({ lo, hi, t, s }, X) => {
+    for (let y = 0; y < h; y++) {
+      for (let c = 0; c < C; c++) {
+        wide[(y * W + X) * C + c] = f32(maps[(y * w + lo) * C + c] * s) + f32(maps[(y * w + hi) * C + c] * t);
+      }
+    }
+  });
+  const out = new Float32Array(H * W * C);
+  lerpWeights(h, factor).forEach(({ lo, hi, t, s }, Y) => {
+    for (let i = 0; i < W * C; i++) out[Y * W * C + i] = f32(wide[lo * W * C + i] * s) + f32(wide[hi * W * C + i] * t);
+  });
+  return { data: out, shape: [H, W, C] };
+}
 
 /** 3x3 NMS peaks of a channels-last [h, w, K] map, sorted by (k, iy, ix): >= every
  * neighbour and > every neighbour earlier in raster order (a plateau keeps its
@@ -323,49 +412,128 @@ export function limbOrder(limbs, numKeypoints) {
   return order;
 }
 
-/** Full PAF decode parameters, with PafCodec's defaults. */
-export function pafParams(codec) {
+/** PafCodec.peak_radius: the DARK radius on the processed maps, in their pixels. */
+export function pafPeakRadius(params) {
+  const s = params.sigma;
+  const b = params.smooth_sigma;
+  return (params.dark_radius ?? defaultDarkRadius(Math.sqrt(s * s + b * b))) * params.upsample;
+}
+
+/** PafCodec.peaks: blur, upsample, NMS and DARK -> {kp, uv (heatmap grid), score,
+ * processed: {data, shape}, found: the NMS peaks on the processed maps}. */
+export function pafPeaks(heatmaps, shape, params) {
+  const processed = upsampleMaps(smoothMaps(heatmaps, shape, params.smooth_sigma), shape, params.upsample);
+  const { data, shape: [, W, K] } = processed;
+  const found = findPeaks(data, processed.shape, params.peak_threshold);
+  const f = params.upsample;
+  const fine = found.length ? darkRefine(data, processed.shape, found, pafPeakRadius(params)) : [];
+  const uv = fine.map(([u, v]) => (f > 1 ? [(u + 0.5) / f - 0.5, (v + 0.5) / f - 0.5] : [u, v]));
   return {
-    limb_width: 1.0, sigma: 2.0, dark_radius: null, peak_threshold: 0.1, num_samples: 10,
-    paf_threshold: 0.05, min_sample_fraction: 0.8, min_keypoints: 3, ...codec,
+    kp: found.map((p) => p.k), uv, score: found.map(({ k, iy, ix }) => data[(iy * W + ix) * K + k]),
+    processed, found,
   };
 }
 
-/** PAF line integrals (PafCodec._limb_scores) for all pairs of a-peaks and
- * b-peaks ([u, v] in heatmap pixels) on limb li of a channels-last [h, w, 2L]
- * field. Returns {score: Float64Array [Na*Nb], ok: Uint8Array [Na*Nb]}. */
-export function limbScores(pa, pb, pafs, shape, li, params) {
+/** limb_candidates: scored candidate connections of all limbs, in greedy order (limb
+ * position in `order`, then descending score, then peak ids). uv: peak positions on the
+ * PAF grid, kp: their keypoints (ascending); pafs channels-last [h, w, 2L].
+ * Returns [{p, a, b, score}] (a, b: peak ids). A pair stops being sampled once more
+ * samples failed than min_sample_fraction allows: the outcome is the same. */
+export function limbCandidates(uv, kp, pafs, shape, limbs, order, params) {
   const [h, w, C] = shape;
   const n = params.num_samples;
   const step = 1 / (n - 1);
   const t = Float64Array.from({ length: n }, (_, s) => (s === n - 1 ? 1 : s * step)); // np.linspace
-  const dots = new Float64Array(n);
-  const score = new Float64Array(pa.length * pb.length);
-  const ok = new Uint8Array(pa.length * pb.length);
-  for (let i = 0; i < pa.length; i++) {
-    for (let j = 0; j < pb.length; j++) {
-      const dx = pb[j][0] - pa[i][0];
-      const dy = pb[j][1] - pa[i][1];
-      const length = Math.sqrt(dx * dx + dy * dy); // np.linalg.norm: sqrt of the sum of squares
-      const denom = Math.max(length, 1e-9);
-      const ux = dx / denom;
-      const uy = dy / denom;
-      let above = 0;
-      for (let s = 0; s < n; s++) {
-        const px = pa[i][0] + t[s] * dx;
-        const py = pa[i][1] + t[s] * dy;
-        const ix = clip(Math.floor(px + 0.5), 0, w - 1);
-        const iy = clip(Math.floor(py + 0.5), 0, h - 1);
-        const base = (iy * w + ix) * C + 2 * li;
-        dots[s] = pafs[base] * ux + pafs[base + 1] * uy;
-        if (dots[s] > params.paf_threshold) above += 1;
+  let need = -1;
+  for (let c = 0; c <= n && need < 0; c++) if (c / n >= params.min_sample_fraction) need = c;
+  if (need < 0) return [];
+  const misses = n - need;
+  const byKp = new Map();
+  kp.forEach((k, id) => { if (!byKp.has(k)) byKp.set(k, []); byKp.get(k).push(id); });
+  const out = [];
+  order.forEach((li, p) => {
+    const [a, b] = limbs[li];
+    for (const ia of byKp.get(a) ?? []) {
+      for (const ib of byKp.get(b) ?? []) {
+        const ax = uv[ia][0];
+        const ay = uv[ia][1];
+        const dx = uv[ib][0] - ax;
+        const dy = uv[ib][1] - ay;
+        const length = Math.sqrt(dx * dx + dy * dy);
+        if (!(length > 1e-6)) continue;
+        const denom = Math.max(length, 1e-9);
+        const ux = dx / denom;
+        const uy = dy / denom;
+        let sum = 0;
+        let above = 0;
+        let failed = 0;
+        for (let s = 0; s < n && failed <= misses; s++) {
+          const ix = clip(Math.floor(ax + t[s] * dx + 0.5), 0, w - 1);
+          const iy = clip(Math.floor(ay + t[s] * dy + 0.5), 0, h - 1);
+          const base = (iy * w + ix) * C + 2 * li;
+          const d = pafs[base] * ux + pafs[base + 1] * uy;
+          sum = s === 0 ? d : sum + d; // NumPy sums the samples in order
+          if (d > params.paf_threshold) above += 1;
+          else failed += 1;
+        }
+        if (failed > misses) continue;
+        let score = sum / n;
+        if (params.max_limb_fraction > 0) score += Math.min(0, (params.max_limb_fraction * h) / denom - 1);
+        if (score > 0 && above / n >= params.min_sample_fraction) out.push({ p, a: ia, b: ib, score });
       }
-      const m = pairwiseSum(dots) / n;
-      score[i * pb.length + j] = m;
-      ok[i * pb.length + j] = length > 1e-6 && m > 0 && above / n >= params.min_sample_fraction ? 1 : 0;
     }
+  });
+  out.sort((x, y) => x.p - y.p || (x.score > y.score ? -1 : x.score < y.score ? 1 : 0) || x.a - y.a || x.b - y.b);
+  return out;
+}
+
+/** assemble: greedy matching per limb (each peak once per limb), then people: a match
+ * extends the person owning one of its peaks (unless it has another peak of the other
+ * keypoint), starts a person, merges two people whose slots do not collide, or closes
+ * a cycle. Returns {people: [Int32Array K of peak ids, -1 empty], totals: limb score sums}. */
+export function assemble(candidates, kp, K) {
+  const owner = new Int32Array(kp.length).fill(-1);
+  const people = [];
+  const totals = [];
+  let current = -1;
+  let used = new Set();
+  for (const { p, a: pa, b: pb, score } of candidates) {
+    if (p !== current) { current = p; used = new Set(); }
+    if (used.has(pa) || used.has(pb)) continue;
+    used.add(pa);
+    used.add(pb);
+    const a = kp[pa];
+    const b = kp[pb];
+    let oa = owner[pa];
+    const ob = owner[pb];
+    if (oa < 0 && ob < 0) {
+      people.push(new Int32Array(K).fill(-1));
+      totals.push(0);
+      oa = people.length - 1;
+    } else if (oa >= 0 && ob >= 0) {
+      if (oa !== ob) {
+        const sa = people[oa];
+        const sb = people[ob];
+        let clash = false;
+        for (let k = 0; k < K; k++) if (sa[k] >= 0 && sb[k] >= 0) clash = true;
+        if (clash) continue; // two different people
+        for (let k = 0; k < K; k++) if (sb[k] >= 0) { sa[k] = sb[k]; owner[sb[k]] = oa; }
+        totals[oa] += totals[ob];
+        people[ob] = null;
+      }
+    } else if ((oa < 0 ? people[ob][a] : people[oa][b]) >= 0) {
+      continue; // the owner already has another peak of the other keypoint
+    } else if (oa < 0) {
+      oa = ob;
+    }
+    people[oa][a] = pa;
+    people[oa][b] = pb;
+    owner[pa] = oa;
+    owner[pb] = oa;
+    totals[oa] += score;
   }
-  return { score, ok };
+  const kept = people.map((s, i) => i).filter((i) => people[i] !== null);
+  return { people: kept.map((i) => people[i]), totals: kept.map((i) => totals[i]) };
 }
 
 /** PafCodec.decode: heatmaps [h, w, K] and pafs [h, w, 2L] (channels-last Float32Arrays)
@@ -379,45 +547,26 @@ export function decodePafs(heatmaps, pafs, shape, codec) {
   const L = limbs.length;
   const [ch, cw] = params.heatmap_size;
   if (h !== ch || w !== cw || heatmaps.length !== h * w * K || pafs.length !== h * w * 2 * L) {
-    throw new Error(`expected heatmaps ${ch}x${cw}x${K} and pafs ${ch}x${cw}x${2 * L}, got shape ${shape} ` +
-      `with ${heatmaps.length} and ${pafs.length} values`);
+    throw new Error(`expected heatmaps ${ch}x${cw}xK and pafs ${ch}x${cw}x${2 * L} (heatmap_size, 2 x limbs), ` +
+      `got shape ${shape} with ${heatmaps.length} and ${pafs.length} values`);
   }
-  const peaks = findPeaks(heatmaps, shape, params.peak_threshold);
-  const peakUv = peaks.length ? darkRefine(heatmaps, shape, peaks, codecRadius(params)) : [];
-  const peakScore = peaks.map(({ k, iy, ix }) => heatmaps[(iy * w + ix) * K + k]);
-  const byKp = Array.from({ length: K }, () => []);
-  peaks.forEach((p, id) => byKp[p.k].push(id));
-
-  const owner = new Int32Array(peaks.length).fill(-1);
-  const people = []; // [K] peak ids, -1 empty
-  const limbTotal = [];
-  const pafShape = [h, w, 2 * L];
-  for (const li of limbOrder(limbs, K)) {
-    const [a, b] = limbs[li];
-    const idsA = byKp[a];
-    const idsB = byKp[b];
-    if (!idsA.length || !idsB.length) continue;
-    const { score, ok } = limbScores(idsA.map((i) => peakUv[i]), idsB.map((i) => peakUv[i]),
-      pafs, pafShape, li, params);
-    // Candidates in row-major order, then by descending score, ties by (ia, ib):
-    // np.lexsort((ib, ia, -score)).
-    const cand = [];
-    for (let ia = 0; ia < idsA.length; ia++) {
-      for (let ib = 0; ib < idsB.length; ib++) {
-        if (ok[ia * idsB.length + ib]) cand.push({ ia, ib, s: score[ia * idsB.length + ib] });
-      }
-    }
-    cand.sort((p, q) => (p.s > q.s ? -1 : p.s < q.s ? 1 : p.ia - q.ia || p.ib - q.ib));
-    const usedA = new Set();
-    const usedB = new Set();
-    for (const { ia, ib, s } of cand) {
-      if (usedA.has(ia) || usedB.has(ib)) continue;
-      usedA.add(ia);
-      usedB.add(ib);
-      connect(people, limbTotal, owner, K, a, b, idsA[ia], idsB[ib], s);
-    }
+  if (limbs.some(([a, b]) => Math.max(a, b) >= K)) {
+    throw new Error(`limbs use keypoints beyond the ${K} heatmap channels; pass the skeleton's limbs for this model`);
   }
-
+  const { kp, uv, score: peakScore } = pafPeaks(heatmaps, shape, params);
+  const candidates = limbCandidates(uv, kp, pafs, [h, w, 2 * L], limbs, limbOrder(limbs, K), params);
+  const { people, totals } = assemble(candidates, kp, K);
+  if (params.min_keypoints === 1) {
+    // A peak no limb joined to anything is a person of one keypoint.
+    const owned = new Set(people.flatMap((s) => Array.from(s).filter((id) => id >= 0)));
+    kp.forEach((k, id) => {
+      if (owned.has(id)) return;
+      const slots = new Int32Array(K).fill(-1);
+      slots[k] = id;
+      people.push(slots);
+      totals.push(0);
+    });
+  }
   const found = [];
   people.forEach((slots, p) => {
     const ids = Array.from(slots).filter((id) => id >= 0);
@@ -426,9 +575,9 @@ export function decodePafs(heatmaps, pafs, shape, codec) {
     const keypoints = Array.from(slots, (id, k) => {
       if (id < 0) return [0, 0, 0];
       kpScores[k] = peakScore[id];
-      return [...toInput(params, peakUv[id][0], peakUv[id][1]), peakScore[id]];
+      return [...toInput(params, uv[id][0], uv[id][1]), peakScore[id]];
     });
-    const score = (pairwiseSum(kpScores) + limbTotal[p]) / (K + L);
+    const score = (pairwiseSum(kpScores) + totals[p]) / (K + L);
     found.push({ keypoints, score, peaks: Array.from(slots), first: Math.min(...ids) });
   });
   // np.lexsort((firsts, -scores)): descending score, then lowest first peak id.
@@ -436,37 +585,26 @@ export function decodePafs(heatmaps, pafs, shape, codec) {
   return found.map(({ keypoints, score, peaks: ids }) => ({ keypoints, score, peaks: ids }));
 }
 
-/** PafCodec._connect: add connection pa (keypoint a) - pb (keypoint b). */
-function connect(people, limbTotal, owner, K, a, b, pa, pb, score) {
-  let oa = owner[pa];
-  let ob = owner[pb];
-  if (oa < 0 && ob < 0) {
-    people.push(new Int32Array(K).fill(-1));
-    limbTotal.push(0);
-    oa = ob = people.length - 1;
-  } else if (oa >= 0 && ob >= 0 && oa !== ob) {
-    const sa = people[oa];
-    const sb = people[ob];
-    for (let k = 0; k < K; k++) if (sa[k] >= 0 && sb[k] >= 0) return; // not the same person
-    for (let k = 0; k < K; k++) {
-      if (sb[k] >= 0) { sa[k] = sb[k]; owner[sb[k]] = oa; }
+/** flip_back: outputs for the mirrored image -> the original frame. Heatmaps: width
+ * reversed, channel k from flipIndex[k]; PAFs: width reversed, limb l from limbPerm[l],
+ * x negated, times limbSign[l] (Skeleton.limb_flip()). Channels-last float32 maps. */
+export function flipBackPafs(heatmaps, pafs, shape, flipIndex, limbPerm, limbSign) {
+  const [h, w, K] = shape;
+  const L = limbPerm.length;
+  const hm = new Float32Array(h * w * K);
+  const pf = new Float32Array(h * w * 2 * L);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const i = y * w + x;
+      const j = y * w + (w - 1 - x);
+      for (let k = 0; k < K; k++) hm[i * K + k] = heatmaps[j * K + flipIndex[k]];
+      for (let l = 0; l < L; l++) {
+        pf[i * 2 * L + 2 * l] = pafs[j * 2 * L + 2 * limbPerm[l]] * -limbSign[l];
+        pf[i * 2 * L + 2 * l + 1] = pafs[j * 2 * L + 2 * limbPerm[l] + 1] * limbSign[l];
+      }
     }
-    limbTotal[oa] += limbTotal[ob];
-    people[ob] = new Int32Array(K).fill(-1); // emptied; dropped as too small
-    limbTotal[ob] = 0;
-    ob = oa;
-  } else if (oa < 0) {
-    if (people[ob][a] >= 0) return; // b's person already has an a
-    oa = ob;
-  } else if (ob < 0) {
-    if (people[oa][b] >= 0) return;
-    ob = oa;
   }
-  people[oa][a] = pa;
-  people[oa][b] = pb;
-  owner[pa] = oa;
-  owner[pb] = oa;
-  limbTotal[oa] += score;
+  return { heatmaps: hm, pafs: pf };
 }
 
 // ---------------------------------------------------------------------------

@@ -1,13 +1,21 @@
-// JS PAF grouping against the Python PafCodec.decode: same peaks, same limb order,
-// same people in the same order with the same keypoints and scores.
+// JS PAF grouping against the Python PafCodec.decode, step by step: the same processed
+// (blurred, upsampled) maps, peaks, limb order and candidates, then the same people in
+// the same order with the same keypoints and scores; and flip_back.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { darkRefine, decodePafs, findPeaks, limbOrder, pafParams, codecRadius } from '../src/decoders.js';
+import {
+  assemble, darkRefine, decodePafs, flipBackPafs, limbCandidates, limbOrder, pafParams, pafPeakRadius, pafPeaks,
+} from '../src/decoders.js';
 import { decodeArray, loadGolden, MaxDiff } from './golden.mjs';
 
 const TOL = 1e-9;
 const golden = loadGolden('paf');
+
+test('decode parameters default to PafCodec\'s', () => {
+  const params = pafParams({});
+  for (const [name, value] of Object.entries(golden.defaults)) assert.equal(params[name], value, name);
+});
 
 test('limb order (breadth-first from the best-connected keypoint)', () => {
   for (const { limbs, num_keypoints: k, expected } of golden.limb_orders) {
@@ -20,29 +28,62 @@ for (const c of golden.cases) {
     const heatmaps = decodeArray(c.heatmaps);
     const pafs = decodeArray(c.pafs);
     const shape = c.heatmaps.shape;
-    const { peaks, peak_uv: peakUv, flat_window: flat, people } = c.expected;
+    const params = pafParams(c.codec);
+    const exp = c.expected;
     const diff = new MaxDiff();
 
-    const found = findPeaks(heatmaps, shape, pafParams(c.codec).peak_threshold);
-    assert.deepEqual(found.map(({ k, iy, ix }) => [k, iy, ix]), peaks);
-    assert.ok(!flat.some(Boolean), 'PAF cases are built without flat peak windows');
-    darkRefine(heatmaps, shape, found, codecRadius(pafParams(c.codec))).forEach(([u, v], i) => {
-      assert.ok(diff.add('peak u', u, peakUv[i][0]) <= TOL, `peak ${i} u`);
-      assert.ok(diff.add('peak v', v, peakUv[i][1]) <= TOL, `peak ${i} v`);
+    const { kp, uv, score, processed, found } = pafPeaks(heatmaps, shape, params);
+    if (exp.processed) {
+      // Blur taps come from Math.exp, which may round differently from NumPy's exp in
+      // the last bit; the float32 maps then differ by an ulp at most.
+      const { shape: want, every, values } = exp.processed;
+      assert.deepEqual(processed.shape, want);
+      decodeArray(values).forEach((v, i) => {
+        const got = processed.data[i * every];
+        assert.ok(diff.add('processed', got, v) <= 1e-6 * Math.max(1, Math.abs(v)), `map value ${i * every}`);
+      });
+    }
+    assert.deepEqual(found.map(({ k, iy, ix }) => [k, iy, ix]), exp.peaks);
+    assert.ok(!exp.flat_window.some(Boolean), 'PAF cases are built without flat peak windows');
+    assert.equal(darkRefine(processed.data, processed.shape, found, pafPeakRadius(params)).length, found.length);
+    uv.forEach(([u, v], i) => {
+      assert.ok(diff.add('peak u', u, exp.peak_uv[i][0]) <= TOL, `peak ${i} u`);
+      assert.ok(diff.add('peak v', v, exp.peak_uv[i][1]) <= TOL, `peak ${i} v`);
+      assert.equal(score[i], exp.peak_score[i], `peak ${i} score`);
     });
-    assert.deepEqual(limbOrder(c.codec.limbs, shape[2]), c.expected.limb_order);
+    const order = limbOrder(c.codec.limbs, shape[2]);
+    assert.deepEqual(order, exp.limb_order);
+
+    const L = c.codec.limbs.length;
+    const cand = limbCandidates(uv, kp, pafs, [shape[0], shape[1], 2 * L], c.codec.limbs, order, params);
+    const want = exp.candidates;
+    assert.deepEqual(cand.map(({ p, a, b }) => [p, a, b]), want.a.map((a, i) => [want.limb_position[i], a, want.b[i]]));
+    cand.forEach(({ score: s }, i) => assert.ok(diff.add('limb score', s, want.score[i]) <= TOL, `candidate ${i}`));
+    assert.ok(assemble(cand, kp, shape[2]).people.every((slots) => slots.length === shape[2]));
 
     const decoded = decodePafs(heatmaps, pafs, shape, c.codec);
-    assert.equal(decoded.length, people.length, 'number of people');
+    assert.equal(decoded.length, exp.people.length, 'number of people');
     decoded.forEach((person, p) => {
-      assert.ok(diff.add('score', person.score, people[p].score) <= TOL, `person ${p} score`);
+      assert.ok(diff.add('score', person.score, exp.people[p].score) <= TOL, `person ${p} score`);
       person.keypoints.forEach(([x, y, s], k) => {
-        const [ex, ey, es] = people[p].keypoints[k];
+        const [ex, ey, es] = exp.people[p].keypoints[k];
         assert.equal(s, es, `person ${p} keypoint ${k} score (missing keypoints are 0)`);
+        assert.equal(person.peaks[k] < 0, es === 0, `person ${p} keypoint ${k} peak id`);
         assert.ok(diff.add('x', x, ex) <= TOL, `person ${p} keypoint ${k} x ${x} vs ${ex}`);
         assert.ok(diff.add('y', y, ey) <= TOL, `person ${p} keypoint ${k} y ${y} vs ${ey}`);
       });
     });
-    t.diagnostic(`${decoded.length} people, ${found.length} peaks; max |JS - Python| ${diff.report()}`);
+    t.diagnostic(`${decoded.length} people, ${found.length} peaks, ${cand.length} candidates; ` +
+      `max |JS - Python| ${diff.report()}`);
+  });
+}
+
+for (const c of golden.flip_back) {
+  test(`PAF flip back: ${c.name}`, () => {
+    const shape = c.heatmaps.shape;
+    const out = flipBackPafs(decodeArray(c.heatmaps), decodeArray(c.pafs), shape, c.flip_index, c.limb_perm,
+      c.limb_sign);
+    assert.deepEqual(out.heatmaps, decodeArray(c.expected.heatmaps));
+    assert.deepEqual(out.pafs, decodeArray(c.expected.pafs));
   });
 }

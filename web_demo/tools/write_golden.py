@@ -1,7 +1,7 @@
 """Write the golden vectors that the JS decoders (web_demo/src/decoders.js) are tested against.
 
 Every expected value comes from kpose's Python reference code (HeatmapCodec.decode,
-PafCodec.decode, find_peaks, limb_order, dark_refine, the affine helpers,
+PafCodec.decode and its steps, flip_back, limb_order, the affine helpers,
 PoseModel.predict with a stand-in network, instance_scores). Run with the kpose
 environment from the repository root:
 
@@ -23,14 +23,16 @@ import json
 import types
 import zlib
 from collections import Counter
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 import kpose.codecs.heatmap as heatmap_module
 import kpose.codecs.paf as paf_module
-from kpose.codecs.heatmap import LOG_FLOOR, HeatmapCodec, dark_refine, savgol_quadratic_2d
-from kpose.codecs.paf import PafCodec, find_peaks, limb_order
+from kpose.codecs.heatmap import LOG_FLOOR, HeatmapCodec, savgol_quadratic_2d
+from kpose.codecs.paf import PafCodec, find_peaks, flip_back, limb_order
+from kpose.codecs.paf_grouping import assemble, limb_candidates, smooth_maps, upsample_maps
 from kpose.metrics import instance_scores
 from kpose.pose_model import PoseModel, model_config
 from kpose.skeletons import COCO17, MPII16
@@ -69,7 +71,7 @@ def _float64_variant(func, module):
 
 
 heatmap_decode64 = _float64_variant(HeatmapCodec.decode, heatmap_module)
-paf_decode64 = _float64_variant(PafCodec.decode, paf_module)
+paf_group64 = _float64_variant(PafCodec.group, paf_module)
 
 
 def flat_windows(maps: np.ndarray, iy, ix, radius: int) -> list[bool]:
@@ -205,65 +207,39 @@ def coco_person(rng, cx, cy, height, jitter=0.6, missing=()):
     return np.concatenate([xy, v], -1)
 
 
-class _BranchCounter:
-    """Counts which case of PafCodec._connect each connection takes (coverage report)."""
-
-    def __init__(self):
-        self.counts = Counter()
-        self.original = PafCodec.__dict__["_connect"]
-
-    def __enter__(self):
-        orig = self.original.__func__
-        counts = self.counts
-
-        def counting(people, limb_total, owner, num_kp, a, b, pa, pb, score):
-            oa, ob = owner[pa], owner[pb]
-            if oa < 0 and ob < 0:
-                kind = "new"
-            elif oa >= 0 and ob >= 0 and oa != ob:
-                clash = np.any((people[oa] >= 0) & (people[ob] >= 0))
-                kind = "merge_refused" if clash else "merge"
-            elif oa >= 0 and ob >= 0:
-                kind = "same_person"
-            elif oa < 0:
-                kind = "extend_a_refused" if people[ob][a] >= 0 else "extend_a"
-            else:
-                kind = "extend_b_refused" if people[oa][b] >= 0 else "extend_b"
-            counts[kind] += 1
-            return orig(people, limb_total, owner, num_kp, a, b, pa, pb, score)
-
-        PafCodec._connect = staticmethod(counting)
-        return self
-
-    def __exit__(self, *exc):
-        PafCodec._connect = self.original
-
-
-def paf_case(name: str, codec: PafCodec, heatmaps, pafs, note: str) -> dict:
+def paf_case(name: str, codec: PafCodec, heatmaps, pafs, note: str, branches: Counter, step: float = 0.0) -> dict:
+    """step > 0: maps rounded to multiples of it first (a short mantissa: the JSON compresses)."""
+    heatmaps, pafs = (np.round(np.asarray(m) / step) * step if step else m for m in (heatmaps, pafs))
     heatmaps = np.asarray(heatmaps, np.float32)
     pafs = np.asarray(pafs, np.float32)
-    poses, scores = codec.decode(heatmaps, pafs, return_scores=True)
-    poses64, scores64 = paf_decode64(codec, heatmaps, pafs, return_scores=True)
-    assert len(poses) == len(poses64), name
-    for p32, p64 in zip(poses, poses64):
-        assert np.array_equal(p64.astype(np.float32), p32), name
-    assert np.array_equal(np.asarray(scores64).astype(np.float32), scores), name
-    pk, piy, pix = find_peaks(heatmaps, codec.peak_threshold)
-    maps = np.moveaxis(heatmaps, -1, 0)
-    if len(pk):
-        u, v = dark_refine(maps, piy, pix, codec.heatmap_codec.radius, rows=pk)
-    else:
-        u = v = np.zeros(0)
-    flat = [flat_windows(maps[k:k + 1], [y], [x], codec.heatmap_codec.radius)[0]
-            for k, y, x in zip(pk, piy, pix)]
+    num_kp = heatmaps.shape[-1]
+    poses, scores = codec.decode(heatmaps, pafs)
+    pk, uv, peak_score = codec.peaks(heatmaps)
+    poses64, scores64 = paf_group64(codec, pk, uv, peak_score, pafs, num_kp)
+    assert np.array_equal(poses64.astype(np.float32), poses), name
+    assert np.array_equal(scores64.astype(np.float32), scores), name
+    processed = upsample_maps(smooth_maps(heatmaps, codec.smooth_sigma), codec.upsample)
+    k, iy, ix = find_peaks(processed, codec.peak_threshold)
+    order = np.array(limb_order(codec.limbs, num_kp), np.intp)
+    cand = limb_candidates(uv, pk, pafs, np.array(codec.limbs, np.intp).reshape(-1, 2), order, codec.num_samples,
+                           codec.paf_threshold, codec.min_sample_fraction, codec.max_limb_fraction)
+    log = []
+    assemble(*cand, pk, num_kp, log=log)
+    branches.update(log)
+    maps = np.moveaxis(processed, -1, 0)
+    flat = [flat_windows(maps[c:c + 1], [y], [x], codec.peak_radius)[0] for c, y, x in zip(k, iy, ix)]
     return {
         "name": name, "note": note, "codec": codec.to_dict(),
         "heatmaps": arr(heatmaps), "pafs": arr(pafs),
         "expected": {
-            "peaks": [[int(k), int(y), int(x)] for k, y, x in zip(pk, piy, pix)],
-            "peak_uv": floats(np.stack([u, v], -1).reshape(-1, 2)),
-            "flat_window": flat,
-            "limb_order": limb_order(codec.limbs, heatmaps.shape[-1]),
+            # Every 31st value of the blurred / upsampled maps (all of them would be megabytes).
+            "processed": None if processed is heatmaps else {
+                "shape": list(processed.shape), "every": 31, "values": arr(processed.reshape(-1)[::31])},
+            "peaks": [[int(c), int(y), int(x)] for c, y, x in zip(k, iy, ix)],
+            "peak_uv": floats(uv.reshape(-1, 2)), "peak_score": floats(peak_score),
+            "flat_window": flat, "limb_order": order.tolist(),
+            "candidates": {"limb_position": cand[0].tolist(), "a": cand[1].tolist(), "b": cand[2].tolist(),
+                           "score": floats(cand[3])},
             "people": [{"keypoints": floats(p), "score": float(s)} for p, s in zip(poses64, scores64)],
         },
     }
@@ -273,98 +249,170 @@ def encoded(codec: PafCodec, people: np.ndarray):
     return codec.encode_heatmaps(people)[0].astype(np.float64), codec.encode(people)[0].astype(np.float64)
 
 
+def noise(rng, shape, sd):
+    """Gaussian noise in steps of 1/64: as realistic for the decoder, and it compresses."""
+    return np.round(rng.normal(0, sd, shape) * 64) / 64
+
+
+def lying_person(rng, cx, cy, length, jitter=0.4):
+    """A COCO17 person lying along x (head on the left)."""
+    xy = TEMPLATE[:, ::-1] * (length, -length) + (cx, cy) + rng.normal(0, jitter, TEMPLATE.shape)
+    return np.concatenate([xy, np.full((17, 1), 2.0)], -1)
+
+
 def paf_cases(rng) -> tuple[list[dict], Counter]:
-    cases = []
-    with _BranchCounter() as counter:
-        c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=1.5)
-        people = np.stack([coco_person(rng, 30, 50, 56), coco_person(rng, 70, 62, 70),
-                           coco_person(rng, 104, 40, 48)])
-        cases.append(paf_case("coco17_three_people", c, *encoded(c, people),
-                              "three separate people, exact targets"))
+    cases, branches = [], Counter()
+    c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=1.5)
+    people = np.stack([coco_person(rng, 30, 50, 56), coco_person(rng, 70, 62, 70),
+                       coco_person(rng, 104, 40, 48)])
+    cases.append(paf_case("coco17_three_people", c, *encoded(c, people),
+                          "three separate people, exact targets", branches))
 
-        c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=2.0)
-        a = coco_person(rng, 52, 64, 80, missing=(3, 4, 9))
-        b = coco_person(rng, 70, 70, 76, missing=(0, 1, 2))
-        b[[9, 10], 0] -= 30                                           # b's wrists reach across a
-        c_ = coco_person(rng, 118, 66, 72, missing=(5, 11, 13, 15))   # truncated at the border
-        hm, pf = encoded(c, np.stack([a, b, c_]))
-        hm += rng.normal(0, 0.02, hm.shape)
-        pf += np.round(rng.normal(0, 0.05, pf.shape) * 128) / 128         # coarse noise: compresses
-        cases.append(paf_case("coco17_crossing_noisy", c, hm, pf,
-                              "overlapping people with crossing arms, missing and truncated keypoints, noise"))
+    c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=2.0)
+    a = coco_person(rng, 52, 64, 80, missing=(3, 4, 9))
+    b = coco_person(rng, 70, 70, 76, missing=(0, 1, 2))
+    b[[9, 10], 0] -= 30                                           # b's wrists reach across a
+    c_ = coco_person(rng, 118, 66, 72, missing=(5, 11, 13, 15))   # truncated at the border
+    hm, pf = encoded(c, np.stack([a, b, c_]))
+    hm += rng.normal(0, 0.02, hm.shape)
+    pf += np.round(rng.normal(0, 0.05, pf.shape) * 128) / 128         # coarse noise: compresses
+    cases.append(paf_case("coco17_crossing_noisy", c, hm, pf,
+                          "overlapping people with crossing arms, missing and truncated keypoints, noise",
+                          branches))
 
-        c = PafCodec((112, 112), (28, 28), MPII16.limbs, sigma=1.5, min_keypoints=2)
-        mp = np.zeros((3, 16, 3))
-        for i, (cx, cy, s) in enumerate([(30, 56, 70), (60, 50, 60), (90, 60, 66)]):
-            # A rough MPII stick figure (ankles .. head top, wrists .. shoulders).
-            base = np.array([(-.1, .5), (-.1, .27), (-.1, .05), (.1, .05), (.1, .27), (.1, .5),
-                             (0, .05), (0, -.3), (0, -.36), (0, -.5), (-.22, .08), (-.2, -.1),
-                             (-.15, -.3), (.15, -.3), (.2, -.1), (.22, .08)])
-            mp[i, :, :2] = base * s + (cx, cy) + rng.normal(0, 0.8, base.shape)
-            mp[i, :, 2] = 2
-        mp[1, [10, 11], 2] = 0                                        # one arm missing
-        mp[2, 8:10, 2] = 0                                            # head missing
-        hm, pf = encoded(c, mp)
-        hm += rng.normal(0, 0.01, hm.shape)
-        cases.append(paf_case("mpii16_three_people", c, hm, pf, "MPII limbs, missing parts, min_keypoints 2"))
+    c = PafCodec((112, 112), (28, 28), MPII16.limbs, sigma=1.5, min_keypoints=2)
+    mp = np.zeros((3, 16, 3))
+    for i, (cx, cy, s) in enumerate([(30, 56, 70), (60, 50, 60), (90, 60, 66)]):
+        # A rough MPII stick figure (ankles .. head top, wrists .. shoulders).
+        base = np.array([(-.1, .5), (-.1, .27), (-.1, .05), (.1, .05), (.1, .27), (.1, .5),
+                         (0, .05), (0, -.3), (0, -.36), (0, -.5), (-.22, .08), (-.2, -.1),
+                         (-.15, -.3), (.15, -.3), (.2, -.1), (.22, .08)])
+        mp[i, :, :2] = base * s + (cx, cy) + rng.normal(0, 0.8, base.shape)
+        mp[i, :, 2] = 2
+    mp[1, [10, 11], 2] = 0                                        # one arm missing
+    mp[2, 8:10, 2] = 0                                            # head missing
+    hm, pf = encoded(c, mp)
+    hm += rng.normal(0, 0.01, hm.shape)
+    cases.append(paf_case("mpii16_three_people", c, hm, pf, "MPII limbs, missing parts, min_keypoints 2",
+                          branches))
 
-        # Exact ties: Gaussians at integer positions (DARK returns the integers exactly)
-        # and uniform fields, so equal scores are equal to the last bit.
-        c = PafCodec((96, 96), (24, 24), [(0, 1), (1, 2)], sigma=1.5, min_keypoints=2)
-        hm = np.zeros((24, 24, 4))
-        # (14.5, 16) and (18.5, 5.5) are plateaus (centred between pixels): one peak each.
-        for k, (u, v) in [(0, (10, 6)), (1, (6, 10)), (1, (14, 10)), (2, (6, 16)), (2, (14.5, 16)),
-                          (3, (18.5, 5.5))]:
-            hm[..., k] = np.maximum(hm[..., k], gaussian(24, 24, u, v, 1.5))
-        pf = np.zeros((24, 24, 4))
-        pf[..., 1] = 1.0                                              # both limbs point down
-        pf[..., 3] = 1.0
-        cases.append(paf_case("matching_ties", c, hm, pf,
-                              "a peak with two equally good partners (lower index wins); plateau peaks; "
-                              "a keypoint without limbs"))
+    # Exact ties: Gaussians at integer positions (DARK returns the integers exactly)
+    # and uniform fields, so equal scores are equal to the last bit.
+    c = PafCodec((96, 96), (24, 24), [(0, 1), (1, 2)], sigma=1.5, min_keypoints=2)
+    hm = np.zeros((24, 24, 4))
+    # (14.5, 16) and (18.5, 5.5) are plateaus (centred between pixels): one peak each.
+    for k, (u, v) in [(0, (10, 6)), (1, (6, 10)), (1, (14, 10)), (2, (6, 16)), (2, (14.5, 16)),
+                      (3, (18.5, 5.5))]:
+        hm[..., k] = np.maximum(hm[..., k], gaussian(24, 24, u, v, 1.5))
+    pf = np.zeros((24, 24, 4))
+    pf[..., 1] = 1.0                                              # both limbs point down
+    pf[..., 3] = 1.0
+    cases.append(paf_case("matching_ties", c, hm, pf,
+                          "a peak with two equally good partners (lower index wins); plateau peaks; "
+                          "a keypoint without limbs", branches))
 
-        # Two identical people one integer offset apart: equal scores, ranked by first peak.
-        c = PafCodec((96, 96), (24, 24), [(0, 1), (1, 2), (2, 3), (1, 3)], sigma=1.5)
-        kp = np.array([[10, 3], [10, 8], [8, 13], [12, 13]], np.float64)
-        people = []
-        for off in [(9, 5), (0, 5), (5, 0)]:                          # heatmap px offsets
-            uv = kp + off
-            xy = (uv + 0.5) * 4 - 0.5                                  # exact inverse of to_heatmap
-            people.append(np.concatenate([xy, np.full((4, 1), 2.0)], -1))
-        hm, pf = encoded(c, np.stack(people))
-        cases.append(paf_case("rank_ties", c, hm, pf, "identical translated people: equal scores, order by first peak"))
+    # Two identical people one integer offset apart: equal scores, ranked by first peak.
+    c = PafCodec((96, 96), (24, 24), [(0, 1), (1, 2), (2, 3), (1, 3)], sigma=1.5)
+    kp = np.array([[10, 3], [10, 8], [8, 13], [12, 13]], np.float64)
+    people = []
+    for off in [(9, 5), (0, 5), (5, 0)]:                          # heatmap px offsets
+        uv = kp + off
+        xy = (uv + 0.5) * 4 - 0.5                                  # exact inverse of to_heatmap
+        people.append(np.concatenate([xy, np.full((4, 1), 2.0)], -1))
+    hm, pf = encoded(c, np.stack(people))
+    cases.append(paf_case("rank_ties", c, hm, pf, "identical translated people: equal scores, order by first peak",
+                          branches))
 
-        # Fragments that only join late: a chain whose middle keypoint is weak.
-        c = PafCodec((80, 80), (20, 20), [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4)], sigma=1.0,
-                     peak_threshold=0.7, min_keypoints=2)
-        people = np.array([[[10, 10, 2], [30, 12, 2], [50, 10, 2], [60, 40, 2], [20, 40, 2]],
-                           [[12, 60, 2], [30, 70, 2], [48, 64, 2], [70, 70, 2], [8, 76, 2]]], np.float64)
+    # Fragments that only join late: a chain whose middle keypoint is weak.
+    c = PafCodec((80, 80), (20, 20), [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4)], sigma=1.0,
+                 peak_threshold=0.7, min_keypoints=2)
+    people = np.array([[[10, 10, 2], [30, 12, 2], [50, 10, 2], [60, 40, 2], [20, 40, 2]],
+                       [[12, 60, 2], [30, 70, 2], [48, 64, 2], [70, 70, 2], [8, 76, 2]]], np.float64)
+    hm, pf = encoded(c, people)
+    hm[..., 2] *= 0.6                                              # the second person's is dropped
+    hm[np.unravel_index(hm[..., 2].argmax(), hm.shape[:2]) + (2,)] = 0.7  # float32(0.7) < 0.7: kept
+    hm[..., 4] += rng.normal(0, 0.05, hm.shape[:2])
+    pf[..., 2:4] *= -1                                             # limb 1 reversed: no candidates
+    cases.append(paf_case("cycle_threshold", c, hm, pf,
+                          "a cycle of limbs, a peak at exactly float32(0.7) threshold, a reversed field",
+                          branches))
+
+    # Every refusal in the assembly: square-cycle people whose last limb points elsewhere.
+    c = PafCodec((160, 160), (40, 40), [(0, 1), (1, 2), (2, 3), (3, 0)], sigma=1.5)
+    X = [(4, 4), (10, 4), (10, 10), (4, 10)]
+    Y = [(24, 4), (30, 4), (30, 10), (24, 10)]
+    Z = [(4, 24), (10, 24), (10, 30), (4, 30)]
+    W2, V3 = (4, 38), (36, 18)
+    points = {k: [X[k], Y[k], Z[k]] for k in range(4)}
+    points[2].append(W2)
+    points[3].append(V3)
+    segments = {li: [(P[a], P[b]) for P in (X, Y, Z)] for li, (a, b) in enumerate(c.limbs[:2])}
+    segments[3] = [(P[3], P[0]) for P in (X, Y, Z)]
+    segments[2] = [(X[2], Y[3]), (Y[2], V3), (W2, Z[3])]
+    cases.append(paf_case("connect_refusals", c, *handmade(c, points, segments),
+                          "a merge with clashing slots, a person that already has the a / the b keypoint",
+                          branches))
+
+    c = PafCodec((64, 64), (16, 16), COCO17.limbs)
+    cases.append(paf_case("empty", c, np.zeros((16, 16, 17)), np.zeros((16, 16, 38)), "no peaks", branches))
+
+    # The cases above draw from the shared generator (the geometry vectors after them
+    # depend on it); the ones below have their own.
+    rng = np.random.default_rng(20240612)
+    c = PafCodec((192, 256), (48, 64), COCO17.limbs, sigma=1.0)
+    crowd = np.stack([coco_person(rng, x, y, hgt, jitter=1.5, missing=rng.choice(17, m, replace=False))
+                      for x, y, hgt, m in zip(rng.uniform(40, 216, 9), rng.uniform(70, 120, 9),
+                                              rng.uniform(60, 130, 9), rng.integers(0, 5, 9))])
+    hm, pf = encoded(c, crowd)
+    hm += noise(rng, hm.shape, 0.03)
+    pf += noise(rng, pf.shape, 0.05)
+    cases.append(paf_case("coco17_crowd", c, hm, pf, "nine overlapping people of different sizes, missing "
+                          "keypoints, noisy maps", branches, 2.0 ** -12))
+
+    # People lying along a short, wide map: thighs, shins and upper arms are longer than
+    # half the map height, so the distance prior lowers their scores; with the fields
+    # weakened some fall to <= 0 and are rejected (the same maps without the prior keep them).
+    c = PafCodec((64, 256), (16, 64), COCO17.limbs, sigma=1.0, min_keypoints=2)
+    people = np.stack([lying_person(rng, 60, 24, 170), lying_person(rng, 190, 40, 150)])
+    hm, pf = encoded(c, people)
+    pf = np.round((pf * 0.45 + noise(rng, pf.shape, 0.03)) * 4096) / 4096
+    hm = np.round((hm + noise(rng, hm.shape, 0.02)) * 4096) / 4096
+    cases.append(paf_case("distance_prior", c, hm, pf,
+                          "limbs up to 0.9 of the map height: the prior lowers and rejects some", branches))
+    with_prior = c.decode(hm.astype(np.float32), pf.astype(np.float32))[0]
+    without = replace(c, max_limb_fraction=0.0).decode(hm.astype(np.float32), pf.astype(np.float32))[0]
+    assert len(with_prior) != len(without), "the distance prior must change this case's people"
+
+    for smooth, up, sig in [(1.5, 2, 1.0), (0.75, 3, 1.0), (0.0, 4, 1.5)]:
+        c = PafCodec((96, 128), (24, 32), COCO17.limbs, sigma=sig, smooth_sigma=smooth, upsample=up)
+        people = np.stack([coco_person(rng, x, 48, 70, jitter=1.0) for x in (30, 62, 100)])
         hm, pf = encoded(c, people)
-        hm[..., 2] *= 0.6                                              # the second person's is dropped
-        hm[np.unravel_index(hm[..., 2].argmax(), hm.shape[:2]) + (2,)] = 0.7  # float32(0.7) < 0.7: kept
-        hm[..., 4] += rng.normal(0, 0.05, hm.shape[:2])
-        pf[..., 2:4] *= -1                                             # limb 1 reversed: no candidates
-        cases.append(paf_case("cycle_threshold", c, hm, pf,
-                              "a cycle of limbs, a peak at exactly float32(0.7) threshold, a reversed field"))
+        hm += noise(rng, hm.shape, 0.04)
+        pf += noise(rng, pf.shape, 0.05)
+        cases.append(paf_case(f"smooth{smooth}_upsample{up}", c, hm, pf,
+                              "noisy maps blurred and upsampled before the peaks", branches, 2.0 ** -12))
 
-        # Every refusal in _connect: square-cycle people whose last limb points elsewhere.
-        c = PafCodec((160, 160), (40, 40), [(0, 1), (1, 2), (2, 3), (3, 0)], sigma=1.5)
-        X = [(4, 4), (10, 4), (10, 10), (4, 10)]
-        Y = [(24, 4), (30, 4), (30, 10), (24, 10)]
-        Z = [(4, 24), (10, 24), (10, 30), (4, 30)]
-        W2, V3 = (4, 38), (36, 18)
-        points = {k: [X[k], Y[k], Z[k]] for k in range(4)}
-        points[2].append(W2)
-        points[3].append(V3)
-        segments = {li: [(P[a], P[b]) for P in (X, Y, Z)] for li, (a, b) in enumerate(c.limbs[:2])}
-        segments[3] = [(P[3], P[0]) for P in (X, Y, Z)]
-        segments[2] = [(X[2], Y[3]), (Y[2], V3), (W2, Z[3])]
-        cases.append(paf_case("connect_refusals", c, *handmade(c, points, segments),
-                              "a merge with clashing slots, a person that already has the a / the b keypoint"))
+    # Keypoints that no labelled limb joins become one-keypoint people at min_keypoints 1.
+    c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=1.0, min_keypoints=1)
+    people = np.stack([coco_person(rng, 40, 64, 90, missing=(1, 2, 3, 4)),     # nose alone
+                       coco_person(rng, 96, 64, 80, missing=(7, 8)),           # wrists alone
+                       coco_person(rng, 70, 20, 30, missing=range(1, 17))])    # only a nose
+    cases.append(paf_case("single_keypoint_people", c, *encoded(c, people),
+                          "min_keypoints 1: peaks no limb joins are people of one keypoint", branches, 2.0 ** -12))
+    return cases, branches
 
-        c = PafCodec((64, 64), (16, 16), COCO17.limbs)
-        cases.append(paf_case("empty", c, np.zeros((16, 16, 17)), np.zeros((16, 16, 38)), "no peaks"))
-    return cases, counter.counts
+
+def flip_cases(rng) -> list[dict]:
+    cases = []
+    for skeleton, (h, w) in [(COCO17, (12, 10)), (MPII16, (9, 14))]:
+        hm = rng.normal(0, 1, (h, w, skeleton.num_keypoints)).astype(np.float32)
+        pf = rng.normal(0, 1, (h, w, 2 * len(skeleton.limbs))).astype(np.float32)
+        perm, sign = skeleton.limb_flip()
+        back_hm, back_pf = flip_back(hm, pf, skeleton.flip_index(), perm, sign)
+        cases.append({"name": skeleton.name, "heatmaps": arr(hm), "pafs": arr(pf),
+                      "flip_index": skeleton.flip_index().tolist(), "limb_perm": perm.tolist(),
+                      "limb_sign": sign.tolist(), "expected": {"heatmaps": arr(back_hm), "pafs": arr(back_pf)}})
+    return cases
 
 
 def handmade(codec: PafCodec, points: dict, segments: dict):
@@ -488,7 +536,10 @@ def main() -> None:
     rng = np.random.default_rng(20240611)
     write(args.out, "heatmap", {"cases": heatmap_cases(rng)})
     cases, branches = paf_cases(rng)
-    write(args.out, "paf", {"cases": cases, "limb_orders": [
+    defaults = {f.name: f.default for f in fields(PafCodec) if f.default is not MISSING}
+    write(args.out, "paf", {"cases": cases, "flip_back": flip_cases(np.random.default_rng(20240613)),
+                            "defaults": defaults,
+                            "limb_orders": [
         {"limbs": [list(p) for p in limbs], "num_keypoints": k, "expected": limb_order(limbs, k)}
         for limbs, k in [(COCO17.limbs, 17), (MPII16.limbs, 16), ([(0, 1), (2, 3), (4, 5), (3, 4)], 7),
                          ([(5, 6), (0, 1), (1, 2), (2, 0)], 8), ([], 3)]]})
@@ -496,7 +547,7 @@ def main() -> None:
                                  "instance_scores": score_cases(rng), "savgol": savgol_cases()})
     sizes = {p.name: p.stat().st_size for p in sorted(args.out.glob("*.json"))}
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
-    print("PafCodec._connect cases covered: " + ", ".join(f"{k} {v}" for k, v in sorted(branches.items())))
+    print("PAF assembly cases covered: " + ", ".join(f"{k} {v}" for k, v in sorted(branches.items())))
 
 
 if __name__ == "__main__":
