@@ -185,11 +185,8 @@ def flip_keypoints(keypoints, flip_index, width: int) -> np.ndarray:
 
 def fit_matrix(image_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
     """[2, 3] image -> model-input affine for a whole image: scaled to fit inside the input
-    keeping its aspect ratio, top-left aligned (the rest is padding).
-
-    Under the pixel-centre convention a scale s maps x to s * (x + 0.5) - 0.5, so the
-    image's outer pixel edges land on the input's.
-    """
+    keeping its aspect ratio, centred (the rest is zero padding), as the bottom-up training
+    pipeline, the web demo and the Android decoder do."""
     (h, w), (ih, iw) = image_size, input_size
-    s = min(ih / h, iw / w)
-    return np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5]], np.float64)
+    center, scale = box_to_center_scale(np.array([0.0, 0.0, w, h]), iw / ih, 1.0)
+    return affine_matrix(center, scale, (ih, iw))

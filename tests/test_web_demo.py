@@ -269,7 +269,7 @@ def test_browser_bottom_up(npm, tmp_path):
           "--screenshot", str(tmp_path / "shot.png"), "--backend", "wasm"], timeout=300)
     result = json.loads(out.read_text())
 
-    poses, scores = codec.decode(heatmaps, pafs, return_scores=True)
+    poses, scores = codec.decode(heatmaps, pafs)
     center, scale = box_to_center_scale([0, 0, img_w, img_h], 1.0, 1.0)
     inv = invert_affine(affine_matrix(center, scale, codec.input_size))
     assert len(result["poses"]) == len(poses) >= 3

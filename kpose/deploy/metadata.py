@@ -77,7 +77,7 @@ def model_metadata(model, precision: str = "fp32") -> dict:
         "codec": codec.to_dict(),
     }
     if model.task == BOTTOM_UP:
-        meta["image"] = {"fit": "scale to fit inside the input, aspect kept, top-left aligned",
+        meta["image"] = {"fit": "scale to fit inside the input, aspect kept, centred (kpose.transforms.fit_matrix)",
                          "interpolation": "bilinear", "fill": 0}
     else:
         meta["crop"] = {"padding": model.crop_padding, "whole_image_padding": 1.0,
