@@ -101,18 +101,25 @@ def encode_people_targets(kps: tf.Tensor, ignore: tf.Tensor, input_size, specs: 
     """One image's bottom-up targets from all its people [P, K, 3] (input pixels) and its
     ignore mask [H, W]: part heatmaps (max over people, plus background where declared),
     PAFs (averaged where people overlap), and per-pixel weights [h, w, 1] that are 0
-    inside ignore regions (crowds, unlabelled people)."""
-    targets, weights = {}, {}
+    inside ignore regions (crowds, unlabelled people).
+
+    Stages of one network share their targets: each distinct (kind, size, sigma) is
+    encoded once.
+    """
+    targets, weights, cache = {}, {}, {}
     for spec in specs:
-        if spec.kind == "heatmaps":
-            t, _ = encode_multi_heatmaps_tf(kps, input_size, spec.size, spec.sigma)
-            if spec.background:
-                t = tf.concat([t, tf.maximum(1.0 - tf.reduce_max(t, -1, keepdims=True), 0.0)], -1)
-        else:
-            t, _ = encode_pafs_tf(kps, input_size, spec.size, limbs, spec.sigma)
-        cover = tf.nn.avg_pool2d(ignore[None, :, :, None], spec.stride, spec.stride, "VALID")[0]
-        targets[spec.name] = t
-        weights[spec.name] = 1.0 - cover[: spec.size[0], : spec.size[1]]
+        key = (spec.kind, spec.size, spec.sigma, spec.stride)
+        if key not in cache:
+            if spec.kind == "heatmaps":
+                t, _ = encode_multi_heatmaps_tf(kps, input_size, spec.size, spec.sigma)
+            else:
+                t, _ = encode_pafs_tf(kps, input_size, spec.size, limbs, spec.sigma)
+            cover = tf.nn.avg_pool2d(ignore[None, :, :, None], spec.stride, spec.stride, "VALID")[0]
+            cache[key] = (t, 1.0 - cover[: spec.size[0], : spec.size[1]])
+        t, w = cache[key]
+        if spec.background:
+            t = tf.concat([t, tf.maximum(1.0 - tf.reduce_max(t, -1, keepdims=True), 0.0)], -1)
+        targets[spec.name], weights[spec.name] = t, w
     return targets, weights
 
 

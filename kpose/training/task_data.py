@@ -90,7 +90,7 @@ class BottomUpData:
         augment = {k: cfg["augment"][k] for k in BOTTOM_UP_AUGMENT}
         return bottom_up_batches(data[0], size, specs, augment, batch, seed=seed,
                                  shuffle_buffer=int(cfg["train"]["shuffle_buffer"]),
-                                 max_people=int(cfg["data"]["max_people"]))
+                                 max_people=min(int(cfg["data"]["max_people"]), max(data[0].max_people, 1)))
 
     def evaluate(self, model: PoseModel, data: tuple, cfg: dict, results_file: Path | None) -> dict:
         gt = data[1]
