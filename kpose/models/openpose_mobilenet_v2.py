@@ -81,8 +81,12 @@ class InstanceNormalization(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x):
-        mean, variance = tf.nn.moments(x, axes=[1, 2], keepdims=True)
-        return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, self.epsilon)
+        # Spelled out rather than tf.nn.moments + batch_normalization: on x86 TF's oneDNN
+        # remapper fuses that pattern into _MklFusedInstanceNorm, which the TF.js converter
+        # (and other exporters) cannot read. Same arithmetic.
+        centred = x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        variance = tf.reduce_mean(centred * centred, axis=[1, 2], keepdims=True)
+        return centred * (self.gamma * tf.math.rsqrt(variance + self.epsilon)) + self.beta
 
     def get_config(self) -> dict:
         return dict(super().get_config(), epsilon=self.epsilon)

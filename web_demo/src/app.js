@@ -1,10 +1,12 @@
 // The demo page: pick a model and a TF.js backend, run on the webcam, an uploaded
-// image/video or ?image=URL, draw the skeletons, show FPS and the active backend.
+// image/video or ?image=URL, draw every person found with the skeleton of the model's
+// metadata, show the person count, FPS and the active backend.
 //
 // URL parameters: model (model.json URL; default the first entry of models/index.json),
 // backend (webgl | wasm | webgpu | cpu; default webgl), image (run once on this image),
 // boxes (JSON [[x, y, w, h], ...]: person boxes for top-down models on that image),
-// flip (1: flip test).
+// flip (1: flip test, top-down models). Bottom-up models find every person in the whole
+// image themselves: boxes or flip=1 with one is reported as an error.
 // window.kposeDemo exposes the state for scripted runs (test/e2e.mjs).
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
@@ -17,13 +19,17 @@ setWasmPaths(new URL('wasm/', document.baseURI).href);
 
 // Tried in this order after the requested backend fails to start or to run.
 const FALLBACKS = ['webgl', 'wasm', 'cpu'];
-// Keypoints (and limbs between them) scoring above this are drawn; the pose-score threshold.
+// Top-down keypoints (and limbs between them) scoring above this are drawn: a top-down
+// model marks every keypoint, confident or not (the pose-score threshold). A bottom-up
+// model's missing keypoints have no position; every found one passed its codec's peak
+// threshold and is drawn.
 const DRAW_THRESHOLD = 0.2;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   model: $('model-select'), backend: $('backend-select'), webcam: $('webcam-button'), file: $('file-input'),
   flip: $('flip-input'), fps: $('fps'), backendLabel: $('backend'), timing: $('timing'), info: $('model-info'),
+  people: $('people'),
   status: $('status'), canvas: $('view'), video: $('video'),
 };
 const ctx = ui.canvas.getContext('2d');
@@ -98,7 +104,7 @@ async function loadDetector(modelUrl, requested) {
     if (!(await startBackend(backend))) continue;
     let detector;
     try {
-      detector = await createDetector(modelUrl, { flipTest: ui.flip.checked });
+      detector = await createDetector(modelUrl);
       // A warm-up run compiles the kernels (shaders) now, and proves the backend works.
       const [H, W] = detector.inputSize;
       const blank = tf.zeros([H, W, 3], 'int32');
@@ -110,6 +116,9 @@ async function loadDetector(modelUrl, requested) {
     }
     if (generation !== demo.generation) { detector.dispose(); return null; }
     demo.detector = detector;
+    // The flip test exists for top-down models only (kpose-pose.js raises otherwise).
+    ui.flip.disabled = detector.task !== 'top_down';
+    if (ui.flip.disabled) ui.flip.checked = false;
     demo.modelUrl = modelUrl;
     const m = detector.metadata;
     ui.backendLabel.textContent = `backend ${tf.getBackend()}` + (backend !== requested ? ` (${requested} failed)` : '');
@@ -132,14 +141,15 @@ function color(name) {
 }
 
 function drawPoses(poses, width, height) {
-  const skeleton = demo.detector.skeleton;
+  const { skeleton, task } = demo.detector;
   // kpose puts pixel centres at integers, the canvas at i + 0.5.
   const cx = (k) => k.x + 0.5;
   const cy = (k) => k.y + 0.5;
   const unit = Math.max(2, Math.max(width, height) / 320);
   ctx.lineCap = 'round';
-  const ok = (k) => k && k.x !== null && k.score > DRAW_THRESHOLD;
-  for (const pose of poses) {
+  const threshold = task === 'bottom_up' ? 0 : DRAW_THRESHOLD;
+  const ok = (k) => k && k.x !== null && k.score > threshold;
+  for (const [i, pose] of poses.entries()) {
     ctx.lineWidth = unit;
     for (const [a, b] of skeleton.limbs) {
       const ka = pose.keypoints[a];
@@ -159,7 +169,23 @@ function drawPoses(poses, width, height) {
       ctx.arc(cx(k), cy(k), 1.5 * unit, 0, 2 * Math.PI);
       ctx.fill();
     }
+    if (task === 'bottom_up' && pose.keypoints.some(ok)) labelPerson(i + 1, pose, unit);
   }
+}
+
+/** "#n score" above a bottom-up person's keypoints: tells the people apart where they overlap. */
+function labelPerson(n, pose, unit) {
+  const [x, y] = pose.box;
+  const text = `#${n} ${pose.score.toFixed(2)}`;
+  ctx.font = `${Math.round(6 * unit)}px system-ui, sans-serif`;
+  const w = ctx.measureText(text).width + 2 * unit;
+  const h = 8 * unit;
+  const top = Math.max(0, y - h - 2 * unit);
+  ctx.fillStyle = 'rgba(0, 0, 0, 0.6)';
+  ctx.fillRect(x, top, w, h);
+  ctx.fillStyle = '#ffffff';
+  ctx.textBaseline = 'middle';
+  ctx.fillText(text, x + unit, top + h / 2);
 }
 
 function drawFrame(source, width, height, poses, boxes) {
@@ -175,6 +201,11 @@ function drawFrame(source, width, height, poses, boxes) {
     for (const [x, y, w, h] of boxes) ctx.strokeRect(x, y, w, h);
   }
   drawPoses(poses, width, height);
+}
+
+function showPeople(poses) {
+  ui.people.textContent = `${poses.length} ${poses.length === 1 ? 'person' : 'people'}`;
+  ui.people.dataset.count = String(poses.length);
 }
 
 function showTimings(ms) {
@@ -211,10 +242,12 @@ async function runImage() {
   const img = demo.source?.kind === 'image' ? demo.source.el : null;
   if (!img || !demo.detector) throw new Error('no image or no model loaded');
   const t = performance.now();
+  // URL boxes belong to the top-down model asked for; a model switched to later may be bottom-up.
   const boxes = demo.detector.task === 'top_down' ? demo.boxes : undefined;
   const poses = await demo.detector.estimatePoses(img, { flipTest: ui.flip.checked, boxes });
   const ms = performance.now() - t;
   drawFrame(img, img.naturalWidth, img.naturalHeight, poses, boxes);
+  showPeople(poses);
   showTimings(ms);
   demo.result = {
     poses, backend: tf.getBackend(), requestedBackend: demo.requestedBackend, fallbacks: [...demo.fallbacks],
@@ -223,8 +256,23 @@ async function runImage() {
     // The wasm backend runs multi-threaded only on a cross-origin isolated page.
     crossOriginIsolated: self.crossOriginIsolated,
   };
-  setState('done', `${poses.length} pose(s) · score ${poses.map((p) => p.score.toFixed(3)).join(', ')}`);
+  setState('done', `${poses.length} ${poses.length === 1 ? 'person' : 'people'}` +
+    (poses.length ? ` · score ${poses.map((p) => p.score.toFixed(3)).join(', ')}` : ''));
   return demo.result;
+}
+
+/** Person boxes and the flip test are top-down options: asked for in the URL with a
+ * bottom-up model, they are an error to report, not something to drop silently. */
+function checkUrlOptions(detector) {
+  if (detector.task !== 'bottom_up') return;
+  const name = detector.metadata.model.name;
+  if (demo.boxes) {
+    throw new Error(`boxes: person boxes are for top-down models; ${name} is bottom-up and finds every ` +
+      'person (remove boxes= from the URL)');
+  }
+  if (params.get('flip') === '1') {
+    throw new Error(`flip=1: the flip test is for top-down models; ${name} is bottom-up (remove flip=1 from the URL)`);
+  }
 }
 
 async function showImage(url) {
@@ -243,6 +291,7 @@ async function videoLoop(generation) {
       const poses = await demo.detector.estimatePoses(v, { flipTest: ui.flip.checked });
       if (generation !== demo.generation) return;
       drawFrame(v, v.videoWidth, v.videoHeight, poses);
+      showPeople(poses);
       showTimings(performance.now() - t);
     } catch (e) {
       // A model or backend switch disposes the detector under a running call: not an error.
@@ -310,7 +359,8 @@ async function main() {
     return;
   }
   ui.model.value = modelUrl;
-  await loadDetector(modelUrl, demo.requestedBackend);
+  const detector = await loadDetector(modelUrl, demo.requestedBackend);
+  if (detector) checkUrlOptions(detector);
   setState('ready', 'Ready: use the webcam or open an image or video');
   const image = params.get('image');
   if (image) await showImage(image);

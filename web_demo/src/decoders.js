@@ -1,11 +1,13 @@
 // Ports of kpose's NumPy reference decoders and crop geometry (no dependencies).
 //
-// kpose/transforms.py         boxToCenterScale, affineMatrix, invertAffine, applyAffine
+// kpose/transforms.py         boxToCenterScale, affineMatrix, invertAffine, applyAffine,
+//                             cropMatrix, fitMatrix (fit_matrix)
 // kpose/codecs/heatmap.py     savgolQuadratic2d, darkRefine, decodeHeatmaps (HeatmapCodec.decode)
 // kpose/codecs/paf.py,        smoothMaps, upsampleMaps, findPeaks, pafPeaks, limbOrder,
 //   paf_grouping.py           limbCandidates, assemble, decodePafs (PafCodec.decode),
 //                             flipBackPafs (flip_back)
 // kpose/metrics.py            instanceScores
+// kpose/pose_model.py         decodeTopDown, decodeBottomUp (PoseModel.predict after the network)
 //
 // All arithmetic is float64 on float32 inputs (float32, via Math.fround, where the
 // NumPy code computes in float32: upsampleMaps), in the same operation order as the
@@ -109,6 +111,14 @@ export function cropMatrix(box, inputSize, padding = 1.25) {
   const [H, W] = inputSize;
   const { center, scale } = boxToCenterScale(box, W / H, padding);
   return affineMatrix(center, scale, inputSize);
+}
+
+/** kpose.transforms.fit_matrix: image->input matrix for a whole image of imageSize
+ * [h, w] in a model input of inputSize [H, W] (bottom-up models): scaled to fit inside
+ * the input with its aspect ratio kept, centred; the margins are zero padding. */
+export function fitMatrix(imageSize, inputSize) {
+  const [h, w] = imageSize;
+  return cropMatrix([0, 0, w, h], inputSize, 1.0);
 }
 
 // ---------------------------------------------------------------------------
@@ -628,6 +638,24 @@ export function decodeTopDown(hm, shape, codec, M, refine = 'dark') {
   const inv = invertAffine(M);
   return decodeHeatmaps(hm, shape, codec, refine)
     .map((kp) => applyAffine(inv, kp.map(Math.fround)));
+}
+
+/** PoseModel.predict for a bottom-up model, after the network: heatmaps [h, w, K] and
+ * pafs [h, w, 2L] of the input made with image->input matrix M (fitMatrix) -> people
+ * in PafCodec's order: [{score, keypoints: [[x, y, score] | [null, null, 0]], box}] in
+ * image pixels. As in Python, the input coordinates are rounded to float32 first (what
+ * PafCodec.decode returns); a missing keypoint has no position (Python: 0, 0, 0), and
+ * box [x, y, w, h] is the found keypoints' extent (kpose.pose_model.keypoint_extent). */
+export function decodeBottomUp(heatmaps, pafs, shape, codec, M) {
+  const inv = invertAffine(M);
+  return decodePafs(heatmaps, pafs, shape, codec).map(({ keypoints, score, peaks }) => {
+    const kps = keypoints.map((kp, k) => (peaks[k] < 0 ? [null, null, 0] : applyAffine(inv, kp.map(Math.fround))));
+    const found = kps.filter(([x]) => x !== null);
+    const xs = found.map(([x]) => x);
+    const ys = found.map(([, y]) => y);
+    const [x0, y0] = [Math.min(...xs), Math.min(...ys)];
+    return { score, keypoints: kps, box: [x0, y0, Math.max(...xs) - x0, Math.max(...ys) - y0] };
+  });
 }
 
 /** PoseModel.heatmaps' flip test on channels-last [h, w, K] float32 maps: average

@@ -20,21 +20,27 @@
 // Pose score = mean score of the keypoints scoring > 0.2 (kpose.metrics.instance_scores).
 //
 // Bottom-up models (task "bottom_up", outputs heatmaps + pafs) see the whole image
-// letterboxed into the input: the same affine with box = the whole image and padding
-// 1.0 scales it uniformly to fit and centres it, filling the margins with 0. The
-// people found by PafCodec's grouping (decoders.js decodePafs) are mapped back to
-// the image; pose score = PafCodec's person score (the codec's own ranking); missing
-// keypoints have score 0 and x = y = null; the box is the found keypoints' extent.
+// fitted into the input exactly as kpose.transforms.fit_matrix does it (decoders.js
+// fitMatrix: uniform scale to fit, centred, margins 0), with the same warp. The people
+// found by PafCodec's grouping (decodeBottomUp; codec, limbs and thresholds from the
+// metadata) are mapped back to the image in PafCodec's order; pose score = PafCodec's
+// person score; missing keypoints have score 0 and x = y = null; the box is the found
+// keypoints' extent. Person boxes and the flip test are top-down options: passing them
+// to a bottom-up detector raises, as PoseModel.predict does.
 import * as tf from '@tensorflow/tfjs';
 
 import {
-  applyAffine, cropMatrix, decodePafs, decodeTopDown, flipAverage, flipIndex, instanceScore,
-  invertAffine,
+  cropMatrix, decodeBottomUp, decodeTopDown, fitMatrix, flipAverage, flipIndex, instanceScore, invertAffine,
 } from './decoders.js';
 
 export const SCHEMA_VERSION = 1;
 // kpose.metrics.instance_scores: keypoints above this count towards the pose score.
 export const INSTANCE_SCORE_THRESHOLD = 0.2;
+// PoseModel.predict raises for both on bottom-up models; so does the detector.
+const BOTTOM_UP_NO_FLIP = 'flipTest: the flip test is for top-down models; bottom-up (PAF) models have none yet ' +
+  '(kpose.codecs.paf); leave flipTest unset';
+const BOTTOM_UP_NO_BOXES = 'boxes: person boxes are for top-down models; a bottom-up model finds every person ' +
+  'in the whole image; leave boxes unset';
 
 /** Validates and returns the kpose metadata of a loaded GraphModel. */
 export function readMetadata(model, where = 'model.json') {
@@ -57,12 +63,38 @@ export function readMetadata(model, where = 'model.json') {
   if (C !== 3 || H !== meta.codec.input_size[0] || W !== meta.codec.input_size[1]) {
     throw new Error(`${where}: input shape ${meta.input.shape} does not match codec input_size ${meta.codec.input_size}`);
   }
+  const K = meta.skeleton?.keypoints?.length;
+  if (!K) throw new Error(`${where}: kpose metadata has no skeleton.keypoints; re-export the model with kpose`);
+  const outOfRange = (limbs) => (limbs ?? []).find((l) => l.length !== 2 || l.some((k) => !(k >= 0 && k < K)));
+  const badLimb = outOfRange(meta.skeleton.limbs);
+  if (badLimb) {
+    throw new Error(`${where}: skeleton.limbs has [${badLimb}]; limbs join 2 of the ${K} keypoints ` +
+      '(re-export the model with kpose)');
+  }
+  // What the network puts out must be what the decoder reads: K heatmap channels (and
+  // 2 PAF channels per codec limb), or every person would be decoded from the wrong maps.
+  const shapes = Object.fromEntries((meta.outputs ?? []).map((o) => [o.name, o.shape]));
+  if (shapes.heatmaps && shapes.heatmaps.at(-1) !== K) {
+    throw new Error(`${where}: output heatmaps has ${shapes.heatmaps.at(-1)} channels, skeleton ` +
+      `${meta.skeleton.name} ${K} keypoints (re-export the model with kpose)`);
+  }
+  if (task === 'bottom_up') {
+    const limbs = meta.codec.limbs;
+    if (!Array.isArray(limbs) || !limbs.length || outOfRange(limbs)) {
+      throw new Error(`${where}: codec.limbs ${JSON.stringify(limbs)}: a PAF codec needs limbs joining 2 of the ` +
+        `${K} keypoints (re-export the model with kpose)`);
+    }
+    if (shapes.pafs && shapes.pafs.at(-1) !== 2 * limbs.length) {
+      throw new Error(`${where}: output pafs has ${shapes.pafs.at(-1)} channels; codec.limbs needs ` +
+        `${2 * limbs.length} (x, y per limb; re-export the model with kpose)`);
+    }
+  }
   return meta;
 }
 
 /** Loads model.json (+ weights) and returns a detector.
  * options: backend ('webgl' | 'wasm' | 'webgpu' | 'cpu'; default: TF.js's current),
- *   flipTest (top-down: average with the mirrored crop; default false),
+ *   flipTest (top-down: average with the mirrored crop; default false; a bottom-up model raises),
  *   scoreThreshold (drop poses scoring below it; default 0),
  *   padding (box padding for top-down crops; default: the metadata's crop.padding, 1.25),
  *   refine ('dark' | 'none'), loadOptions (passed to tf.loadGraphModel). */
@@ -73,14 +105,12 @@ export async function createDetector(modelUrl, options = {}) {
   }
   await tf.ready();
   const model = await tf.loadGraphModel(modelUrl, options.loadOptions);
-  let meta;
   try {
-    meta = readMetadata(model, String(modelUrl));
+    return new KposeDetector(model, readMetadata(model, String(modelUrl)), options);
   } catch (e) {
-    model.dispose();
+    model.dispose(); // a model the detector refuses (metadata, options) is not kept
     throw e;
   }
-  return new KposeDetector(model, meta, options);
 }
 
 export class KposeDetector {
@@ -88,6 +118,7 @@ export class KposeDetector {
     this.model = model;
     this.metadata = metadata;
     this.task = metadata.model?.task ?? 'top_down';
+    if (this.task === 'bottom_up' && options.flipTest) throw new Error(BOTTOM_UP_NO_FLIP);
     this.codec = metadata.codec;
     this.skeleton = metadata.skeleton;
     this.inputSize = metadata.codec.input_size;
@@ -121,6 +152,10 @@ export class KposeDetector {
     }
     const timings = { crop: 0, inference: 0, decode: 0 };
     try {
+      if (this.task === 'bottom_up') {
+        if (config.boxes) throw new Error(BOTTOM_UP_NO_BOXES);
+        if (config.flipTest) throw new Error(BOTTOM_UP_NO_FLIP);
+      }
       const poses = this.task === 'bottom_up'
         ? await this.#bottomUp(pixels, timings)
         : await this.#topDown(pixels, config, timings);
@@ -208,35 +243,23 @@ export class KposeDetector {
   }
 
   async #bottomUp(pixels, timings) {
-    const [imgH, imgW] = pixels.shape;
     let t = performance.now();
-    const M = cropMatrix([0, 0, imgW, imgH], this.inputSize, 1.0); // letterbox: fit and centre
-    const crop = this.crop(pixels, M);
+    const M = fitMatrix(pixels.shape.slice(0, 2), this.inputSize);
+    const input = this.crop(pixels, M);
     timings.crop += performance.now() - t;
     t = performance.now();
     let out;
     try {
-      out = await this.run(crop);
+      out = await this.run(input);
     } finally {
-      crop.dispose();
+      input.dispose();
     }
     timings.inference += performance.now() - t;
     t = performance.now();
-    const inv = invertAffine(M);
-    const people = decodePafs(out.heatmaps.data, out.pafs.data, out.heatmaps.shape, this.codec);
-    const poses = people.map(({ keypoints, score, peaks }) => {
-      const kps = keypoints.map(([x, y, s], k) => {
-        const name = this.skeleton.keypoints[k];
-        if (peaks[k] < 0) return { x: null, y: null, score: 0, name };
-        const [ix, iy] = applyAffine(inv, [x, y]);
-        return { x: ix, y: iy, score: s, name };
-      });
-      const found = kps.filter((k) => k.x !== null);
-      const xs = found.map((k) => k.x);
-      const ys = found.map((k) => k.y);
-      const box = [Math.min(...xs), Math.min(...ys), Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys)];
-      return { score, box, keypoints: kps };
-    });
+    const people = decodeBottomUp(out.heatmaps.data, out.pafs.data, out.heatmaps.shape, this.codec, M);
+    const poses = people.map(({ score, keypoints, box }) => ({
+      score, box, keypoints: keypoints.map(([x, y, s], k) => ({ x, y, score: s, name: this.skeleton.keypoints[k] })),
+    }));
     timings.decode += performance.now() - t;
     return poses;
   }

@@ -7,9 +7,10 @@
 // on a random localhost port, opens the demo page in headless Chromium (playwright-core;
 // the browser is $CHROMIUM or /usr/bin/chromium, never downloaded), lets the page's own
 // library (src/kpose-pose.js) estimate the poses, runs it once more for a warm timing,
-// and writes result.json (poses, the backend actually used, fallbacks, timings) and a
-// screenshot of the page with the skeleton drawn. The page falls back from webgl to wasm
-// (then cpu) when a backend does not start or run; result.json records what ran.
+// and writes result.json (poses, the person count the page shows, the backend actually
+// used, fallbacks, timings) and a screenshot of the page with the skeletons drawn. The
+// page falls back from webgl to wasm (then cpu) when a backend does not start or run;
+// result.json records what ran.
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,7 +75,7 @@ try {
   await page.waitForFunction(() => ['done', 'error'].includes(window.kposeDemo?.state), null,
     { timeout: timeoutMs, polling: 200 });
   const first = await page.evaluate(() => ({ state: window.kposeDemo.state, error: window.kposeDemo.error,
-    result: window.kposeDemo.result }));
+    result: window.kposeDemo.result, people: document.getElementById('people').dataset.count }));
   if (first.state === 'error') throw new Error(`the page reported: ${first.error}`);
   const pageSeconds = (Date.now() - started) / 1000;
   // Once more on the warm backend: the steady-state time of one estimatePoses call.
@@ -85,14 +86,14 @@ try {
     model: modelDir, image, requested_backend: args.backend, backend: r.backend,
     fallbacks: r.fallbacks, flip_test: args.flip, boxes: args.boxes ? JSON.parse(args.boxes) : null, tfjs_version: r.tfjsVersion,
     browser: browser.version(), cross_origin_isolated: r.crossOriginIsolated, image_size: r.imageSize, model_name: r.metadata.model.name,
-    task: r.metadata.model.task, poses: r.poses,
+    task: r.metadata.model.task, poses: r.poses, people_shown: Number(first.people),
     timings_ms: { first: r.timings, warm }, page_seconds: pageSeconds,
     console: consoleLines.filter((l) => !l.startsWith('debug')).slice(-50),
   };
   writeFileSync(path.resolve(args.out), `${JSON.stringify(report, null, 1)}\n`);
   const best = r.poses[0];
   console.log(`e2e: backend ${r.backend}` + (r.backend !== args.backend ? ` (requested ${args.backend})` : '') +
-    `, ${r.poses.length} pose(s), score ${best ? best.score.toFixed(4) : '-'}, ` +
+    `, ${r.poses.length} ${r.poses.length === 1 ? 'person' : 'people'}, best score ${best ? best.score.toFixed(4) : '-'}, ` +
     `page ready in ${pageSeconds.toFixed(1)} s, warm estimatePoses ${warm.total.toFixed(1)} ms`);
 } catch (e) {
   console.error(`e2e: ${e.message}`);

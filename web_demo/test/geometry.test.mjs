@@ -1,11 +1,11 @@
-// Crop geometry, the top-down decode of PoseModel.predict and instance scores
-// against the Python reference.
+// Crop geometry, the whole-image fit, PoseModel.predict's top-down and bottom-up
+// decoding and instance scores against the Python reference.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
-  affineMatrix, applyAffine, boxToCenterScale, cropMatrix, decodeTopDown, flipAverage,
-  instanceScore, invertAffine,
+  affineMatrix, applyAffine, boxToCenterScale, cropMatrix, decodeBottomUp, decodeTopDown, fitMatrix,
+  flipAverage, instanceScore, invertAffine,
 } from '../src/decoders.js';
 import { decodeArray, loadGolden, MaxDiff } from './golden.mjs';
 
@@ -62,5 +62,38 @@ for (const c of golden.pose) {
       close(diff, 'score', instanceScore(kps), c.expected.scores[b]);
     });
     t.diagnostic(`max |JS - Python| ${diff.report()}`);
+  });
+}
+
+test('fit_matrix (the whole image in a bottom-up model\'s input)', (t) => {
+  const diff = new MaxDiff();
+  for (const c of golden.fit) close(diff, 'matrix', fitMatrix(c.image_size, c.input_size), c.expected);
+  t.diagnostic(`max |JS - Python| ${diff.report()}`);
+});
+
+for (const c of golden.bottom_up) {
+  test(`bottom-up pipeline (PoseModel.predict with a stand-in network): ${c.name}`, (t) => {
+    const diff = new MaxDiff();
+    const M = fitMatrix(c.image_size, c.codec.input_size);
+    const people = decodeBottomUp(decodeArray(c.heatmaps), decodeArray(c.pafs), c.heatmaps.shape, c.codec, M);
+    const exp = c.expected;
+    assert.equal(people.length, exp.keypoints.length, 'number of people');
+    people.forEach((person, p) => {
+      close(diff, 'score', person.score, exp.scores[p]);
+      person.keypoints.forEach(([x, y, s], k) => {
+        const [ex, ey, es] = exp.keypoints[p][k];
+        if (es === 0) {
+          assert.deepEqual([x, y, s], [null, null, 0], `person ${p} keypoint ${k} is missing`);
+          return;
+        }
+        close(diff, 'keypoint', [x, y, s], [ex, ey, es]);
+      });
+      // Python's box is the extent of its float32 keypoints: equal to float32 rounding.
+      person.box.forEach((v, i) => assert.ok(
+        diff.add('box (float32)', v, exp.boxes[p][i]) <= 1e-4 * Math.max(1, Math.abs(v)),
+        `person ${p} box ${person.box} vs ${exp.boxes[p]}`,
+      ));
+    });
+    t.diagnostic(`${people.length} people; max |JS - Python| ${diff.report() || '-'}`);
   });
 }

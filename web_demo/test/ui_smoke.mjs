@@ -1,9 +1,14 @@
 // UI smoke test of the built demo in headless Chromium with a fake webcam:
-//   node test/ui_smoke.mjs --models DIR
-// DIR holds exported models and an index.json listing them (the selector's source).
-// Checks: the selector lists models/index.json and loads the first model, an uploaded
-// image is estimated, the webcam loop runs (FPS shown), a backend switch reloads the
-// model on the new backend, and a broken model URL is reported as an error.
+//   node test/ui_smoke.mjs --models DIR --image PATH --expect '{"models/a/model.json": 1, ...}'
+// DIR holds exported models and an index.json listing them (the selector's source), served
+// as /models/. --expect: for each model to try (in this order), the number of people it
+// finds on the image (the Python reference's count).
+// Checks: the selector lists models/index.json and the first model is loaded; the image
+// is estimated with each model, switched to through the selector, and the page shows
+// that many people (the flip test is offered for top-down models only); the webcam loop
+// runs (FPS shown); a backend switch reloads the last model on the new backend; a
+// bottom-up model asked for person boxes by URL and a broken model URL are reported as
+// errors.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -11,9 +16,17 @@ import { parseArgs } from 'node:util';
 import { startServer } from '../tools/serve.mjs';
 
 const here = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const { values: args } = parseArgs({ options: { models: { type: 'string' }, image: { type: 'string' } } });
-if (!args.models || !args.image) {
-  console.log('usage: node test/ui_smoke.mjs --models DIR --image PATH');
+const { values: args } = parseArgs({
+  options: { models: { type: 'string' }, image: { type: 'string' }, expect: { type: 'string' } },
+});
+if (!args.models || !args.image || !args.expect) {
+  console.log('usage: node test/ui_smoke.mjs --models DIR --image PATH ' +
+    '--expect \'{"models/NAME/model.json": PEOPLE}\'');
+  process.exit(2);
+}
+const expected = Object.entries(JSON.parse(args.expect));
+if (!expected.length) {
+  console.log('--expect lists no model');
   process.exit(2);
 }
 const { chromium } = await import('playwright-core');
@@ -30,23 +43,45 @@ function check(ok, what) {
   console.log(`${ok ? 'ok' : 'FAIL'}: ${what}`);
   failed ||= !ok;
 }
+
+/** Selects a model in the selector (as a user does) and waits for its run on the image. */
+async function switchTo(page, url) {
+  await page.evaluate(() => { window.kposeDemo.result = null; });
+  await page.selectOption('#model-select', url);
+  await until(page, (u) => (window.kposeDemo.state === 'done' && window.kposeDemo.modelUrl === u &&
+    window.kposeDemo.result !== null) || window.kposeDemo.state === 'error', url);
+}
+
 try {
   const context = await browser.newContext({ permissions: ['camera'] });
   const page = await context.newPage();
   await page.goto(`${server.url}/index.html?backend=wasm`);
   await until(page, () => ['ready', 'error'].includes(window.kposeDemo?.state));
   const options = await page.evaluate(() => [...document.querySelectorAll('#model-select option')].map((o) => o.value));
-  check((await page.evaluate(() => window.kposeDemo.state)) === 'ready' && options.length >= 1,
-    `model list from models/index.json: ${options.join(', ')}`);
+  const loaded = await page.evaluate(() => window.kposeDemo.modelUrl);
+  check((await page.evaluate(() => window.kposeDemo.state)) === 'ready' && loaded === options[0] &&
+    expected.every(([url]) => options.includes(url)),
+    `model list from models/index.json: ${options.join(', ')}; loaded the first`);
   check((await text(page, 'backend')) === 'backend wasm', await text(page, 'backend'));
 
   await page.setInputFiles('#file-input', args.image);
-  await until(page, () => window.kposeDemo.state === 'done');
-  check((await page.evaluate(() => window.kposeDemo.result.poses.length)) === 1, `image: ${await text(page, 'status')}`);
+  await until(page, () => ['done', 'error'].includes(window.kposeDemo.state));
+  for (const [url, people] of expected) {
+    if ((await page.evaluate(() => window.kposeDemo.modelUrl)) !== url) await switchTo(page, url);
+    const got = await page.evaluate(() => ({
+      state: window.kposeDemo.state, error: window.kposeDemo.error, poses: window.kposeDemo.result?.poses.length,
+      shown: document.getElementById('people').dataset.count, task: window.kposeDemo.detector?.task,
+      flipDisabled: document.getElementById('flip-input').disabled,
+    }));
+    check(got.state === 'done' && got.poses === people && got.shown === String(people) &&
+      got.flipDisabled === (got.task === 'bottom_up'),
+      `${url} (${got.task}): ${await text(page, 'people')} (expected ${people}), ` +
+      `flip test ${got.flipDisabled ? 'off' : 'offered'}${got.error ? `; ${got.error}` : ''}`);
+  }
 
   await page.click('#webcam-button');
   await until(page, () => window.kposeDemo.source?.kind === 'video' && window.kposeDemo.fps !== null);
-  check(true, `webcam: ${await text(page, 'fps')}, ${await text(page, 'timing')}`);
+  check(true, `webcam: ${await text(page, 'fps')}, ${await text(page, 'people')}, ${await text(page, 'timing')}`);
 
   await page.selectOption('#backend-select', 'cpu');
   await until(page, () => document.getElementById('backend').textContent === 'backend cpu' && window.kposeDemo.fps !== null);
@@ -60,6 +95,20 @@ try {
   });
   await until(page, () => window.kposeDemo.state === 'error');
   check((await text(page, 'status')).includes('404'), `missing model: ${await text(page, 'status')}`);
+
+  const bottomUp = [];
+  for (const [url] of expected) {
+    const res = await (await fetch(new URL(url, `${server.url}/`))).json();
+    if (res.userDefinedMetadata?.kpose?.model?.task === 'bottom_up') bottomUp.push(url);
+  }
+  if (bottomUp.length) {
+    const query = new URLSearchParams({ backend: 'wasm', model: bottomUp[0], boxes: '[[0,0,10,10]]' });
+    await page.goto(`${server.url}/index.html?${query}`);
+    await until(page, () => ['ready', 'done', 'error'].includes(window.kposeDemo?.state));
+    const status = await text(page, 'status');
+    check((await page.evaluate(() => window.kposeDemo.state)) === 'error' && status.startsWith('boxes:'),
+      `boxes with a bottom-up model: ${status}`);
+  }
 } catch (e) {
   check(false, e.message);
 } finally {

@@ -2,7 +2,8 @@
 
 Every expected value comes from kpose's Python reference code (HeatmapCodec.decode,
 PafCodec.decode and its steps, flip_back, limb_order, the affine helpers,
-PoseModel.predict with a stand-in network, instance_scores). Run with the kpose
+PoseModel.predict with a stand-in network for top-down and bottom-up models, fit_matrix,
+instance_scores). Run with the kpose
 environment from the repository root:
 
     python web_demo/tools/write_golden.py [--out web_demo/test/golden]
@@ -35,8 +36,8 @@ from kpose.codecs.paf import PafCodec, find_peaks, flip_back, limb_order
 from kpose.codecs.paf_grouping import assemble, limb_candidates, smooth_maps, upsample_maps
 from kpose.metrics import instance_scores
 from kpose.pose_model import PoseModel, model_config
-from kpose.skeletons import COCO17, MPII16
-from kpose.transforms import affine_matrix, apply_affine, box_to_center_scale, invert_affine
+from kpose.skeletons import CMU18, COCO17, MPII16
+from kpose.transforms import affine_matrix, apply_affine, box_to_center_scale, fit_matrix, invert_affine
 
 OUT = Path(__file__).resolve().parents[1] / "test" / "golden"
 
@@ -513,6 +514,65 @@ def pose_cases(rng) -> list[dict]:
     return cases
 
 
+def fit_cases() -> list[dict]:
+    specs = [((627, 1200), (368, 432)), ((1348, 1313), (368, 432)), ((480, 640), (256, 256)),
+             ((100, 30), (64, 48)), ((368, 432), (368, 432)), ((1, 1), (17, 13)), ((720, 1280), (192, 224))]
+    return [{"image_size": list(i), "input_size": list(s), "expected": floats(fit_matrix(i, s))} for i, s in specs]
+
+
+def cmu18_person(rng, cx, cy, height, missing=()):
+    """A CMU18 person from the COCO template (the neck between the shoulders)."""
+    coco = coco_person(rng, cx, cy, height)
+    xy = {name: coco[i] for i, name in enumerate(COCO17.keypoints)}
+    xy["neck"] = 0.5 * (xy["left_shoulder"] + xy["right_shoulder"])
+    person = np.stack([xy[name] for name in CMU18.keypoints])
+    person[list(missing), 2] = 0
+    return person
+
+
+def bottom_up_cases(rng) -> list[dict]:
+    """PoseModel.predict of bottom-up models with a stand-in network returning prepared
+    PafCodec maps: the whole-image fit, the decode and the map back to the image."""
+    cases = []
+    specs = [("wide_image_cmu18", CMU18, PafCodec((96, 112), (12, 14), CMU18.limbs, sigma=1.0), (200, 320),
+              lambda: [cmu18_person(rng, 30, 50, 60, missing=[3, 4]), cmu18_person(rng, 62, 55, 70),
+                       cmu18_person(rng, 90, 45, 40, missing=[9, 10, 12, 13])]),
+             ("tall_image_coco17", COCO17, PafCodec((64, 48), (16, 12), COCO17.limbs, sigma=1.5), (300, 130),
+              lambda: [coco_person(rng, 16, 30, 36), coco_person(rng, 33, 35, 40, missing=[15, 16])]),
+             ("no_people", CMU18, PafCodec((32, 32), (8, 8), CMU18.limbs), (50, 70), lambda: [])]
+    for name, skel, codec, (img_h, img_w), people in specs:
+        people = people()
+        h, w = codec.heatmap_size
+        if people:
+            heatmaps, pafs = encoded(codec, np.stack(people))
+            heatmaps = heatmaps + np.abs(noise(rng, heatmaps.shape, 0.02))
+            pafs = pafs + noise(rng, pafs.shape, 0.02)
+        else:
+            heatmaps, pafs = np.zeros((h, w, skel.num_keypoints)), np.zeros((h, w, 2 * len(skel.limbs)))
+        heatmaps, pafs = np.float32(heatmaps), np.float32(pafs)
+        config = model_config("openpose_mobilenet_v2", "stand_in", codec.input_size, skel, codec)
+        model = PoseModel(lambda x, training=False: (heatmaps[None], pafs[None]), config)
+        poses = model.predict(np.zeros((img_h, img_w, 3), np.uint8))
+        # What predict computes before its final float32 cast: the float32 decode mapped
+        # back in float64 (the JS port keeps float64).
+        m = fit_matrix((img_h, img_w), codec.input_size)
+        decoded, scores = codec.decode(heatmaps, pafs)
+        decoded = np.asarray(decoded, np.float64).reshape(-1, skel.num_keypoints, 3)
+        pk, uv, peak_score = codec.peaks(heatmaps)
+        _, scores64 = paf_group64(codec, pk, uv, peak_score, pafs, skel.num_keypoints)
+        mapped = np.where(decoded[..., 2:] > 0, apply_affine(decoded, invert_affine(m)), 0.0)
+        assert len(poses) == len(mapped) == len(people), name
+        for pose, kps in zip(poses, mapped):
+            assert np.array_equal(kps.astype(np.float32), pose.keypoints), name
+        cases.append({
+            "name": name, "codec": codec.to_dict(), "image_size": [img_h, img_w],
+            "heatmaps": arr(heatmaps), "pafs": arr(pafs),
+            "expected": {"keypoints": [floats(k) for k in mapped], "scores": floats(scores64),
+                         "boxes": [floats(p.box) for p in poses]},
+        })
+    return cases
+
+
 def score_cases(rng) -> list[dict]:
     s = rng.uniform(0, 0.5, (6, 17))
     s[0] = 0.0                                                        # nothing confident -> 0
@@ -544,7 +604,9 @@ def main() -> None:
         for limbs, k in [(COCO17.limbs, 17), (MPII16.limbs, 16), ([(0, 1), (2, 3), (4, 5), (3, 4)], 7),
                          ([(5, 6), (0, 1), (1, 2), (2, 0)], 8), ([], 3)]]})
     write(args.out, "geometry", {"affine": affine_cases(rng), "pose": pose_cases(rng),
-                                 "instance_scores": score_cases(rng), "savgol": savgol_cases()})
+                                 "instance_scores": score_cases(rng), "savgol": savgol_cases(),
+                                 # Own generator: the vectors above stay as they were.
+                                 "fit": fit_cases(), "bottom_up": bottom_up_cases(np.random.default_rng(20240615))})
     sizes = {p.name: p.stat().st_size for p in sorted(args.out.glob("*.json"))}
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
     print("PAF assembly cases covered: " + ", ".join(f"{k} {v}" for k, v in sorted(branches.items())))
