@@ -1,11 +1,9 @@
 """`kpose.export` and `export_all`: every format from one SavedModel, with a parity report.
 
-The parity report compares each exported model with the Keras model on the same
-crops: the largest absolute difference of the raw heatmaps, and the distance
-between keypoints decoded (with the model's codec) from the two outputs.
-Tolerances: float formats by raw output (fp32 1e-4, fp16 1e-2); quantised
-formats by decoded keypoints (int8 and qat: the median distance over confidently
-detected keypoints must be at most one cell of the detection grid); see TOLERANCES.
+The parity report compares each exported model with the Keras model on the inputs
+the model's `predict` makes (person crops for top-down models, whole images fitted
+to the input for bottom-up models): raw outputs, and what the codec decodes from
+them; the measures and tolerances are in kpose.deploy.parity.
 """
 from __future__ import annotations
 
@@ -18,33 +16,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kpose.codecs import KEYPOINT_SCORE_THRESHOLD
 from kpose.deploy import graph, metadata as meta_mod, onnx, tfjs, tflite
+from kpose.deploy.parity import (KEYPOINT_SCORE_MIN, TOLERANCES, compare, compare_bottom_up, failures,
+                                 fp16_weight_effect, limits, parity_markdown)
 from kpose.deploy.runtime import runner
-from kpose.deploy.samples import crops_from
+from kpose.deploy.samples import model_inputs
 from kpose.model_io import load_model
 from kpose.models import BOTTOM_UP
 from kpose.pose_model import PoseModel
 
 FORMATS = ("tflite", "onnx", "tfjs")
 PRECISIONS = ("fp32", "fp16", "int8", "qat")
+# Calibration and parity data when the model's config names none: kpose's synthetic
+# data set (its crowd variant, several people per image, for bottom-up models).
+DEFAULT_DATA = {"top_down": "synthetic", "bottom_up": "synthetic:crowd"}
 
-# Per (format, precision): limit on raw max|delta| (None = not gated) and on the
-# keypoint distance in input pixels (None = not gated). Keypoint distances are taken
-# over keypoints the Keras model finds with score >= KEYPOINT_SCORE_MIN, whose peak
-# is well defined; the median is gated (a handful of ambiguous low peaks may jump).
-# "cell": one cell of the network's detection grid (kpose.deploy.graph.detection_stride),
-# the resolution the heatmaps are computed at; a quantised model must agree with
-# the float one to within it.
-TOLERANCES = {
-    "fp32": {"raw": 1e-4, "keypoint_median": None},
-    "fp16": {"raw": 1e-2, "keypoint_median": None},
-    "float16": {"raw": 1e-2, "keypoint_median": None},   # TF.js float16 weights
-    "int8": {"raw": None, "keypoint_median": "cell"},
-    "qat": {"raw": None, "keypoint_median": "cell"},
-    "uint8": {"raw": None, "keypoint_median": "cell"},   # TF.js uint8 weights
-}
-KEYPOINT_SCORE_MIN = KEYPOINT_SCORE_THRESHOLD
+__all__ = ["FORMATS", "PRECISIONS", "TOLERANCES", "KEYPOINT_SCORE_MIN", "export", "export_all", "compare",
+           "parity_markdown", "default_calibration"]
 
 
 def as_pose_model(model) -> PoseModel:
@@ -63,10 +51,14 @@ def _default_out(model_arg, model) -> Path:
     return Path("exported") / export_name(model)
 
 
+def _data(model):
+    return model.config.get("data") or DEFAULT_DATA[model.task]
+
+
 def default_calibration(model, n: int = 64) -> np.ndarray:
-    """Representative crops for int8: training-split crops of the model's training data."""
-    return crops_from(model.config.get("data") or "synthetic", model.input_size, n, split="train",
-                      padding=model.crop_padding)
+    """Representative inputs for int8 from the training split of the model's training data:
+    person crops (top-down) or whole images fitted to the input (bottom-up)."""
+    return model_inputs(model, _data(model), n, split="train")
 
 
 def _check_precision(model, precision: str) -> None:
@@ -90,8 +82,9 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
     output: a folder to write into under the default name (<name>_<precision>.tflite,
       <name>.onnx, <name>_tfjs/), or a .tflite / .onnx file path; default <run>/export/
       for a run folder, else exported/<name>/.
-    calibration: int8 representative data: a data spec, image folder or crops array
-      (default: 64 training crops of the model's training data).
+    calibration: int8 representative data: a data spec, image folder or array of model
+      inputs (default: 64 training inputs of the model's training data: person crops for a
+      top-down model, whole images fitted to the input for a bottom-up one).
     heatmaps: "full" (the network's output) or "detection" (EfficientPose: the stride-8
       maps of the last detection pass, without the upscaling layers; faster, 64x
       smaller output; the metadata's codec describes them). Files get a "_det" suffix.
@@ -117,19 +110,21 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
     tmp = None
     try:
         saved = _saved_model
+        net = graph.export_network(model, precision, format)
+        if net is not model.keras_model:
+            saved = None   # the shared SavedModel holds the network itself, not this copy
         if saved is None and format in ("tflite", "tfjs"):
             tmp = tempfile.mkdtemp(prefix="kpose-export-")
-            saved = graph.write_saved_model(model, Path(tmp) / "saved_model")
+            saved = graph.write_saved_model(model, Path(tmp) / "saved_model", net)
         if format == "tflite":
             calib = None
             if precision == "int8":
                 calib = (default_calibration(model) if calibration is None
-                         else crops_from(calibration, model.input_size, 64, split="train",
-                                         padding=model.crop_padding))
+                         else model_inputs(model, calibration, 64, split="train"))
             data = tflite.convert(saved, precision, calib)
             out.write_bytes(meta_mod.embed_tflite_metadata(data, info))
         elif format == "onnx":
-            onnx.convert(graph.export_network(model), model.input_size, out, info, graph.output_names(model))
+            onnx.convert(net, model.input_size, out, info, graph.output_names(model))
         else:
             tfjs.convert(saved, out, info, quantization)
     finally:
@@ -138,41 +133,17 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
     return out
 
 
-def compare(model, exported_output: np.ndarray, reference: np.ndarray) -> dict:
-    """Raw and decoded differences between an exported model's heatmaps and Keras's."""
-    codec = model.codec
-    ref_kp = codec.batch_decode(reference)
-    exp_kp = codec.batch_decode(exported_output)
-    dist = np.linalg.norm(ref_kp[..., :2] - exp_kp[..., :2], axis=-1)
-    confident = ref_kp[..., 2] >= KEYPOINT_SCORE_MIN
-    d = dist[confident] if confident.any() else dist.ravel()
-    return {
-        "max_abs_diff": float(np.abs(exported_output - reference).max()),
-        "mean_abs_diff": float(np.abs(exported_output - reference).mean()),
-        "keypoint_median_px": float(np.median(d)),
-        "keypoint_p90_px": float(np.percentile(d, 90)),
-        "keypoint_max_px": float(d.max()),
-        "keypoints_compared": int(d.size),
-    }
-
-
-def _limits(model, precision: str) -> dict:
-    tol = dict(TOLERANCES[precision])
-    if tol["keypoint_median"] == "cell":
-        tol["keypoint_median"] = float(graph.detection_stride(model))
-    return tol
-
-
 def export_all(model, output: str | Path | None = None, check: bool = True, images=None,
                calibration=None, formats=FORMATS, precisions=None, tfjs_quantization: str | None = None,
                heatmaps: str = "full", num_images: int = 8, progress: bool = True) -> dict:
     """Write every format (TFLite at each precision the model supports, ONNX, TF.js) and,
     with `check`, a parity report against the Keras model: `parity.json` and `parity.md`.
 
-    images: what to compare on (data spec, image folder/list, or crops); default the
-    model's validation data. precisions: TFLite precisions (default: fp32, fp16, int8,
-    or qat for a QAT model). Returns the report; report["passed"] is False when a
-    format exceeds its tolerance.
+    images: what to compare on (data spec, image folder/list, or an array of model inputs);
+    default the model's validation data; a top-down model sees person crops, a bottom-up
+    model whole images fitted to its input. precisions: TFLite precisions (default: fp32,
+    fp16, int8, or qat for a QAT model). Returns the report; report["passed"] is False
+    when a format exceeds its tolerance (kpose.deploy.parity).
     """
     model_arg = model
     model = graph.with_heatmaps(as_pose_model(model), heatmaps)
@@ -186,15 +157,16 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
     jobs = [("tflite", p) for p in precisions] if "tflite" in formats else []
     jobs += [(f, None) for f in formats if f != "tflite"]
 
-    report = {"model": export_name(model), "output": str(out), "formats": [], "passed": True}
-    crops = reference = None
+    report = {"model": export_name(model), "task": model.task, "output": str(out), "formats": [], "passed": True}
+    inputs = reference = None
     if check:
-        crops = crops_from(images if images is not None else (model.config.get("data") or "synthetic"),
-                           model.input_size, num_images, split="val", padding=model.crop_padding)
-        net = graph.export_network(model)
-        reference = np.concatenate([np.asarray(net(c[None], training=False)) for c in crops])
-        report["images"] = str(images) if images is not None and not isinstance(images, np.ndarray) else "validation crops"
-        report["num_crops"] = int(len(crops))
+        inputs = model_inputs(model, images if images is not None else _data(model), num_images, split="val")
+        reference = _reference(model, inputs)
+        report["images"] = (str(images) if images is not None and not isinstance(images, np.ndarray)
+                            else "validation data")
+        report["num_inputs"] = int(len(inputs))
+        if ("tflite" in formats and "fp16" in precisions) or ("tfjs" in formats and tfjs_quantization == "float16"):
+            report["fp16_weights_max_abs_diff"] = fp16_weight_effect(model, inputs, reference)
 
     with tempfile.TemporaryDirectory(prefix="kpose-export-") as tmp:
         saved = graph.write_saved_model(model, Path(tmp) / "saved_model")
@@ -213,23 +185,17 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
                 entry["forbidden_ops"] = sorted(ops & tflite.FORBIDDEN_OPS)
             if check:
                 try:
-                    got = runner(path)(crops)["heatmaps"]
+                    got = runner(path)(inputs)
                 except RuntimeError as e:  # e.g. TF.js without node: reported, not hidden
                     entry.update({"status": "not run", "reason": str(e)})
                     report["passed"] = False
                     report["formats"].append(entry)
                     continue
-                entry.update(compare(model, got, reference))
-                tol = _limits(model, entry["precision"])
+                entry.update(compare_bottom_up(model, got, reference) if model.task == BOTTOM_UP
+                             else compare(model, got[graph.OUTPUT_NAME], reference[graph.OUTPUT_NAME]))
+                tol = limits(model, entry["precision"])
                 entry["tolerance"] = tol
-                fails = []
-                if tol["raw"] is not None and entry["max_abs_diff"] > tol["raw"]:
-                    fails.append(f"max|d| {entry['max_abs_diff']:.2e} > {tol['raw']:.0e}")
-                if tol["keypoint_median"] is not None and entry["keypoint_median_px"] > tol["keypoint_median"]:
-                    fails.append(f"median keypoint distance {entry['keypoint_median_px']:.2f} px "
-                                 f"> {tol['keypoint_median']:.2f} px")
-                if entry.get("gpu_delegate_compatible") is False or entry.get("forbidden_ops"):
-                    fails.append("not GPU-delegate clean")
+                fails = failures(entry, tol)
                 entry["status"] = "ok" if not fails else "FAIL: " + "; ".join(fails)
                 report["passed"] &= not fails
             report["formats"].append(entry)
@@ -239,21 +205,19 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
     return report
 
 
+def _reference(model, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """The Keras model's outputs {name: [B, ...]} for `inputs`, one input at a time as the
+    exported models are run."""
+    net, names = graph.export_network(model), graph.output_names(model)
+    outs: dict[str, list] = {n: [] for n in names}
+    for x in inputs:
+        out = net(x[None], training=False)
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        for n, o in zip(names, out[-len(names):]):
+            outs[n].append(np.asarray(o)[0])
+    return {n: np.stack(v) for n, v in outs.items()}
+
+
 def _size(path: Path) -> int:
     path = Path(path)
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def parity_markdown(report: dict) -> str:
-    lines = [f"# Parity report: {report['model']}", "",
-             f"{report.get('num_crops', 0)} crops from {report.get('images')}; reference = the Keras model. "
-             f"Keypoint distances in input pixels over keypoints with Keras score >= {KEYPOINT_SCORE_MIN}.", "",
-             "| format | precision | size | max abs diff | median kp dist | p90 kp dist | GPU delegate | status |",
-             "|---|---|---|---|---|---|---|---|"]
-    for e in report["formats"]:
-        gpu = {True: "clean", False: "INCOMPATIBLE", None: "-"}[e.get("gpu_delegate_compatible")]
-        lines.append(f"| {e['format']} | {e['precision']} | {e['bytes'] / 1e6:.2f} MB | "
-                     f"{e.get('max_abs_diff', float('nan')):.2e} | {e.get('keypoint_median_px', float('nan')):.3f} | "
-                     f"{e.get('keypoint_p90_px', float('nan')):.3f} | {gpu} | {e.get('status', '-')} |")
-    lines += ["", "PASSED" if report["passed"] else "FAILED", ""]
-    return "\n".join(lines)

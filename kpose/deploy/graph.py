@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from kpose._tf import keras, tf
 from kpose.codecs import HeatmapCodec
 from kpose.models import BOTTOM_UP, TOP_DOWN, get_family, network_outputs
+from kpose.models.quantize import integer_network
 from kpose.pose_model import PoseModel
 
 SIGNATURE_KEY = "serving_default"
@@ -22,9 +25,85 @@ OUTPUT_NAME = "heatmaps"
 PAF_OUTPUT_NAME = "pafs"
 
 
-def export_network(model) -> keras.Model:
-    """The PoseModel's inference network (outputs in the order its family declares)."""
-    return model.keras_model
+def export_network(model, precision: str = "fp32", format: str = "tflite") -> keras.Model:
+    """The PoseModel's inference network (outputs in the order its family declares), or an
+    equal-function copy a converter needs:
+
+    * TFLite int8 (post-training quantisation): layers TFLite's int8 converter would leave
+      in float written in ops it quantises (ELU; kpose.models.quantize.integer_network);
+      QAT models are already written that way;
+    * TF.js: batch norms folded into their convolutions (`fold_batch_norms`).
+    """
+    net = model.keras_model
+    if format == "tflite" and precision == "int8" and model.config.get("quantization") != "qat":
+        return integer_network(net)
+    if format == "tfjs":
+        return fold_batch_norms(net)
+    return net
+
+
+def _folds(net: keras.Model) -> dict:
+    """{batch norm name: the Conv2D / DepthwiseConv2D feeding only it} for foldable pairs."""
+    folds = {}
+    for layer in net.layers:
+        if type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
+            continue
+        src = layer._inbound_nodes[0].inbound_layers
+        src = src[0] if isinstance(src, list) and len(src) == 1 else src
+        if (type(src) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and len(src._outbound_nodes) == 1
+                and list(np.atleast_1d(layer.axis)) in ([3], [-1])):
+            folds[layer.name] = src
+    return folds
+
+
+def fold_batch_norms(net: keras.Model) -> keras.Model:
+    """A copy of `net` in which every batch norm that follows a Conv2D / DepthwiseConv2D
+    (its only consumer) is folded into that convolution's kernel and bias with its moving
+    statistics (inference mode): the same function up to float rounding; `net` itself when
+    there is none.
+
+    TF.js needs it: its converter folds a batch norm only when a convolution op feeds it
+    directly, but a dilated convolution is SpaceToBatchND -> conv -> BatchToSpaceND in the
+    graph, so that batch norm stays and grappler fuses it with the following ReLU into
+    _FusedBatchNormEx, an op TF.js does not have (Lightweight OpenPose's dilated blocks).
+    """
+    folds = _folds(net)
+    if not folds:
+        return net
+    bn_of = {conv.name: net.get_layer(bn) for bn, conv in folds.items()}
+
+    def clone(layer):
+        if layer.name in folds:
+            return keras.layers.Activation("linear", name=layer.name)
+        config = layer.get_config()
+        if layer.name in bn_of:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    out = keras.models.clone_model(net, clone_function=clone)
+    for layer in net.layers:
+        if layer.name in folds or not layer.weights:
+            continue
+        weights = layer.get_weights()
+        if layer.name in bn_of:
+            weights = _folded(layer, bn_of[layer.name])
+        out.get_layer(layer.name).set_weights(weights)
+    return out
+
+
+def _folded(conv, bn) -> list[np.ndarray]:
+    """Kernel and bias of `conv` followed by inference-mode `bn`, as one convolution."""
+    f64 = np.float64
+    kernel = conv.get_weights()[0].astype(f64)
+    bias = conv.bias.numpy().astype(f64) if conv.use_bias else 0.0
+    gamma = bn.gamma.numpy().astype(f64) if bn.scale else 1.0
+    beta = bn.beta.numpy().astype(f64) if bn.center else 0.0
+    scale = gamma / np.sqrt(bn.moving_variance.numpy().astype(f64) + bn.epsilon)
+    # Output channel o of a depthwise kernel [kh, kw, cin, mult] is (c, m) = divmod(o, mult).
+    kernel = kernel * np.reshape(scale, kernel.shape[2:]) if isinstance(conv, keras.layers.DepthwiseConv2D) \
+        else kernel * scale
+    bias = (bias - bn.moving_mean.numpy().astype(f64)) * scale + beta
+    return [kernel.astype(np.float32), bias.astype(np.float32)]
 
 
 def detection_stride(model) -> int:
@@ -89,10 +168,11 @@ def serving_function(net: keras.Model, input_size: tuple[int, int], names=(OUTPU
     return serve
 
 
-def write_saved_model(model, directory: str | Path) -> Path:
-    """Write the export SavedModel (signature ``serving_default``) for a PoseModel."""
+def write_saved_model(model, directory: str | Path, net: keras.Model | None = None) -> Path:
+    """Write the export SavedModel (signature ``serving_default``) for a PoseModel
+    (of `net`, one of its export networks, when given)."""
     d = Path(directory)
-    net = export_network(model)
+    net = export_network(model) if net is None else net
     module = tf.Module()
     # Track the variables, not the Keras model: saving a model also traces every
     # layer's call on its own, which fails for tfmot's quantised transposed convolutions.

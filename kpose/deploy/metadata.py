@@ -26,8 +26,15 @@ Schema (version 1)::
      "codec": {"type": "heatmap", "input_size": [H, W], "heatmap_size": [h, w], "sigma", "dark_radius"},
      top_down: "crop": {"padding": <the model's crop_padding, 1.25 by default>,
                         "whole_image_padding": 1.0, "interpolation": "bilinear", "fill": 0},
-     bottom_up: "image": {"fit", "interpolation": "bilinear", "fill": 0}}
-    (codec of a bottom-up model: {"type": "paf", ..., "limbs", the grouping thresholds})
+     bottom_up: "image": IMAGE_FIT}
+    (codec of a bottom-up model: {"type": "paf", "input_size", "heatmap_size", "limbs",
+     "limb_width", "sigma", "dark_radius", and the grouping settings "peak_threshold",
+     "smooth_sigma", "upsample", "num_samples", "paf_threshold", "min_sample_fraction",
+     "max_limb_fraction", "min_keypoints": see kpose.codecs.paf})
+
+A bottom-up model sees the whole image scaled to fit inside the input, aspect kept,
+centred, the rest filled with 0 (kpose.transforms.fit_matrix); the people decoded
+from its outputs are in input pixels, mapped back to the image by the inverse.
 """
 from __future__ import annotations
 
@@ -44,6 +51,13 @@ from kpose.models import BOTTOM_UP
 from kpose.version import __version__
 
 SCHEMA_VERSION = 1
+# How a bottom-up model's input is made from an image of height h and width w (input
+# H x W; pixel centres: pixel i covers [i, i + 1)): kpose.transforms.fit_matrix.
+IMAGE_FIT = {"fit": "scale to fit inside the input, aspect kept, centred (kpose.transforms.fit_matrix)",
+             "scale": "min(H / h, W / w)",
+             "image_to_input": "x_in = scale * (x + 0.5 - w / 2) + W / 2 - 0.5, "
+                               "y_in = scale * (y + 0.5 - h / 2) + H / 2 - 0.5",
+             "interpolation": "bilinear", "fill": 0}
 METADATA_NAME = "kpose"
 ASSOCIATED_FILE = "kpose.json"
 
@@ -77,8 +91,7 @@ def model_metadata(model, precision: str = "fp32") -> dict:
         "codec": codec.to_dict(),
     }
     if model.task == BOTTOM_UP:
-        meta["image"] = {"fit": "scale to fit inside the input, aspect kept, centred (kpose.transforms.fit_matrix)",
-                         "interpolation": "bilinear", "fill": 0}
+        meta["image"] = dict(IMAGE_FIT)
     else:
         meta["crop"] = {"padding": model.crop_padding, "whole_image_padding": 1.0,
                         "interpolation": "bilinear", "fill": 0}

@@ -1,4 +1,5 @@
-"""Person crops for calibration (int8) and for parity checks, from any data source."""
+"""Model inputs for calibration (int8) and parity checks, from any data source: person
+crops for top-down models, whole images fitted to the input for bottom-up models."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,48 @@ import numpy as np
 from kpose.data.images import load_image
 from kpose.data.pipeline import eval_dataset
 from kpose.data.sources import load_instances
-from kpose.transforms import DEFAULT_CROP_PADDING, affine_matrix, box_to_center_scale, warp_image
+from kpose.models import BOTTOM_UP
+from kpose.transforms import DEFAULT_CROP_PADDING, affine_matrix, box_to_center_scale, fit_matrix, warp_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def model_inputs(model, source, n: int = 32, split: str = "val", seed: int = 0) -> np.ndarray:
+    """Up to `n` inputs [N, H, W, 3] float32 (0..255) for `model`, as its `predict` makes
+    them: person crops (top-down, `crops_from` with the model's crop padding) or whole
+    images fitted to the input (bottom-up, `images_from`)."""
+    if model.task == BOTTOM_UP:
+        return images_from(source, model.input_size, n, split, seed)
+    return crops_from(source, model.input_size, n, split, seed, padding=model.crop_padding)
+
+
+def images_from(source, input_size: tuple[int, int], n: int = 32, split: str = "val",
+                seed: int = 0) -> np.ndarray:
+    """Up to `n` whole images fitted to the input [N, H, W, 3] float32 (0..255), the way a
+    bottom-up `PoseModel.predict` feeds them (kpose.transforms.fit_matrix: scaled to fit,
+    aspect kept, centred, the rest filled with 0).
+
+    source: an image file, a folder of images or a list of image paths (the first `n`,
+    in order), a data spec (a random but seeded subset of the split's images that have
+    people), or an array of model inputs (returned as is).
+    """
+    if isinstance(source, np.ndarray):
+        return np.asarray(source, np.float32)
+    paths = _image_paths(source)
+    if paths is None:
+        inst = load_instances(source, split, progress=False)
+        found = sorted(set(str(p) for p in inst.image_paths))
+        if not found:
+            raise ValueError(f"{source!r} ({split}) has no images with people to fit")
+        rng = np.random.default_rng(seed)
+        paths = [Path(found[i]) for i in np.sort(rng.choice(len(found), size=min(n, len(found)), replace=False))]
+    out = []
+    for path in paths[:n]:
+        img = load_image(path)
+        out.append(warp_image(img, fit_matrix(img.shape[:2], input_size), tuple(input_size)))
+    if not out:
+        raise ValueError(f"{source!r}: no images to fit (image suffixes: {', '.join(IMAGE_SUFFIXES)})")
+    return np.stack(out).astype(np.float32)
 
 
 def crops_from(source, input_size: tuple[int, int], n: int = 32, split: str = "val",

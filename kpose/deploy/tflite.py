@@ -23,7 +23,8 @@ def convert(saved_model_dir: str | Path, precision: str = "fp32",
 
     fp16: float16 weights, float compute (the GPU delegate runs it in fp16).
     int8: post-training full-integer quantisation; `calibration` = representative
-      crops [N, H, W, 3] (float32 0..255) drawn from the training data.
+      model inputs [N, H, W, 3] (float32 0..255) drawn from the training data (person
+      crops for a top-down model, whole fitted images for a bottom-up one).
     qat: the SavedModel holds a quantisation-aware network; its fake-quant ranges
       give a full-integer model without calibration.
     Inputs and outputs stay float32 (QUANTIZE/DEQUANTIZE at the ends) so every
@@ -37,7 +38,7 @@ def convert(saved_model_dir: str | Path, precision: str = "fp32",
         conv.target_spec.supported_types = [tf.float16]
     elif precision == "int8":
         if calibration is None or len(calibration) == 0:
-            raise ValueError("int8 export needs calibration crops (representative data); "
+            raise ValueError("int8 export needs calibration inputs (representative data); "
                              "pass calibration= a data spec or an array [N, H, W, 3]")
         calib = np.asarray(calibration, np.float32)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]

