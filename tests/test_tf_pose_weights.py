@@ -44,7 +44,7 @@ def test_training_outputs_follow_declared_specs():
 
 
 def test_rejects_sizes_off_the_backbone_stride():
-    with pytest.raises(ValueError, match="multiples of 16"):
+    with pytest.raises(ValueError, match="multiple of 16"):
         build_openpose_mobilenet_v2(input_size=(360, 432))
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from kpose._tf import tf
 from kpose.data.records import ImageRecords
+from kpose.data.tf_images import color_jitter_tf, decode_image_tf
 from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
 
 log = logging.getLogger(__name__)
@@ -84,26 +85,6 @@ def people_tensors(records: ImageRecords, max_people: int) -> np.ndarray:
         largest = np.argsort(-area[crowded], axis=1, kind="stable")[:, :max_people]
         out[crowded] = np.take_along_axis(records.keypoints[crowded], largest[..., None, None], axis=1)
     return out
-
-
-def decode_image_tf(path: tf.Tensor) -> tf.Tensor:
-    """A JPEG or PNG file -> float32 [H, W, 3] in 0..255, decoded as kpose.data.images.load_image does."""
-    raw = tf.io.read_file(path)
-    # INTEGER_ACCURATE is libjpeg's ISLOW IDCT, the one Pillow uses: the same pixels as the reference path.
-    img = tf.cond(tf.io.is_jpeg(raw),
-                  lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
-                  lambda: tf.io.decode_png(raw, channels=3))
-    return tf.cast(img, tf.float32)
-
-
-def color_jitter_tf(img: tf.Tensor, strength: float, seeds: tf.Tensor) -> tf.Tensor:
-    """Random brightness, contrast, saturation and hue of a 0..255 image; seeds [4, 2] (stateless ops)."""
-    x = img / 255.0
-    x = tf.image.stateless_random_brightness(x, 0.4 * strength, seed=seeds[0])
-    x = tf.image.stateless_random_contrast(x, 1 - strength, 1 + strength, seed=seeds[1])
-    x = tf.image.stateless_random_saturation(x, 1 - 2 * strength, 1 + 2 * strength, seed=seeds[2])
-    x = tf.image.stateless_random_hue(x, 0.2 * strength, seed=seeds[3])
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
 def _ignore_mask(path: tf.Tensor, m: tf.Tensor, input_size: tuple[int, int]) -> tf.Tensor:

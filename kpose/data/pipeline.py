@@ -13,6 +13,7 @@ import numpy as np
 
 from kpose._tf import tf
 from kpose.data.records import Instances
+from kpose.data.tf_images import color_jitter_tf, decode_image_tf
 from kpose.transforms import DEFAULT_CROP_PADDING, box_to_center_scale
 from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
 
@@ -29,28 +30,6 @@ def instance_tensors(instances: Instances, input_size: tuple[int, int],
         "keypoints": instances.keypoints.astype(np.float32),
         "index": np.arange(len(instances), dtype=np.int64),
     }
-
-
-def _decode(path: tf.Tensor) -> tf.Tensor:
-    # Images were validated (and normalised when needed) by kpose.data.images
-    # before the pipeline, so decode_image sees only clean JPEG/PNG here.
-    raw = tf.io.read_file(path)
-    # INTEGER_ACCURATE is libjpeg's ISLOW IDCT, the one Pillow uses: the pipeline
-    # and the reference path (kpose.data.images.load_image) see the same pixels.
-    img = tf.cond(tf.io.is_jpeg(raw),
-                  lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
-                  lambda: tf.io.decode_png(raw, channels=3))
-    return tf.cast(img, tf.float32)
-
-
-def _color_jitter(img: tf.Tensor, strength: float, seeds: tf.Tensor) -> tf.Tensor:
-    """Random brightness, contrast, saturation and hue; seeds [4, 2] (stateless ops)."""
-    x = img / 255.0
-    x = tf.image.stateless_random_brightness(x, 0.4 * strength, seed=seeds[0])
-    x = tf.image.stateless_random_contrast(x, 1 - strength, 1 + strength, seed=seeds[1])
-    x = tf.image.stateless_random_saturation(x, 1 - 2 * strength, 1 + 2 * strength, seed=seeds[2])
-    x = tf.image.stateless_random_hue(x, 0.2 * strength, seed=seeds[3])
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
 def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: dict, seed: int = 0,
@@ -77,9 +56,9 @@ def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: 
         shift = (2 * r[3:5] - 1) * a["shift"] * x["scale"]
         flip = r[5] < a["flip"]
         m = affine_matrix_tf(x["center"] + shift, x["scale"] * scale_f, input_size, rot, flip)
-        img = warp_image_tf(_decode(x["path"]), m, input_size)
+        img = warp_image_tf(decode_image_tf(x["path"]), m, input_size)
         if a["color"] > 0:
-            img = _color_jitter(img, a["color"], seeds[1:])
+            img = color_jitter_tf(img, a["color"], seeds[1:])
         kps = apply_affine_tf(x["keypoints"], m)
         # A horizontal flip turns the left wrist into the right one: swap channels.
         kps = tf.where(flip, tf.gather(kps, flip_index), kps)
@@ -100,7 +79,7 @@ def eval_dataset(instances: Instances, input_size: tuple[int, int], batch_size: 
 
     def sample(x):
         m = affine_matrix_tf(x["center"], x["scale"], input_size, 0.0, False)
-        return warp_image_tf(_decode(x["path"]), m, input_size), m, x["index"]
+        return warp_image_tf(decode_image_tf(x["path"]), m, input_size), m, x["index"]
 
     ds = tf.data.Dataset.from_tensor_slices(cols)
     return ds.map(sample, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)

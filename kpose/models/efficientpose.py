@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from kpose._tf import keras
-from kpose.models.registry import OutputSpec
+from kpose.models.registry import OutputSpec, input_hw
 
 ESWISH_BETA = 1.25
 # Stride of the backbone features and the three detection passes; the upscaled
@@ -123,14 +123,6 @@ _BACKBONE_INIT = {"class_name": "VarianceScaling",
                   "config": {"scale": 2.0, "mode": "fan_out", "distribution": "normal"}}
 
 
-def _size_pair(input_size) -> tuple:
-    if input_size is None:
-        return (None, None)
-    h, w = (input_size, input_size) if np.isscalar(input_size) else tuple(input_size)
-    for s in (h, w):
-        if s is not None and int(s) % 8:
-            raise ValueError(f"input size {input_size!r} must be a multiple of 8 (output stride)")
-    return (None if h is None else int(h), None if w is None else int(w))
 
 
 def _activation(x, kind: str, name: str):
@@ -287,7 +279,7 @@ def build_efficientpose(
     if variant not in VARIANTS:
         raise ValueError(f"unknown EfficientPose variant {variant!r}; known: {sorted(VARIANTS)}")
     cfg = VARIANTS[variant]
-    h, w = _size_pair(input_size)
+    h, w = input_hw(input_size, DETECTION_STRIDE)
     if normalization == "default":
         normalization = cfg["normalization"]
 

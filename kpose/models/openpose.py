@@ -30,7 +30,7 @@ import numpy as np
 
 from kpose._tf import keras
 from kpose.models.efficientpose import INPUT_NORMALIZATION
-from kpose.models.registry import OutputSpec
+from kpose.models.registry import OutputSpec, input_hw
 
 OUTPUT_STRIDE = 8
 NORMALIZATION = {"type": "openpose", "input_range": [0, 255], "color": "RGB",
@@ -77,15 +77,6 @@ _RELU_INIT = "he_normal"
 _BN = {"momentum": 0.9, "epsilon": 1e-5}
 
 
-def _size_pair(input_size) -> tuple:
-    if input_size is None:
-        return (None, None)
-    h, w = (input_size, input_size) if np.isscalar(input_size) else tuple(input_size)
-    for s in (h, w):
-        if s is not None and int(s) % OUTPUT_STRIDE:
-            raise ValueError(f"input_size {input_size!r}: each side must be a multiple of "
-                             f"{OUTPUT_STRIDE} (the output stride); pad or resize to one")
-    return (None if h is None else int(h), None if w is None else int(w))
 
 
 def _check_counts(num_keypoints: int, num_limbs: int) -> None:
@@ -196,7 +187,7 @@ def build_openpose_lightweight(
     """
     cfg = _variant(LIGHTWEIGHT_VARIANTS, variant, "openpose_lightweight")
     _check_counts(num_keypoints, num_limbs)
-    h, w = _size_pair(input_size)
+    h, w = input_hw(input_size, OUTPUT_STRIDE)
     channels, n_pafs = cfg["channels"], 2 * int(num_limbs)
     stages = 1 + cfg["refinement_stages"]
 
@@ -258,7 +249,7 @@ def build_openpose_vgg19(
     """
     cfg = _variant(VGG19_VARIANTS, variant, "openpose_vgg19")
     _check_counts(num_keypoints, num_limbs)
-    h, w = _size_pair(input_size)
+    h, w = input_hw(input_size, OUTPUT_STRIDE)
     channels, n_pafs, stages = cfg["channels"], 2 * int(num_limbs), cfg["stages"]
 
     inputs, x = _input(h, w)

