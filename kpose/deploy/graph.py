@@ -1,10 +1,11 @@
 """The exported graph: a PoseModel's inference network behind one named signature.
 
-Every format is converted from the same SavedModel, whose ``serving_default``
-signature takes ``image`` (float32 [1, H, W, 3], RGB 0..255; normalisation is in
-the graph) and returns ``heatmaps`` (float32 [1, h, w, K], channels in the
-skeleton's order) and, for bottom-up models, ``pafs`` (float32 [1, h, w, 2L], limb
-(x, y) pairs in the skeleton's limb order). Decoding stays outside the graph, so the exported model has
+Every format is converted from a SavedModel of the network (or of an equal-function
+copy a converter needs: `export_network`), whose ``serving_default`` signature takes
+``image`` (float32 [1, H, W, 3], RGB 0..255; normalisation is in the graph) and
+returns ``heatmaps`` (float32 [1, h, w, K], channels in the skeleton's order) and,
+for bottom-up models, ``pafs`` (float32 [1, h, w, 2L], limb (x, y) pairs in the
+skeleton's limb order). Decoding stays outside the graph, so the exported model has
 only delegate-friendly ops (no ARG_MAX / GATHER_ND / CAST).
 """
 from __future__ import annotations

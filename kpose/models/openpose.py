@@ -73,6 +73,10 @@ VGG19_VARIANTS: dict[str, dict] = {
 # ReLU layers are He-initialised so the plain (no batch norm) VGG stacks keep their
 # activation scale from the first step; outputs keep the Keras default.
 _RELU_INIT = "he_normal"
+# He for depthwise kernels: their fan is kh*kw (one input channel per filter), which Keras's
+# fan_out gives for a (kh, kw, C, 1) kernel; "he_normal" would use kh*kw*C and shrink every
+# depthwise layer's activations by ~sqrt(C).
+_DEPTHWISE_INIT = keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")
 # The authors trained with PyTorch's batch-norm defaults.
 _BN = {"momentum": 0.9, "epsilon": 1e-5}
 
@@ -150,7 +154,7 @@ def _conv_bn_relu(x, filters: int, kernel: int, name: str, stride: int = 1, dila
 def _separable(x, filters: int, name: str, stride: int = 1, dilation: int = 1, bn: bool = True):
     """MobileNet v1 block: 3x3 depthwise then 1x1, each with BN + ReLU (bn=False: ELU, no BN)."""
     x = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", dilation_rate=dilation,
-                                     use_bias=False, depthwise_initializer=_RELU_INIT, name=f"{name}_dw")(x)
+                                     use_bias=False, depthwise_initializer=_DEPTHWISE_INIT, name=f"{name}_dw")(x)
     if bn:
         x = keras.layers.BatchNormalization(name=f"{name}_dw_bn", **_BN)(x)
         x = keras.layers.ReLU(name=f"{name}_dw_relu")(x)

@@ -161,7 +161,11 @@ class QuantizedInstanceNormalization(_SteppedLayer):
         square = self._q(centered * centered, "square", t)
         variance = self._q(tf.reduce_mean(self._q(tf.reduce_mean(square, 2, keepdims=True), "row_variance", t),
                                           1, keepdims=True), "variance", t)
-        inv = self._q(tf.math.rsqrt(self._q(variance + self.epsilon, "variance_eps", t)), "rsqrt", t)
+        # int8 rounds a near-constant channel's variance + epsilon to 0 when the tensor's range
+        # is set by lively channels (raw-pixel convolutions: variances up to ~1e5); the floor
+        # keeps rsqrt finite (float: a no-op, the sum is >= epsilon), as int8 RSQRT saturates.
+        floor = tf.maximum(self._q(variance + self.epsilon, "variance_eps", t), self.epsilon)
+        inv = self._q(tf.math.rsqrt(floor), "rsqrt", t)
         scale = self._q(inv * self.gamma, "scale", t)
         return self._q(centered * scale, "scaled", t) + self.beta
 
