@@ -33,3 +33,17 @@ def no_official_init() -> dict:
         return {}
     except FileNotFoundError:
         return {"init": None}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_models_after_each_module():
+    """Free each test module's Keras graphs and models: the suite runs in one process on a
+    24 GB machine, and converters' and module fixtures' models otherwise pile up."""
+    yield
+    import gc
+
+    from kpose._tf import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+

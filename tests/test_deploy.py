@@ -17,7 +17,11 @@ from kpose.training import untrained_model
 
 from conftest import no_official_init
 
-RECIPES = kpose.recipes()
+# openpose_vgg19 is left out: its 52M weights, converted at every precision in one process,
+# took the suite past the CI machine's memory (OOM at 24 GB). Its layers (Conv2D, ReLU,
+# Concatenate) are all covered by the other recipes; it builds, trains and exports to ONNX
+# in tests/test_bottom_up_training.py.
+RECIPES = [r for r in kpose.recipes() if r != "openpose_vgg19"]
 # Bottom-up recipes see whole images at 256-368 px; the gates hold at any size, so they
 # are checked at the smallest every family takes (mobilenet_v2: multiples of 16).
 BOTTOM_UP_TEST_SIZE = [64, 64]
