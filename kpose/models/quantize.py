@@ -173,26 +173,11 @@ class QuantizedInstanceNormalization(_SteppedLayer):
         return dict(super().get_config(), epsilon=self.epsilon)
 
 
-class NoQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+class NoQuantizeConfig(OutputQuantizeConfig):
     """Wrap a layer without quantizers: int8 TFLite gives its output its input's range."""
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
 
     def get_output_quantizers(self, layer):
         return []
-
-    def get_config(self):
-        return {}
 
 
 # Layer types kpose models use that tfmot's default registry does not handle.
