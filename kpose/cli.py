@@ -30,6 +30,16 @@ def _parse_box(text: str) -> list[float]:
     return parts
 
 
+def _parse_scales(text: str) -> list[float]:
+    try:
+        scales = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales {text!r}: expected factors like 1,1.5") from None
+    if not scales or min(scales) <= 0:
+        raise argparse.ArgumentTypeError(f"--scales {text!r}: factors must be positive")
+    return scales
+
+
 def _cmd_predict(a: argparse.Namespace) -> int:
     import numpy as np
 
@@ -41,7 +51,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for image in a.images:
-        poses = model.predict(image, boxes=a.box or None, flip_test=a.flip_test)
+        poses = model.predict(image, boxes=a.box or None, flip_test=a.flip_test, scales=a.scales)
         print(f"{image}:")
         for i, pose in enumerate(poses):
             print(f"  person {i} score {pose.score:.3f}")
@@ -69,7 +79,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from kpose.evaluation import evaluate
 
     metrics = evaluate(a.model, data=a.data, split=a.split, detections=a.detections,
-                       results_file=a.results, batch_size=a.batch_size, flip_test=a.flip_test)
+                       results_file=a.results, batch_size=a.batch_size, flip_test=a.flip_test,
+                       scales=a.scales)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -177,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a person box in image pixels (repeatable; top-down models)")
     pr.add_argument("--flip-test", action="store_true",
                     help="average with the prediction on the mirrored input (2x slower)")
+    pr.add_argument("--scales", type=_parse_scales, metavar="S,S,...",
+                    help="bottom-up multi-scale inference: input sizes as factors of the model's, "
+                    "e.g. 1,1.5 (maps averaged on the largest grid; Keras models only)")
     pr.add_argument("--out", default="predictions", help="folder for drawn images (default: predictions)")
     pr.add_argument("--json", action="store_true", help="also write <image>_pose.json")
     pr.add_argument("--threshold", type=float, default=0.2, help="min keypoint score to draw")
@@ -195,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--flip-test", action="store_true",
                    help="average with the prediction on the mirrored crop (2x slower, usually more accurate)")
+    e.add_argument("--scales", type=_parse_scales, metavar="S,S,...",
+                   help="bottom-up multi-scale inference, e.g. 1,1.5 (see kpose predict --help)")
     e.set_defaults(func=_cmd_evaluate)
 
     x = sub.add_parser("export", help="export to TFLite / ONNX / TF.js, with a parity check",

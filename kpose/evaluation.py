@@ -44,12 +44,14 @@ def detections_to_instances(gt: Instances, detections: str | Path,
 
 def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str = "val",
              detections: str | Path | None = None, results_file: str | Path | None = None,
-             batch_size: int = 32, progress: bool = True, flip_test: bool = False) -> dict[str, float]:
+             batch_size: int = 32, progress: bool = True, flip_test: bool = False,
+             scales=None) -> dict[str, float]:
     """Evaluate a model (PoseModel or a path kpose.load accepts) on a data spec.
 
     Top-down on ground-truth boxes, or on the person boxes of a COCO detection
     results file. `split` ("train"/"val") applies to the synthetic dataset; a
     "coco:..." or "mpii:..." spec is evaluated as given. Returns {"AP": .., "AP50": .., ...} and/or PCKh.
+    scales: bottom-up multi-scale inference (see PoseModel.predict).
     """
     if not isinstance(model, PoseModel):
         model = load(model)
@@ -62,7 +64,9 @@ def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str 
         if detections is not None:
             raise ValueError("detections are person boxes for top-down models; a bottom-up model "
                              "finds the people itself")
-        return evaluate_whole_images(model, data, split, spec, results_file, progress, flip_test)
+        return evaluate_whole_images(model, data, split, spec, results_file, progress, flip_test, scales)
+    if scales is not None:
+        raise ValueError("scales are for bottom-up models (multi-scale whole-image inference)")
     gt = load_instances(data, split, progress=progress)
     if gt.skeleton.name != model.skeleton.name:
         raise ValueError(f"data {data!r} has {gt.skeleton.name} keypoints but the model predicts "
@@ -77,7 +81,7 @@ def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str 
 
 def evaluate_whole_images(model: PoseModel, data: str, split: str, spec: dict,
                           results_file: str | Path | None = None, progress: bool = True,
-                          flip_test: bool = False) -> dict[str, float]:
+                          flip_test: bool = False, scales=None) -> dict[str, float]:
     """Bottom-up OKS AP over every image of the data's annotation file, people or not
     (images without people count for false positives, as in COCO)."""
     records = load_images(data, split, progress=progress)
@@ -88,7 +92,7 @@ def evaluate_whole_images(model: PoseModel, data: str, split: str, spec: dict,
             paths.setdefault(int(im["id"]), os.path.join(spec["image_dir"], im["file_name"]))
     ids = sorted(i for i in paths if i in {int(im["id"]) for im in images})
     metrics = evaluate_images(model, [paths[i] for i in ids], ids, records.ann_file, records.skeleton,
-                              results_file, progress=progress, flip_test=flip_test)
+                              results_file, progress=progress, flip_test=flip_test, scales=scales)
     metrics["people_annotated"] = float(records.num_people.sum())
     metrics["images"] = float(len(ids))
     return metrics

@@ -120,13 +120,13 @@ def keypoint_columns(model_skeleton: Skeleton, data_skeleton: Skeleton) -> np.nd
 
 def evaluate_images(model, image_paths, image_ids, ann_file: str | Path, skeleton: Skeleton,
                     results_file: str | Path | None = None, progress: bool = False,
-                    flip_test: bool = False) -> dict[str, float]:
+                    flip_test: bool = False, scales=None) -> dict[str, float]:
     """Bottom-up evaluation: every person `model.predict` finds in each whole image (no boxes
     given), scored with pycocotools OKS AP against `ann_file` over these images."""
     take = keypoint_columns(model.skeleton, skeleton)
     results = []
     for path, image_id in tqdm(list(zip(image_paths, image_ids)), disable=not progress, desc="predict"):
-        for pose in model.predict(str(path), flip_test=flip_test):
+        for pose in model.predict(str(path), flip_test=flip_test, scales=scales):
             kp = pose.keypoints[take].astype(np.float64)
             results.append({"image_id": int(image_id), "category_id": 1,
                             "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],

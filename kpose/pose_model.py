@@ -11,6 +11,7 @@ of every person in it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from kpose.codecs.paf import flip_back
 from kpose.data.images import load_image
 from kpose.data.pipeline import eval_dataset
 from kpose.data.records import Instances
-from kpose.models import BOTTOM_UP, TOP_DOWN, get_family
+from kpose.models import BOTTOM_UP, TOP_DOWN, build_network, get_family
 from kpose.skeletons import Skeleton, skeleton_from_entry
 from kpose.transforms import (DEFAULT_CROP_PADDING, affine_matrix, apply_affine, box_to_center_scale,
                               fit_matrix, invert_affine, warp_image)
@@ -142,7 +143,7 @@ class PoseModel:
 
     # ---- inference -------------------------------------------------------
     def predict(self, image, boxes=None, padding: float | None = None, flip_test: bool = False,
-                detector: "PoseModel | None" = None) -> list[Pose]:
+                detector: "PoseModel | None" = None, scales=None) -> list[Pose]:
         """Poses in an image (path or HxWx3 uint8 RGB array).
 
         Top-down models: boxes are person boxes [[x, y, w, h], ...] in image pixels; without
@@ -151,13 +152,18 @@ class PoseModel:
         cropping (default: the model's crop_padding).
         Bottom-up models: every person in the image; boxes, padding and detector do not apply.
         flip_test: average with the output for the mirrored input, mirrored back.
+        scales (bottom-up): input sizes as factors of the model's (e.g. (1.0, 1.5)); the maps of
+        every scale are resampled onto the largest scale's grid and averaged before grouping.
         """
         img = load_image(image)
         if self.task == BOTTOM_UP:
             if boxes is not None or padding is not None or detector is not None:
                 raise ValueError("boxes/padding/detector are for top-down models; a bottom-up model finds "
                                  "every person in the whole image")
-            return self._predict_bottom_up(img, flip_test)
+            return self._predict_bottom_up(img, flip_test, scales)
+        if scales is not None:
+            raise ValueError("scales are for bottom-up models; a top-down model sees each person's crop at "
+                             "its input size")
         h, w = img.shape[:2]
         if boxes is None and detector is not None:
             if detector.task != BOTTOM_UP:
@@ -179,16 +185,69 @@ class PoseModel:
         scores = pose_scores(kps)
         return [Pose(k, float(s), b, self.skeleton.keypoints) for k, s, b in zip(kps, scores, boxes)]
 
-    def _predict_bottom_up(self, img: np.ndarray, flip_test: bool) -> list[Pose]:
-        m = fit_matrix(img.shape[:2], self.input_size)
-        x = warp_image(img, m, self.input_size).astype(np.float32)[None]
+    def scaled_input_sizes(self, scales) -> list[tuple[int, int]]:
+        """Model input sizes for scale factors of the input size, rounded to the input stride."""
+        stride = get_family(self.config["family"]).input_stride
+        sizes = []
+        for s in scales:
+            if not float(s) > 0:
+                raise ValueError(f"scales must be positive factors of the input size, got {list(scales)}")
+            sizes.append(tuple(max(stride, int(round(v * float(s) / stride)) * stride) for v in self.input_size))
+        return sizes
+
+    def _network_at(self, input_size: tuple[int, int]):
+        """The network for another input size: the same weights in a network built for it."""
+        if tuple(input_size) == self.input_size:
+            return self.keras_model
+        if not isinstance(self.keras_model, keras.Model):
+            raise ValueError("multi-scale inference rebuilds the network at other input sizes: it needs the "
+                             "Keras model (kpose.load of a run or model folder), not an exported file with "
+                             "one fixed input size")
+        key = ("network", tuple(input_size))
+        if key not in self._functions:
+            net = build_network({**self.config, "input_size": list(input_size)})
+            weights = self.keras_model.get_weights()
+            if [w.shape for w in net.get_weights()] != [w.shape for w in weights]:
+                raise ValueError(f"{self.config['family']} rebuilt at {list(input_size)} does not take this "
+                                 f"model's weights (a quantised model?); predict at scales=None")
+            net.set_weights(weights)
+            self._functions[key] = net
+        return self._functions[key]
+
+    def _maps_at(self, img: np.ndarray, size: tuple[int, int], flip_test: bool):
+        """(heatmaps, pafs, image->input affine) of one image at one input size."""
+        m = fit_matrix(img.shape[:2], size)
+        x = warp_image(img, m, size).astype(np.float32)[None]
         if flip_test:
-            both_h, both_p = self.maps(np.concatenate([x, x[:, :, ::-1]]))
-            back_h, back_p = flip_back(both_h[1], both_p[1], self.skeleton.flip_index(), *self.skeleton.limb_flip())
-            heatmaps, pafs = 0.5 * (both_h[0] + back_h), 0.5 * (both_p[0] + back_p)
+            x = np.concatenate([x, x[:, :, ::-1]])
+        net = self._network_at(size)
+        heatmaps, pafs = (np.asarray(o) for o in net(x, training=False))
+        if flip_test:
+            back_h, back_p = flip_back(heatmaps[1], pafs[1], self.skeleton.flip_index(), *self.skeleton.limb_flip())
+            return 0.5 * (heatmaps[0] + back_h), 0.5 * (pafs[0] + back_p), m
+        return heatmaps[0], pafs[0], m
+
+    def _predict_bottom_up(self, img: np.ndarray, flip_test: bool, scales=None) -> list[Pose]:
+        sizes = self.scaled_input_sizes(scales) if scales is not None else [self.input_size]
+        codec = self.codec
+        if len(sizes) == 1:
+            if sizes[0] != self.input_size:
+                codec = _codec_at(codec, sizes[0])
+            heatmaps, pafs, m = self._maps_at(img, sizes[0], flip_test)
         else:
-            heatmaps, pafs = (o[0] for o in self.maps(x))
-        kps, scores = self.codec.decode(heatmaps, pafs)
+            # Every scale's maps resampled onto the grid of the largest input, then averaged.
+            ref = max(sizes, key=lambda s: s[0] * s[1])
+            codec = _codec_at(codec, ref)
+            m = fit_matrix(img.shape[:2], ref)
+            grid = _grid_matrix(codec)
+            heatmaps, pafs = 0.0, 0.0
+            for size in sizes:
+                h, p, ms = self._maps_at(img, size, flip_test)
+                to_ref = grid @ _h3(m) @ np.linalg.inv(_h3(ms)) @ np.linalg.inv(grid)
+                heatmaps = heatmaps + warp_image(h, to_ref[:2], codec.heatmap_size)
+                pafs = pafs + warp_image(p, to_ref[:2], codec.heatmap_size)
+            heatmaps, pafs = heatmaps / len(sizes), pafs / len(sizes)
+        kps, scores = codec.decode(heatmaps, pafs)
         kps = np.asarray(kps, np.float64).reshape(-1, self.skeleton.num_keypoints, 3)
         found = kps[..., 2] > 0
         xy = apply_affine(kps, invert_affine(m))
@@ -218,6 +277,24 @@ class PoseModel:
         cfg = dict(self.config, kpose_version=__version__)
         (d / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
         return d
+
+
+def _h3(m: np.ndarray) -> np.ndarray:
+    """[2, 3] affine -> [3, 3] homogeneous."""
+    return np.vstack([np.asarray(m, np.float64), [0.0, 0.0, 1.0]])
+
+
+def _grid_matrix(codec: PafCodec) -> np.ndarray:
+    """[3, 3] input pixel -> heatmap pixel (the codec's to_heatmap as a matrix)."""
+    sx, sy = (float(v) for v in codec.heatmap_codec.stride)
+    return np.array([[1 / sx, 0.0, 0.5 / sx - 0.5], [0.0, 1 / sy, 0.5 / sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def _codec_at(codec: PafCodec, input_size: tuple[int, int]) -> PafCodec:
+    """The codec for another input size with the same stride."""
+    sx, sy = (float(v) for v in codec.heatmap_codec.stride)
+    grid = (int(round(input_size[0] / sy)), int(round(input_size[1] / sx)))
+    return dataclasses.replace(codec, input_size=tuple(input_size), heatmap_size=grid)
 
 
 def model_config(family: str, variant: str, input_size, skeleton: Skeleton, codec,
