@@ -34,7 +34,7 @@ import numpy as np
 
 __all__ = [
     "box_to_center_scale", "affine_matrix", "invert_affine", "apply_affine",
-    "warp_image", "flip_keypoints",
+    "warp_image", "flip_keypoints", "antialiased_resize", "antialias_prefilter",
 ]
 
 
@@ -172,6 +172,47 @@ def warp_image(image, M, output_size: tuple[int, int], fill: float = 0.0,
     else:
         out = out.astype(np.result_type(image.dtype, np.float32))
     return out[..., 0] if squeeze else out
+
+
+def _triangle_weights(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] resampling weights of a triangle filter as wide as the output pixel
+    (bilinear when enlarging, an area-like average when shrinking), rows summing to 1."""
+    scale = n_in / n_out
+    centre = (np.arange(n_out) + 0.5) * scale - 0.5
+    w = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None, :] - centre[:, None]) / max(scale, 1.0))
+    return w / w.sum(1, keepdims=True)
+
+
+def antialiased_resize(image, size: tuple[int, int]) -> np.ndarray:
+    """Resize an [H, W(, C)] image to (h, w) with a triangle filter scaled to the output
+    pixel (what ``tf.image.resize(..., "bilinear", antialias=True)`` and Pillow's bilinear
+    reduction do): every input pixel contributes, so shrinking does not alias."""
+    image = np.asarray(image)
+    h, w = (int(v) for v in size)
+    out = np.einsum("yi,ix...->yx...", _triangle_weights(image.shape[0], h), image.astype(np.float64))
+    out = np.einsum("xj,yj...->yx...", _triangle_weights(image.shape[1], w), out)
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
+    return out.astype(np.result_type(image.dtype, np.float32))
+
+
+def antialias_prefilter(image, M) -> tuple[np.ndarray, np.ndarray]:
+    """(image, M) for a warp that may shrink: when M maps more than one image pixel onto an
+    output pixel along an image axis, the image is first resized to the warp's scale with
+    ``antialiased_resize`` and M composed with that resize, so that the bilinear warp that
+    follows no longer shrinks. Otherwise both come back unchanged."""
+    image = np.asarray(image)
+    M = np.asarray(M, np.float64)
+    kx, ky = np.hypot(M[0, 0], M[1, 0]), np.hypot(M[0, 1], M[1, 1])  # output px per image px
+    if kx >= 1.0 and ky >= 1.0:
+        return image, M
+    h, w = image.shape[:2]
+    nh, nw = max(1, int(round(h * min(ky, 1.0)))), max(1, int(round(w * min(kx, 1.0))))
+    rx, ry = nw / w, nh / h
+    # image -> resized image under the pixel-centre convention: x' = (x + 0.5) * rx - 0.5
+    to_image = np.array([[1 / rx, 0.0, 0.5 / rx - 0.5], [0.0, 1 / ry, 0.5 / ry - 0.5], [0.0, 0.0, 1.0]])
+    return antialiased_resize(image, (nh, nw)), M @ to_image
 
 
 def flip_keypoints(keypoints, flip_index, width: int) -> np.ndarray:

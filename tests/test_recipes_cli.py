@@ -40,3 +40,16 @@ def test_console_script_lists_recipes():
     out = subprocess.run([sys.executable, "-m", "kpose.cli", "recipes"], capture_output=True,
                          text=True, check=True).stdout
     assert "efficientpose_rt" in out
+
+
+def test_models_lists_every_family_and_variant(capsys):
+    """`kpose models` counts parameters and multiply-adds of every registered builder (at a
+    small input: the counts come from shape inference, nothing runs)."""
+    from kpose.models import FAMILIES
+
+    args = build_parser().parse_args(["models", "--size", "64", "64"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    for family in FAMILIES.values():
+        for variant in family.variants:
+            assert any(line.split()[:2] == [family.name, variant] for line in out.splitlines()), (family.name, variant)

@@ -35,6 +35,7 @@ _CONVOLUTIONS = (_LAYERS.Conv1D, _LAYERS.Conv2D, _LAYERS.Conv3D,
 # by class name so that e.g. tfmot's QuantizeLayer needs no import here.
 _NO_MACS = frozenset({"BatchNormalization", "SyncBatchNormalization", "LayerNormalization",
                       "GroupNormalization", "UnitNormalization", "Normalization", "PReLU",
+                      "InstanceNormalization", "QuantizedInstanceNormalization",
                       "Embedding", "QuantizeLayer"})
 
 
