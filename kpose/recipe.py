@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
         "steps_per_epoch": None, "seed": 0, "eval_every": 1, "shuffle_buffer": 2048,
         "early_input_size": None, "early_epochs": 0,
     },
-    "eval": {"flip_test": False, "batch_size": 32},
+    # scales: bottom-up multi-scale validation (factors of the input size, e.g. [1.0, 1.5]).
+    "eval": {"flip_test": False, "batch_size": 32, "scales": None},
     # Quantisation-aware fine-tuning after the float stage (kpose.train(..., qat=True)).
     "qat": {"enabled": False, "epochs": 2, "lr": 1e-4},
     "init": None,

@@ -52,6 +52,10 @@ class TopDownData:
                                 shuffle_buffer=int(cfg["train"]["shuffle_buffer"]))
 
     def evaluate(self, model: PoseModel, data: Instances, cfg: dict, results_file: Path | None) -> dict:
+        if cfg["eval"].get("scales") is not None:
+            raise ValueError(f"recipe eval.scales={cfg['eval']['scales']}: multi-scale inference is for "
+                             f"bottom-up models (a top-down model sees each crop at its input size); "
+                             f"remove it")
         return evaluate_instances(model, data, batch_size=cfg["eval"]["batch_size"], results_file=results_file,
                                   flip_test=bool(cfg["eval"]["flip_test"]))
 
@@ -95,7 +99,7 @@ class BottomUpData:
     def evaluate(self, model: PoseModel, data: tuple, cfg: dict, results_file: Path | None) -> dict:
         gt = data[1]
         return evaluate_images(model, gt.image_paths, gt.image_ids, gt.ann_file, gt.skeleton, results_file,
-                               flip_test=bool(cfg["eval"]["flip_test"]))
+                               flip_test=bool(cfg["eval"]["flip_test"]), scales=cfg["eval"].get("scales"))
 
     def key(self, data: tuple) -> str:
         return "AP"
