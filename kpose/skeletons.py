@@ -268,3 +268,31 @@ def convert_keypoints(keypoints: np.ndarray, src: Skeleton, dst: Skeleton) -> np
         out[..., k, :2] = np.where(both[..., None], 0.5 * (a[..., :2] + b[..., :2]), 0.0)
         out[..., k, 2] = np.where(both, np.minimum(a[..., 2], b[..., 2]), 0.0)
     return out
+
+
+# CrowdPose (Li et al. 2019): 14 keypoints, named as its annotation files name them. Its
+# files' own category skeleton lists COCO-17's limbs (indices up to 17), so the limbs here
+# are kpose's: a tree (neck to head and shoulders, shoulders down each side), which PAF
+# grouping needs. Sigmas: CrowdPose's published OKS sigmas.
+_CROWDPOSE_NAMES = (
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck",
+)
+CROWDPOSE14 = Skeleton(
+    name="crowdpose14",
+    keypoints=_CROWDPOSE_NAMES,
+    flip_pairs=_pairs(_CROWDPOSE_NAMES, [
+        ("left_shoulder", "right_shoulder"), ("left_elbow", "right_elbow"), ("left_wrist", "right_wrist"),
+        ("left_hip", "right_hip"), ("left_knee", "right_knee"), ("left_ankle", "right_ankle"),
+    ]),
+    limbs=_pairs(_CROWDPOSE_NAMES, [
+        ("neck", "head"), ("neck", "left_shoulder"), ("neck", "right_shoulder"),
+        ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+        ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+        ("left_shoulder", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+        ("right_shoulder", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+    ]),
+    sigmas=(0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089, 0.079, 0.079),
+    extra={"head_keypoints": ("head", "neck")},
+)
+SKELETONS[CROWDPOSE14.name] = CROWDPOSE14

@@ -86,7 +86,7 @@ def evaluation_file(scan: CocoScan, bad_image_ids: set, cache_dir) -> str:
     if not (scan.eval_changed or bad_image_ids):
         return scan.path
     return _write_clean_copy(scan.path, scan.data, scan.repaired, scan.dropped, bad_image_ids,
-                             scan.skeleton, cache_dir)
+                             scan.skeleton, cache_dir, scan.category_ids)
 
 
 def read_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
@@ -137,10 +137,12 @@ def read_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
 
 
 def _write_clean_copy(path: str, data: dict, repaired: dict, dropped: set, bad_image_ids: set,
-                      skeleton: Skeleton, cache_dir) -> str:
-    """A COCO file that evaluates exactly the instances this reader produced."""
+                      skeleton: Skeleton, cache_dir, category_ids: tuple = (1,)) -> str:
+    """A COCO file that evaluates exactly the instances this reader produced: the categories
+    read (one, or several read together) become category 1, which predictions carry."""
     st = os.stat(path)
-    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{skeleton.name}|{sorted(bad_image_ids)}|v{_CLEAN_VERSION}"
+    key = (f"{path}|{st.st_size}|{st.st_mtime_ns}|{skeleton.name}|{sorted(bad_image_ids)}|{list(category_ids)}"
+           f"|v{_CLEAN_VERSION}")
     cache = Path(cache_dir) if cache_dir is not None else _images.default_cache_dir()
     out = cache / "coco" / f"{Path(path).stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
     if out.is_file():
@@ -151,6 +153,11 @@ def _write_clean_copy(path: str, data: dict, repaired: dict, dropped: set, bad_i
     clean["annotations"] = [repaired.get(a["id"], a) for a in data["annotations"]
                             if isinstance(a, dict) and a.get("image_id") in keep_images
                             and a.get("id") not in dropped]
+    if tuple(category_ids) != (1,):
+        chosen = set(category_ids)
+        clean["annotations"] = [dict(a, category_id=1) for a in clean["annotations"] if a.get("category_id") in chosen]
+        first = next(c for c in data["categories"] if c["id"] in chosen)
+        clean["categories"] = [dict(first, id=1, name=skeleton.name)]
     try:
         write_json_atomic(out, clean)
     except OSError as e:

@@ -26,16 +26,22 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from kpose.data.coco_skeleton import FROM_DATA, pick_categories, skeleton_from_categories, skeleton_request
 from kpose.data.images import DataError
 from kpose.skeletons import COCO17, SKELETONS, Skeleton, get_skeleton
+
+log = logging.getLogger(__name__)
 
 CROWD = "iscrowd"
 NO_KEYPOINTS = "no labelled keypoints"
@@ -108,12 +114,29 @@ def _resolve_skeleton(skeleton, path: str, category: dict, annotations: list) ->
     return skeleton
 
 
+_NOTED: set[str] = set()
+
+
+def _note_once(note: str) -> None:
+    """Say what was inferred about a file's skeleton once per process (train and val read it again)."""
+    if note not in _NOTED:
+        _NOTED.add(note)
+        log.warning("%s", note)
+
+
+def _skeleton_name(path: str, categories: list[dict]) -> str:
+    """One category: its name; several read together: the file's name."""
+    text = str(categories[0].get("name")) if len(categories) == 1 else Path(path).stem
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "custom"
+
+
 def _skeleton_fix(k: int) -> str:
     matches = [name for name, s in SKELETONS.items() if s.num_keypoints == k]
     if matches:
         return f"use skeleton={matches[0]!r}."
     return (f"no built-in skeleton has {k} keypoints (known: "
-            f"{', '.join(f'{n}={s.num_keypoints}' for n, s in SKELETONS.items())}); convert the annotations.")
+            f"{', '.join(f'{n}={s.num_keypoints}' for n, s in SKELETONS.items())}); read the file's own "
+            f"keypoints with skeleton='{FROM_DATA}'.")
 
 
 def _check_structure(data, path: str) -> None:
@@ -231,6 +254,7 @@ class CocoScan:
     repaired: dict = field(default_factory=dict)
     dropped: set = field(default_factory=set)
     eval_changed: bool = False
+    category_ids: tuple = (1,)
 
 
 def scan_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
@@ -245,11 +269,16 @@ def scan_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
         raise DataError(f"{image_dir}: image directory of {path} not found. Fix: pass the folder that "
                         f"holds the files named by images[].file_name.")
 
-    persons = [c for c in data["categories"] if str(c["name"]).lower() == "person"]
+    request = skeleton_request(skeleton)
+    if request is not None:
+        persons = pick_categories(path, data["categories"], request)
+    else:
+        persons = [c for c in data["categories"] if str(c["name"]).lower() == "person"]
     if not persons:
         names = [c["name"] for c in data["categories"]]
         raise DataError(f"{path}: no category named 'person' in field 'categories' (found {names}). "
-                        f"Fix: name the human category 'person' (kpose reads person keypoints only).")
+                        f"Fix: name the human category 'person', or read the file's own keypoints with "
+                        f"skeleton='{FROM_DATA}' (recipe: skeleton: {FROM_DATA}).")
     person_ids = {c["id"] for c in persons}
     anns = [a for a in data["annotations"] if isinstance(a, dict) and a.get("category_id") in person_ids]
     no_cat = sum(1 for a in data["annotations"] if not isinstance(a, dict) or "category_id" not in a)
@@ -258,7 +287,12 @@ def scan_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
                         f"Fix: set 'category_id' to the person category's id ({sorted(person_ids)[0]}).")
     _require(path, anns, "annotations", ("id", "image_id", "bbox", "keypoints"))
     _unique(path, data["annotations"], "annotations")
-    skeleton = _resolve_skeleton(skeleton, path, persons[0], anns)
+    if request is not None:
+        skeleton, notes = skeleton_from_categories(path, persons, request, _skeleton_name(path, persons))
+        for note in notes:
+            _note_once(note)
+    else:
+        skeleton = _resolve_skeleton(skeleton, path, persons[0], anns)
     k = skeleton.num_keypoints
     lengths = Counter(len(a["keypoints"]) if isinstance(a["keypoints"], list) else -1 for a in anns)
     if anns and lengths.get(3 * k, 0) == 0:
@@ -266,7 +300,9 @@ def scan_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
         raise DataError(f"{path}: field annotations[].keypoints has {found} numbers ({found // 3} keypoints) "
                         f"but skeleton {skeleton.name!r} needs {3 * k}. Fix: {_skeleton_fix(found // 3)}")
 
-    scan = CocoScan(path, image_dir, data, _index(data), skeleton)
+    scan = CocoScan(path, image_dir, data, _index(data), skeleton, category_ids=tuple(sorted(person_ids)))
+    # Predictions are written with category 1: evaluate other ids (and merged categories) on a copy.
+    scan.eval_changed = scan.category_ids != (1,)
     images = {im["id"]: im for im in data["images"]}
     for a in anns:
         if a["image_id"] not in images:

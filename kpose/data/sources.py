@@ -141,23 +141,32 @@ def _warn_if_train_reused(data: str | Mapping[str, str], split: str, spec: str) 
 
 
 def load_instances(data: str | Mapping[str, str], split: str, *, cache_dir: str | os.PathLike | None = None,
-                   check_images: bool = True, workers: int | None = None, progress: bool = True) -> Instances:
-    """Read the person instances of one split of a data spec (see the module docstring)."""
+                   check_images: bool = True, workers: int | None = None, progress: bool = True,
+                   skeleton=None) -> Instances:
+    """Read the person instances of one split of a data spec (see the module docstring).
+
+    skeleton (COCO-format data): None reads a built-in layout the file matches; "from-data"
+    (or a SkeletonRequest) reads the file's own keypoints, limbs and flip pairs.
+    """
     spec = split_spec(data, split)
     parsed = parse_data_spec(spec)
     kw = dict(cache_dir=cache_dir, check_images=check_images, workers=workers, progress=progress)
     if parsed["format"] == "synthetic":
         paths = _synthetic_paths(parsed)
-        return read_coco(paths[split], paths[f"{split}_images"], skeleton=None, **kw)
+        return read_coco(paths[split], paths[f"{split}_images"], skeleton=skeleton, **kw)
     _warn_if_train_reused(data, split, spec)
     if parsed["format"] == "coco":
         # The skeleton follows the file (17 COCO keypoints, or MPII's 16 in COCO form).
-        return read_coco(parsed["ann_file"], parsed["image_dir"], skeleton=None, **kw)
+        return read_coco(parsed["ann_file"], parsed["image_dir"], skeleton=skeleton, **kw)
+    if skeleton is not None:
+        raise DataError(f"data spec {spec!r}: an MPII list file has the MPII-16 skeleton; a skeleton from "
+                        f"the data is read from COCO-format files only")
     return read_mpii(parsed["list_file"], parsed["image_dir"], **kw)
 
 
 def load_images(data: str | Mapping[str, str], split: str, *, cache_dir: str | os.PathLike | None = None,
-                check_images: bool = True, workers: int | None = None, progress: bool = True) -> ImageRecords:
+                check_images: bool = True, workers: int | None = None, progress: bool = True,
+                skeleton=None) -> ImageRecords:
     """Read one split as image-level records for bottom-up training: every image's people and ignore mask.
 
     COCO-format specs only ("synthetic[:crowd]" and "coco:..."); an MPII list
@@ -168,11 +177,11 @@ def load_images(data: str | Mapping[str, str], split: str, *, cache_dir: str | o
     kw = dict(cache_dir=cache_dir, check_images=check_images, workers=workers, progress=progress)
     if parsed["format"] == "synthetic":
         paths = _synthetic_paths(parsed)
-        return read_coco_images(paths[split], paths[f"{split}_images"], skeleton=None, **kw)
+        return read_coco_images(paths[split], paths[f"{split}_images"], skeleton=skeleton, **kw)
     if parsed["format"] == "mpii":
         raise DataError(f"data spec {spec!r}: MPII list files annotate single persons, not every person "
                         f"in an image, so they cannot train a bottom-up model (unlabelled people would "
                         f"be taught as background). Fix: use a COCO-format dataset "
                         f"('coco:ANN_JSON:IMAGE_DIR' or 'synthetic'), or train a top-down model.")
     _warn_if_train_reused(data, split, spec)
-    return read_coco_images(parsed["ann_file"], parsed["image_dir"], skeleton=None, **kw)
+    return read_coco_images(parsed["ann_file"], parsed["image_dir"], skeleton=skeleton, **kw)

@@ -20,7 +20,8 @@ from kpose.models import TOP_DOWN, build_network, get_family, network_outputs
 from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, quantize_model
 from kpose.pose_model import PoseModel, model_config
 from kpose.recipe import load_recipe
-from kpose.skeletons import get_skeleton
+from kpose.data.coco_skeleton import skeleton_request
+from kpose.skeletons import Skeleton, skeleton_from_entry
 from kpose.training.targets import target_specs
 from kpose.training.task_data import TASK_DATA
 from kpose.training.trainer import WarmupCosine, make_trainer
@@ -67,18 +68,26 @@ def untrained_model(recipe: str = "efficientpose_rt", overrides: dict[str, Any] 
     return PoseModel(inference_network(net, cfg), config)
 
 
+def _skeleton(cfg: dict) -> Skeleton:
+    """The recipe's skeleton: a built-in name, or the full entry `train` resolved from the data."""
+    if skeleton_request(cfg["skeleton"]) is not None:
+        raise ValueError(f"recipe skeleton {cfg['skeleton']!r} is read from the training data: only "
+                         f"kpose.train resolves it (untrained models need a built-in skeleton)")
+    return skeleton_from_entry(cfg["skeleton"])
+
+
 def _network_config(cfg: dict) -> dict:
     """The part of a model config that build_network needs, from a resolved recipe."""
     mcfg = cfg["model"]
     return {"family": mcfg["family"], "variant": mcfg["variant"],
             "input_size": [int(v) for v in mcfg["input_size"]],
-            "skeleton": get_skeleton(cfg["skeleton"]).to_dict()}
+            "skeleton": _skeleton(cfg).to_dict()}
 
 
 def _targets(cfg: dict, input_size) -> list:
     """Target specs of the recipe's network for batches of `input_size`."""
     return target_specs(network_outputs(_network_config(cfg)), input_size, cfg["codec"]["sigma"],
-                        cfg["codec"]["paf_width"], get_skeleton(cfg["skeleton"]).num_keypoints)
+                        cfg["codec"]["paf_width"], _skeleton(cfg).num_keypoints)
 
 
 def _model_config(cfg: dict, data_spec: dict) -> dict:
@@ -87,7 +96,7 @@ def _model_config(cfg: dict, data_spec: dict) -> dict:
     input_size = tuple(ncfg["input_size"])
     outputs = network_outputs(ncfg)
     final = _targets(cfg, input_size)[[o.inference for o in outputs].index(True)]
-    skeleton = get_skeleton(cfg["skeleton"])
+    skeleton = _skeleton(cfg)
     task = get_family(ncfg["family"]).task
     wanted = "heatmap" if task == TOP_DOWN else "paf"
     if cfg["codec"]["type"] != wanted:
@@ -182,11 +191,25 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     print(f"kpose: run folder {run_dir}", flush=True)
 
-    skeleton = get_skeleton(cfg["skeleton"])
     task = TASK_DATA[get_family(mcfg["family"]).task]
     data_spec = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
-    train_set = task.load(data_spec, "train", skeleton, progress)
-    val_set = task.load(data_spec, "val", skeleton, progress)
+    request = skeleton_request(cfg["skeleton"])
+    train_set = task.load(data_spec, "train", request or _skeleton(cfg), progress)
+    if request is not None:
+        # The model's skeleton is the data's own (names, limbs, flip pairs, sigmas), stored in full.
+        cfg["skeleton"] = task.skeleton(train_set).to_dict()
+    skeleton = _skeleton(cfg)
+    print(f"kpose: skeleton {skeleton.name}: {skeleton.num_keypoints} keypoints, {len(skeleton.limbs)} limbs, "
+          f"flip pairs {[(skeleton.keypoints[a], skeleton.keypoints[b]) for a, b in skeleton.flip_pairs]}",
+          flush=True)
+    if not skeleton.flip_pairs and cfg["augment"]["flip"]:
+        print("kpose: no flip pairs: training without flip augmentation (augment.flip = 0)", flush=True)
+        cfg["augment"]["flip"] = 0.0
+    task.check_skeleton(skeleton)
+    val_set = task.load(data_spec, "val", skeleton if request is None else request, progress)
+    if task.skeleton(val_set).keypoints != skeleton.keypoints:
+        raise ValueError(f"data.val = {cfg['data']['val']!r} has keypoints {task.skeleton(val_set).keypoints}, "
+                         f"the training data {skeleton.keypoints}; validate on data with the same keypoints")
     if cfg["data"]["max_val"]:
         val_set = task.subset(val_set, int(cfg["data"]["max_val"]))
     for split, part in (("train", train_set), ("val", val_set)):

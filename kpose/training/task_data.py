@@ -18,6 +18,7 @@ from kpose.data.sources import load_images, load_instances
 from kpose.metrics import evaluate_images, evaluate_instances
 from kpose.models import BOTTOM_UP, TOP_DOWN
 from kpose.pose_model import PoseModel
+from kpose.data.coco_skeleton import SkeletonRequest, require_connected
 from kpose.skeletons import Skeleton, convert_keypoints
 from kpose.training.targets import TargetSpec, bottom_up_batches, training_batches
 
@@ -30,13 +31,22 @@ class TopDownData:
 
     unit = "person instances"
 
-    def load(self, spec, split: str, skeleton: Skeleton, progress: bool) -> Instances:
+    def load(self, spec, split: str, skeleton: Skeleton | SkeletonRequest, progress: bool) -> Instances:
+        """One split; a SkeletonRequest reads the data's own skeleton (recipe skeleton: from-data)."""
+        if isinstance(skeleton, SkeletonRequest):
+            return load_instances(spec, split, progress=progress, skeleton=skeleton)
         data = load_instances(spec, split, progress=progress)
         if data.skeleton.keypoints != skeleton.keypoints:
             raise ValueError(f"data.{split} = {spec[split]!r} has {data.skeleton.name} keypoints but the "
                              f"recipe's skeleton is {skeleton.name}; set skeleton: {data.skeleton.name} in "
                              f"the recipe (or --set skeleton={data.skeleton.name})")
         return data
+
+    def skeleton(self, data: Instances) -> Skeleton:
+        return data.skeleton
+
+    def check_skeleton(self, skeleton: Skeleton) -> None:
+        """Any keypoint layout trains top-down (limbs only draw)."""
 
     def subset(self, data: Instances, n: int) -> Instances:
         return data.select(np.arange(min(len(data), n)))
@@ -73,12 +83,24 @@ class BottomUpData:
 
     unit = "images"
 
-    def load(self, spec, split: str, skeleton: Skeleton, progress: bool) -> tuple[ImageRecords, ImageRecords]:
+    def load(self, spec, split: str, skeleton: Skeleton | SkeletonRequest,
+             progress: bool) -> tuple[ImageRecords, ImageRecords]:
+        """(training records in the model's skeleton, records in the data's own for scoring)."""
+        if isinstance(skeleton, SkeletonRequest):
+            data = load_images(spec, split, progress=progress, skeleton=skeleton)
+            return data, data
         data = load_images(spec, split, progress=progress)
         if data.skeleton.keypoints == skeleton.keypoints:
             return data, data
         kps = convert_keypoints(data.keypoints, data.skeleton, skeleton)
         return replace(data, keypoints=kps, skeleton=skeleton), data
+
+    def skeleton(self, data: tuple) -> Skeleton:
+        return data[0].skeleton
+
+    def check_skeleton(self, skeleton: Skeleton) -> None:
+        """PAF grouping assembles people along limbs: every keypoint must be reachable."""
+        require_connected(skeleton)
 
     def subset(self, data: tuple, n: int) -> tuple:
         pick = np.arange(min(len(data[0]), n))
