@@ -133,3 +133,16 @@ def test_train_save_export_load_an_animal_skeleton(shared, tmp_path):
     assert exported.skeleton.flip_pairs == sk.flip_pairs
     poses = exported.predict(np.zeros((80, 60, 3), np.uint8))
     assert poses[0].keypoints.shape == (17, 3) and poses[0].names[4] == "root_of_tail"
+
+
+def test_bottom_up_trains_on_an_animal_skeleton(shared, tmp_path):
+    d = shared / "data" / "animalpose_samples"
+    run = kpose.train(recipe="openpose_lightweight", data=f"coco:{d / 'test_animalpose.json'}:{d}", epochs=1,
+                      overrides={"skeleton": "from-data", "train.steps_per_epoch": 1, "model.input_size": [64, 64],
+                                 "train.batch_size": 2}, runs_dir=tmp_path, progress=False)
+    sk = run.model.skeleton
+    assert sk.num_keypoints == 20 and run.model.codec.limbs == sk.limbs
+    assert [o[-1] for o in run.model.keras_model.output_shape] == [20, 2 * len(sk.limbs)]
+    sk.limb_flip()  # the file's limbs are left/right symmetric: the PAF flip test works
+    poses = kpose.load(run.dir).predict(str(d / "ca110.jpeg"), flip_test=True)
+    assert all(p.keypoints.shape == (20, 3) for p in poses)
