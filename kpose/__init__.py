@@ -19,6 +19,8 @@ _LAZY = {
     "recipes": ("kpose.recipe", "recipes"),
     "load_recipe": ("kpose.recipe", "load_recipe"),
     "export": ("kpose.deploy.exporter", "export"),
+    "Tracker": ("kpose.tracking", "Tracker"),
+    "TrackerConfig": ("kpose.tracking", "TrackerConfig"),
 }
 
 

@@ -45,12 +45,14 @@ GRAPH_MIN_BATCH = 8
 
 @dataclass
 class Pose:
-    """One person: keypoints [K, 3] = (x, y, score) in image pixels (score 0: not found)."""
+    """One person: keypoints [K, 3] = (x, y, score) in image pixels (score 0: not found).
+    track_id: the person's identity across video frames (kpose.tracking.Tracker), else None."""
 
     keypoints: np.ndarray
     score: float
     box: np.ndarray
     names: tuple[str, ...]
+    track_id: int | None = None
 
     def as_dict(self) -> dict[str, tuple[float, float, float]]:
         return {n: tuple(float(v) for v in k) for n, k in zip(self.names, self.keypoints)}

@@ -1,0 +1,218 @@
+"""Pose tracking and smoothing for video: the reference that the browser and Android ports follow.
+
+Tracking (the greedy pose tracking of Simple Baselines, Xiao et al. 2018): every frame's
+poses are matched to the live tracks by similarity -- OKS of the new pose against the
+track's last pose with the skeleton's own sigmas, or IoU of their boxes -- best pair first,
+pairs below `min_similarity` left unmatched. A matched pose takes the track's id; an
+unmatched pose starts a new track while fewer than `max_tracks` are live; a track not
+matched for more than `max_age_ms` ends. Ids count up from 1 and are never reused.
+
+Smoothing: a One Euro filter (Casiez et al. 2012) on every keypoint coordinate, living and
+dying with its track. Its cutoff rises with speed (`beta`), speed measured in person sizes
+per second (the size is the diagonal of the track's keypoint box), so that a far and a near
+person are smoothed alike. A keypoint that jumps by more than `outlier` person sizes in one
+frame restarts its filter instead of being dragged; scores get an exponential average.
+
+Time is in milliseconds everywhere (`timestamp_ms`), as in the browser's
+requestAnimationFrame / video.currentTime * 1000 and Android's SystemClock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KEYPOINT = "keypoint"
+BOX = "box"
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Tracking and smoothing settings (one set of defaults for Python, JS and Kotlin).
+
+    similarity: "keypoint" (OKS) or "box" (IoU). keypoint_threshold: keypoints below this
+    score take no part in OKS; min_keypoints: fewer shared confident keypoints give 0.
+    min_cutoff (Hz), beta (per person size per second), d_cutoff (Hz): One Euro filter.
+    outlier: a jump of more than this many person sizes in one frame restarts a filter.
+    score_alpha: weight of the new score in the score average.
+    """
+
+    similarity: str = KEYPOINT
+    min_similarity: float = 0.15
+    max_tracks: int = 18
+    max_age_ms: float = 1000.0
+    keypoint_threshold: float = 0.3
+    min_keypoints: int = 4
+    smoothing: bool = True
+    min_cutoff: float = 1.0
+    beta: float = 10.0
+    d_cutoff: float = 1.0
+    outlier: float = 0.5
+    score_alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.similarity not in (KEYPOINT, BOX):
+            raise ValueError(f"similarity must be {KEYPOINT!r} (OKS) or {BOX!r} (IoU), got {self.similarity!r}")
+        if self.max_tracks < 1 or self.max_age_ms < 0:
+            raise ValueError(f"max_tracks must be >= 1 and max_age_ms >= 0, got {self.max_tracks}, {self.max_age_ms}")
+        if min(self.min_cutoff, self.d_cutoff) <= 0 or self.beta < 0:
+            raise ValueError("One Euro filter: min_cutoff and d_cutoff must be > 0 Hz and beta >= 0")
+
+
+def _alpha(cutoff: np.ndarray | float, dt_s: float) -> np.ndarray:
+    tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff, np.float64))
+    return 1.0 / (1.0 + tau / dt_s)
+
+
+@dataclass
+class OneEuroFilter:
+    """One Euro filter over an array of values (a person's keypoint coordinates [K, 2])."""
+
+    min_cutoff: float = 1.0
+    beta: float = 10.0
+    d_cutoff: float = 1.0
+    value: np.ndarray | None = None
+    speed: np.ndarray | None = None
+    last_ms: float | None = None
+
+    def __call__(self, x: np.ndarray, timestamp_ms: float, scale: float = 1.0,
+                 restart: np.ndarray | None = None) -> np.ndarray:
+        """Filtered x. scale: speeds are divided by it (person size in pixels); restart: a
+        boolean mask of values whose filter starts again from x."""
+        x = np.asarray(x, np.float64)
+        if self.value is None or self.last_ms is None or timestamp_ms <= self.last_ms:
+            # First sample, or a timestamp that does not move forward: nothing to filter against.
+            self.value, self.speed, self.last_ms = x.copy(), np.zeros_like(x), float(timestamp_ms)
+            return x.copy()
+        dt = (float(timestamp_ms) - self.last_ms) / 1000.0
+        self.last_ms = float(timestamp_ms)
+        raw_speed = (x - self.value) / dt / max(float(scale), 1e-6)
+        self.speed = self.speed + _alpha(self.d_cutoff, dt) * (raw_speed - self.speed)
+        cutoff = self.min_cutoff + self.beta * np.abs(self.speed)
+        self.value = self.value + _alpha(cutoff, dt) * (x - self.value)
+        if restart is not None and restart.any():
+            self.value = np.where(restart, x, self.value)
+            self.speed = np.where(restart, 0.0, self.speed)
+        return self.value.copy()
+
+
+def keypoint_box(keypoints: np.ndarray, threshold: float) -> np.ndarray:
+    """[x0, y0, x1, y1] of the keypoints scoring at least `threshold` (zeros when none)."""
+    ok = keypoints[:, 2] >= threshold
+    if not ok.any():
+        return np.zeros(4)
+    xy = keypoints[ok, :2]
+    return np.concatenate([xy.min(0), xy.max(0)])
+
+
+def oks(a: np.ndarray, b: np.ndarray, sigmas: np.ndarray, threshold: float, min_keypoints: int) -> float:
+    """Object keypoint similarity of keypoints a and b [K, 3], area from b's keypoint box."""
+    both = (a[:, 2] >= threshold) & (b[:, 2] >= threshold)
+    if both.sum() < min_keypoints:
+        return 0.0
+    x0, y0, x1, y1 = keypoint_box(b, threshold)
+    area = max((x1 - x0) * (y1 - y0), 1.0)
+    d2 = np.sum((a[both, :2] - b[both, :2]) ** 2, -1)
+    return float(np.mean(np.exp(-d2 / (2.0 * area * (2.0 * sigmas[both]) ** 2))))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two [x0, y0, x1, y1] boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    id: int
+    pose: object
+    last_ms: float
+    filter: OneEuroFilter
+    scores: np.ndarray
+
+
+@dataclass
+class Tracker:
+    """Stable ids and smoothed keypoints for the poses of consecutive frames.
+
+        tracker = Tracker(model.skeleton.sigmas_array())
+        for t_ms, frame in frames:
+            people = tracker.update(model.predict(frame), t_ms)   # Pose objects with track_id
+
+    sigmas: the skeleton's OKS sigmas [K] (keypoint similarity); None allows box similarity only.
+    """
+
+    sigmas: np.ndarray | None = None
+    config: TrackerConfig = field(default_factory=TrackerConfig)
+    tracks: list[Track] = field(default_factory=list)
+    next_id: int = 1
+
+    def __post_init__(self) -> None:
+        if self.config.similarity == KEYPOINT and self.sigmas is None:
+            raise ValueError("keypoint (OKS) similarity needs the skeleton's sigmas; pass "
+                             "sigmas=skeleton.sigmas_array() or use TrackerConfig(similarity='box')")
+        if self.sigmas is not None:
+            self.sigmas = np.asarray(self.sigmas, np.float64)
+
+    def reset(self) -> None:
+        """Forget every track (a new video); ids start again from 1."""
+        self.tracks, self.next_id = [], 1
+
+    def _similarity(self, track: Track, pose) -> float:
+        cfg = self.config
+        if cfg.similarity == KEYPOINT:
+            return oks(track.pose.keypoints, pose.keypoints, self.sigmas, cfg.keypoint_threshold, cfg.min_keypoints)
+        return iou(keypoint_box(track.pose.keypoints, cfg.keypoint_threshold),
+                   keypoint_box(pose.keypoints, cfg.keypoint_threshold))
+
+    def update(self, poses: list, timestamp_ms: float) -> list:
+        """This frame's poses with `track_id` set (and smoothed keypoints), in the input order;
+        a pose that neither matches a track nor fits under max_tracks gets track_id None."""
+        cfg = self.config
+        self.tracks = [t for t in self.tracks if timestamp_ms - t.last_ms <= cfg.max_age_ms]
+        pairs = sorted(((self._similarity(t, p), ti, pi) for ti, t in enumerate(self.tracks)
+                        for pi, p in enumerate(poses)), key=lambda s: (-s[0], s[1], s[2]))
+        track_of: dict[int, Track] = {}
+        used: set[int] = set()
+        for sim, ti, pi in pairs:
+            if sim < cfg.min_similarity:
+                break
+            if ti in used or pi in track_of:
+                continue
+            used.add(ti)
+            track_of[pi] = self.tracks[ti]
+        out = []
+        for pi, pose in enumerate(poses):
+            track = track_of.get(pi)
+            if track is None:
+                if len(self.tracks) >= cfg.max_tracks:
+                    out.append(dataclasses.replace(pose, track_id=None))
+                    continue
+                track = Track(self.next_id, pose, timestamp_ms,
+                              OneEuroFilter(cfg.min_cutoff, cfg.beta, cfg.d_cutoff),
+                              np.asarray(pose.keypoints[:, 2], np.float64).copy())
+                self.next_id += 1
+                self.tracks.append(track)
+            out.append(self._smoothed(track, pose, timestamp_ms))
+        return out
+
+    def _smoothed(self, track: Track, pose, timestamp_ms: float):
+        cfg = self.config
+        kp = np.asarray(pose.keypoints, np.float64)
+        if cfg.smoothing:
+            x0, y0, x1, y1 = keypoint_box(kp, cfg.keypoint_threshold)
+            size = max(math.hypot(x1 - x0, y1 - y0), 1.0)
+            jump = np.linalg.norm(kp[:, :2] - track.pose.keypoints[:, :2], axis=-1) > cfg.outlier * size
+            lost = (kp[:, 2] <= 0) | (track.pose.keypoints[:, 2] <= 0)
+            restart = np.repeat((jump | lost)[:, None], 2, axis=1)
+            xy = track.filter(kp[:, :2], timestamp_ms, size, restart)
+            track.scores = (1 - cfg.score_alpha) * track.scores + cfg.score_alpha * kp[:, 2]
+            kp = np.concatenate([xy, np.where(kp[:, 2:] > 0, track.scores[:, None], 0.0)], -1)
+        smoothed = dataclasses.replace(pose, keypoints=kp.astype(np.float32), track_id=track.id)
+        track.pose, track.last_ms = smoothed, float(timestamp_ms)
+        return smoothed
