@@ -47,10 +47,17 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from kpose.plots import _plt, draw_pose
     from kpose.deploy.runtime import load
 
+    from kpose.data.video import is_video
+
     model = load(a.model)
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if (a.track or a.smooth) and not all(is_video(p) for p in a.images):
+        raise SystemExit("kpose predict: --track and --smooth are for videos (.mp4, .avi, .mov, .mkv, .webm)")
     for image in a.images:
+        if is_video(image):
+            _predict_video(model, image, out_dir, a)
+            continue
         poses = model.predict(image, boxes=a.box or None, flip_test=a.flip_test, scales=a.scales)
         print(f"{image}:")
         for i, pose in enumerate(poses):
@@ -73,6 +80,39 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                   "keypoints": p.keypoints.tolist(), "names": list(p.names)} for p in poses]))
         print(f"  drawn: {png}")
     return 0
+
+
+def _predict_video(model, video: str, out_dir: Path, a: argparse.Namespace) -> None:
+    """Every frame predicted (tracked and smoothed when asked), drawn into <out>/<name>_pose.mp4."""
+    from tqdm import tqdm
+
+    from kpose.data.video import read_video, video_fps, write_video
+    from kpose.plots import annotate_image
+    from kpose.tracking import Tracker, TrackerConfig
+
+    if a.box:
+        raise SystemExit("kpose predict: --box is for images; on a video a top-down model sees whole frames")
+    fps = video_fps(video)
+    frames = list(read_video(video, max_frames=a.max_frames))
+    sigmas = model.skeleton.sigmas
+    config = TrackerConfig(similarity="keypoint" if sigmas is not None else "box", smoothing=a.smooth)
+    tracker = Tracker(sigmas, config) if (a.track or a.smooth) else None
+    drawn, records = [], []
+    for image, t_ms in tqdm(frames, desc=Path(video).name, unit="frame"):
+        poses = (model.predict(image, flip_test=a.flip_test, scales=a.scales) if model.task == "bottom_up"
+                 else model.predict(image, flip_test=a.flip_test))
+        if tracker is not None:
+            poses = tracker.update(poses, t_ms)
+        drawn.append(annotate_image(image, poses, model.skeleton.limbs, a.threshold))
+        records.append({"timestamp_ms": t_ms, "poses": [
+            {"track_id": p.track_id, "score": p.score, "keypoints": p.keypoints.tolist()} for p in poses]})
+    out = write_video(out_dir / f"{Path(video).stem}_pose.mp4", drawn, fps)
+    if a.json:
+        (out_dir / f"{Path(video).stem}_pose.json").write_text(json.dumps(
+            {"names": list(model.skeleton.keypoints), "frames": records}))
+    ids = {p["track_id"] for r in records for p in r["poses"] if p["track_id"] is not None}
+    print(f"{video}: {len(frames)} frames, {sum(len(r['poses']) for r in records)} poses"
+          f"{f', {len(ids)} tracks' if tracker is not None else ''}; drawn: {out}")
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
@@ -183,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "top-down models (EfficientPose) take --box, else the whole image is one person.")
     pr.add_argument("model", help="runs/<run>/, a saved model folder, EfficientPose*.h5, "
                     "openpose_mobilenet_v2_small.pb, or a .tflite / .onnx / TF.js folder")
-    pr.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    pr.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...) or videos (.mp4, .avi, .mov, "
+                    ".mkv, .webm: every frame, drawn into an .mp4; needs pip install 'kpose[video]')")
     pr.add_argument("--box", type=_parse_box, action="append", metavar="X,Y,W,H",
                     help="a person box in image pixels (repeatable; top-down models)")
     pr.add_argument("--flip-test", action="store_true",
@@ -191,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--scales", type=_parse_scales, metavar="S,S,...",
                     help="bottom-up multi-scale inference: input sizes as factors of the model's, "
                     "e.g. 1,1.5 (maps averaged on the largest grid; Keras models only)")
-    pr.add_argument("--out", default="predictions", help="folder for drawn images (default: predictions)")
+    pr.add_argument("--track", action="store_true",
+                    help="videos: keep each person's id across frames (OKS matching; ids drawn)")
+    pr.add_argument("--smooth", action="store_true",
+                    help="videos: One Euro smoothing of each tracked person's keypoints (implies --track)")
+    pr.add_argument("--max-frames", type=int, help="videos: stop after this many frames")
+    pr.add_argument("--out", default="predictions",
+                    help="folder for drawn images and <video>_pose.mp4 (default: predictions)")
     pr.add_argument("--json", action="store_true", help="also write <image>_pose.json")
     pr.add_argument("--threshold", type=float, default=0.2, help="min keypoint score to draw")
     pr.set_defaults(func=_cmd_predict)

@@ -1,10 +1,12 @@
 """Pictures a person would rather look at: loss curves and predicted skeletons."""
 from __future__ import annotations
 
+import colorsys
 import csv
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from kpose.data.images import load_image
 
@@ -25,6 +27,34 @@ def draw_pose(ax, keypoints: np.ndarray, limbs, threshold: float = 0.2, color="l
         if ok[a] and ok[b]:
             ax.plot(keypoints[[a, b], 0], keypoints[[a, b], 1], "-", color=color, lw=2)
     ax.scatter(keypoints[ok, 0], keypoints[ok, 1], s=12, c="red", zorder=3)
+
+
+def _track_color(track_id) -> tuple[int, int, int]:
+    if track_id is None:
+        return (0, 255, 0)
+    hue = (int(track_id) * 0.618034) % 1.0   # golden-ratio steps: neighbouring ids differ
+    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, 1.0))
+
+
+def annotate_image(image: np.ndarray, poses, limbs, threshold: float = 0.2) -> np.ndarray:
+    """A copy of an RGB image with every pose drawn (limbs, keypoints, and the track id when
+    set), for video frames, where matplotlib per frame would be too slow."""
+    img = Image.fromarray(np.asarray(image, np.uint8))
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(max(img.size) / 300))
+    for pose in poses:
+        kp = np.asarray(pose.keypoints)
+        ok = kp[:, 2] > threshold
+        color = _track_color(getattr(pose, "track_id", None))
+        for a, b in limbs:
+            if ok[a] and ok[b]:
+                draw.line([tuple(kp[a, :2]), tuple(kp[b, :2])], fill=color, width=width)
+        for x, y, _ in kp[ok]:
+            draw.ellipse([x - width, y - width, x + width, y + width], fill=(255, 0, 0))
+        if ok.any() and getattr(pose, "track_id", None) is not None:
+            x0, y0 = kp[ok, 0].min(), kp[ok, 1].min()
+            draw.text((x0, max(y0 - 12, 0)), f"#{pose.track_id}", fill=color)
+    return np.asarray(img)
 
 
 def loss_curves(history_csv: str | Path, out_png: str | Path,

@@ -27,6 +27,7 @@ from kpose.data.pipeline import eval_dataset
 from kpose.data.records import Instances
 from kpose.models import BOTTOM_UP, TOP_DOWN, build_network, get_family
 from kpose.skeletons import Skeleton, skeleton_from_entry
+from kpose.tracking import Tracker, TrackerConfig
 from kpose.transforms import (DEFAULT_CROP_PADDING, affine_matrix, apply_affine, box_to_center_scale,
                               fit_matrix, invert_affine, warp_image)
 from kpose.version import __version__
@@ -269,6 +270,18 @@ class PoseModel:
         for crops, mats, idx in tqdm(ds, total=steps, disable=not progress, desc="predict"):
             out[idx.numpy()] = self.decode_crops(self.heatmaps(crops, flip_test), mats.numpy())
         return out
+
+    def track(self, frames, tracker: Tracker | None = None, flip_test: bool = False, scales=None):
+        """Poses with stable `track_id`s (and smoothed keypoints) for each frame of a video:
+        frames are (image, timestamp_ms) pairs (kpose.data.video.read_video yields them).
+        Top-down models find people with the whole frame as one box. Yields a list per frame."""
+        if tracker is None:
+            sigmas = self.skeleton.sigmas
+            tracker = Tracker(sigmas, TrackerConfig(similarity="keypoint" if sigmas is not None else "box"))
+        for image, timestamp_ms in frames:
+            poses = (self.predict(image, flip_test=flip_test, scales=scales) if self.task == BOTTOM_UP
+                     else self.predict(image, flip_test=flip_test))
+            yield tracker.update(poses, float(timestamp_ms))
 
     # ---- persistence -----------------------------------------------------
     def save(self, directory: str | Path) -> Path:

@@ -32,7 +32,8 @@ BOX = "box"
 class TrackerConfig:
     """Tracking and smoothing settings (one set of defaults for Python, JS and Kotlin).
 
-    similarity: "keypoint" (OKS) or "box" (IoU). keypoint_threshold: keypoints below this
+    similarity: "keypoint" (OKS) or "box" (IoU). min_pose_score: weaker poses are passed
+    through without a track (track_id None) and start none. keypoint_threshold: keypoints below this
     score take no part in OKS; min_keypoints: fewer shared confident keypoints give 0.
     min_cutoff (Hz), beta (per person size per second), d_cutoff (Hz): One Euro filter.
     outlier: a jump of more than this many person sizes in one frame restarts a filter.
@@ -40,6 +41,7 @@ class TrackerConfig:
     """
 
     similarity: str = KEYPOINT
+    min_pose_score: float = 0.15
     min_similarity: float = 0.15
     max_tracks: int = 18
     max_age_ms: float = 1000.0
@@ -172,11 +174,13 @@ class Tracker:
 
     def update(self, poses: list, timestamp_ms: float) -> list:
         """This frame's poses with `track_id` set (and smoothed keypoints), in the input order;
-        a pose that neither matches a track nor fits under max_tracks gets track_id None."""
+        a pose below min_pose_score, or one that neither matches a track nor fits under
+        max_tracks, is returned as it is with track_id None."""
         cfg = self.config
         self.tracks = [t for t in self.tracks if timestamp_ms - t.last_ms <= cfg.max_age_ms]
-        pairs = sorted(((self._similarity(t, p), ti, pi) for ti, t in enumerate(self.tracks)
-                        for pi, p in enumerate(poses)), key=lambda s: (-s[0], s[1], s[2]))
+        strong = [pi for pi, p in enumerate(poses) if p.score >= cfg.min_pose_score]
+        pairs = sorted(((self._similarity(t, poses[pi]), ti, pi) for ti, t in enumerate(self.tracks)
+                        for pi in strong), key=lambda s: (-s[0], s[1], s[2]))
         track_of: dict[int, Track] = {}
         used: set[int] = set()
         for sim, ti, pi in pairs:
@@ -190,7 +194,7 @@ class Tracker:
         for pi, pose in enumerate(poses):
             track = track_of.get(pi)
             if track is None:
-                if len(self.tracks) >= cfg.max_tracks:
+                if len(self.tracks) >= cfg.max_tracks or pose.score < cfg.min_pose_score:
                     out.append(dataclasses.replace(pose, track_id=None))
                     continue
                 track = Track(self.next_id, pose, timestamp_ms,

@@ -102,3 +102,25 @@ def test_oks_of_identical_and_distant_poses():
     few = a.copy()
     few[3:, 2] = 0
     assert oks(a, few, SIGMAS, 0.3, 4) == 0.0
+
+
+def test_predict_video_tracks_and_draws(shared, tmp_path):
+    """`kpose predict VIDEO --track --smooth` on a real clip: an annotated .mp4 with every frame
+    and the poses with their track ids; the most confident person keeps one id."""
+    import json
+
+    pytest.importorskip("av")
+    import imageio.v3 as iio
+
+    from kpose.cli import main
+
+    video = shared / "data" / "videos" / "posetrack18_000001_mpiinew_test.mp4"
+    model = shared / "peers" / "tf_pose_estimation" / "openpose_mobilenet_v2_small.pb"
+    assert main(["predict", str(model), str(video), "--track", "--smooth", "--json", "--out", str(tmp_path)]) == 0
+    out = tmp_path / f"{video.stem}_pose.mp4"
+    frames = iio.imread(out, plugin="pyav")
+    assert frames.shape[0] == 5 and frames.shape[1:3] == iio.imread(video, index=0, plugin="pyav").shape[:2]
+    record = json.loads((tmp_path / f"{video.stem}_pose.json").read_text())
+    assert [round(f["timestamp_ms"], 3) for f in record["frames"]] == [0.0, 33.333, 66.667, 100.0, 133.333]
+    best = [max(f["poses"], key=lambda p: p["score"]) for f in record["frames"]]
+    assert len({p["track_id"] for p in best}) == 1 and best[0]["track_id"] == 1
