@@ -152,6 +152,12 @@ def warp_image(image, M, output_size: tuple[int, int], fill: float = 0.0,
         image = image[..., None]
     out_h, out_w = output_size
     inv = invert_affine(M)
+    if interpolation == "bilinear" and inv[0, 1] == 0 and inv[1, 0] == 0:
+        # Scale and shift only (whole-image fits, unrotated crops): the same samples, the same
+        # arithmetic in the same order, one axis at a time -- several times faster.
+        out = _sample_separable(image, inv[0, 0] * np.arange(out_w) + inv[0, 2],
+                                inv[1, 1] * np.arange(out_h) + inv[1, 2], fill)
+        return _cast_like(out, image, squeeze)
     yy, xx = np.mgrid[0:out_h, 0:out_w]
     src = apply_affine(np.stack([xx.ravel(), yy.ravel()], -1), inv)
     if interpolation == "bilinear":
@@ -165,13 +171,36 @@ def warp_image(image, M, output_size: tuple[int, int], fill: float = 0.0,
                                            np.clip(xi, 0, image.shape[1] - 1)], fill)
     else:
         raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
-    out = vals.reshape(out_h, out_w, image.shape[-1])
+    return _cast_like(vals.reshape(out_h, out_w, image.shape[-1]), image, squeeze)
+
+
+def _cast_like(out: np.ndarray, image: np.ndarray, squeeze: bool) -> np.ndarray:
     if np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
         out = np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
     else:
         out = out.astype(np.result_type(image.dtype, np.float32))
     return out[..., 0] if squeeze else out
+
+
+def _sample_separable(image: np.ndarray, x: np.ndarray, y: np.ndarray, fill: float) -> np.ndarray:
+    """`_sample_bilinear` on the grid x [W'] by y [H']: every output row blends the same
+    columns, so columns are blended once per input row used, then rows per output row."""
+    h, w = image.shape[:2]
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = (x - x0)[None, :, None], (y - y0)[:, None, None]
+    # Indices shifted by one into a frame with a border of `fill`: neighbours outside the
+    # image land on the border.
+    xi = np.clip(x0.astype(np.int64) + 1, 0, w + 1), np.clip(x0.astype(np.int64) + 2, 0, w + 1)
+    yi = np.clip(y0.astype(np.int64) + 1, 0, h + 1), np.clip(y0.astype(np.int64) + 2, 0, h + 1)
+    used = np.unique(np.concatenate(yi))
+    inside = (used >= 1) & (used <= h)
+    rows = np.where(inside[:, None, None], image[np.clip(used - 1, 0, h - 1)].astype(np.float64), fill)
+    rows = np.pad(rows, ((0, 0), (1, 1), (0, 0)), constant_values=fill)
+    cols = (1 - fx) * rows[:, xi[0]] + fx * rows[:, xi[1]]
+    top = cols[np.searchsorted(used, yi[0])]
+    bottom = cols[np.searchsorted(used, yi[1])]
+    return (1 - fy) * top + fy * bottom
 
 
 def _triangle_weights(n_in: int, n_out: int) -> np.ndarray:
