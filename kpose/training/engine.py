@@ -251,6 +251,9 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     key = task.key(val_set)
 
     def validate(model, results_file):
+        if model.config.get("quantization") == "qat" and cfg["eval"].get("scales"):
+            # An int8 model has one input size: its validation runs at that size only.
+            return task.evaluate(model, val_set, {**cfg, "eval": {**cfg["eval"], "scales": None}}, results_file)
         return task.evaluate(model, val_set, cfg, results_file)
 
     evaluator = EvalCallback(pose_model, validate, tcfg["eval_every"], ckpt, key,
