@@ -8,7 +8,7 @@ unmatched pose starts a new track while fewer than `max_tracks` are live; a trac
 matched for more than `max_age_ms` ends. Ids count up from 1 and are never reused.
 
 Smoothing: a One Euro filter (Casiez et al. 2012) on every keypoint coordinate, living and
-dying with its track. Its cutoff rises with speed (`beta`), speed measured in person sizes
+dying with its track; tracks match on the raw poses, smoothing only shapes the output. Its cutoff rises with speed (`beta`), speed measured in person sizes
 per second (the size is the diagonal of the track's keypoint box), so that a far and a near
 person are smoothed alike. A keypoint that jumps by more than `outlier` person sizes in one
 frame restarts its filter instead of being dragged; scores get an exponential average.
@@ -217,6 +217,7 @@ class Tracker:
             xy = track.filter(kp[:, :2], timestamp_ms, size, restart)
             track.scores = (1 - cfg.score_alpha) * track.scores + cfg.score_alpha * kp[:, 2]
             kp = np.concatenate([xy, np.where(kp[:, 2:] > 0, track.scores[:, None], 0.0)], -1)
-        smoothed = dataclasses.replace(pose, keypoints=kp.astype(np.float32), track_id=track.id)
-        track.pose, track.last_ms = smoothed, float(timestamp_ms)
-        return smoothed
+        # The track remembers the raw pose: matching and jump checks compare detections with
+        # detections (a smoothed pose lags, and heavy smoothing would lose fast people).
+        track.pose, track.last_ms = pose, float(timestamp_ms)
+        return dataclasses.replace(pose, keypoints=kp.astype(np.float32), track_id=track.id)

@@ -3,7 +3,7 @@
 Every expected value comes from kpose's Python reference code (HeatmapCodec.decode,
 PafCodec.decode and its steps, flip_back, limb_order, the affine helpers,
 PoseModel.predict with a stand-in network for top-down and bottom-up models, fit_matrix,
-instance_scores). Run with the kpose
+instance_scores, and kpose.tracking.Tracker's traces from golden_tracking.py). Run with the kpose
 environment from the repository root:
 
     python web_demo/tools/write_golden.py [--out web_demo/test/golden]
@@ -38,6 +38,8 @@ from kpose.metrics import instance_scores
 from kpose.pose_model import PoseModel, model_config
 from kpose.skeletons import CMU18, COCO17, MPII16
 from kpose.transforms import affine_matrix, apply_affine, box_to_center_scale, fit_matrix, invert_affine
+
+from golden_tracking import tracking_traces  # noqa: E402  (this folder: run as a script)
 
 OUT = Path(__file__).resolve().parents[1] / "test" / "golden"
 
@@ -607,6 +609,7 @@ def main() -> None:
                                  "instance_scores": score_cases(rng), "savgol": savgol_cases(),
                                  # Own generator: the vectors above stay as they were.
                                  "fit": fit_cases(), "bottom_up": bottom_up_cases(np.random.default_rng(20240615))})
+    write(args.out, "tracking", tracking_traces())
     sizes = {p.name: p.stat().st_size for p in sorted(args.out.glob("*.json"))}
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
     print("PAF assembly cases covered: " + ", ".join(f"{k} {v}" for k, v in sorted(branches.items())))
