@@ -14,10 +14,17 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from kpose.recipe import parse_override
     from kpose.training import train
 
-    overrides = dict(parse_override(s) for s in a.set)
-    run = train(a.recipe, data=a.data, epochs=a.epochs, batch_size=a.batch_size,
-                overrides=overrides, runs_dir=a.runs_dir, progress=not a.quiet,
-                qat=True if a.qat else None, init=a.init)
+    if a.resume:
+        if a.recipe:
+            raise SystemExit("kpose train: --resume continues a run with its own recipe.yaml; give no recipe")
+        run = train(resume=a.resume, progress=not a.quiet)
+    else:
+        if not a.recipe:
+            raise SystemExit("kpose train: give a recipe (kpose recipes lists them) or --resume RUN")
+        overrides = dict(parse_override(s) for s in a.set)
+        run = train(a.recipe, data=a.data, epochs=a.epochs, batch_size=a.batch_size,
+                    overrides=overrides, runs_dir=a.runs_dir, progress=not a.quiet,
+                    qat=True if a.qat else None, init=a.init)
     print(json.dumps({k: v for k, v in run.metrics.items() if isinstance(v, float)}, indent=2))
     print(f"run folder: {run.dir}")
     return 0
@@ -198,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "YAML file. Trains on the embedded synthetic dataset unless --data is given; "
                        "writes runs/<recipe>-<time>/ with the model, checkpoints, metrics.json, "
                        "history.csv, TensorBoard logs and plots.")
-    t.add_argument("recipe", help="recipe name or path to a .yaml recipe")
+    t.add_argument("recipe", nargs="?", help="recipe name or path to a .yaml recipe")
+    t.add_argument("--resume", metavar="RUN",
+                   help="continue an interrupted run (killed, preempted) in its folder from its last backup "
+                   "(train.backup_every steps, default every epoch), with its own recipe")
     t.add_argument("--data", help=f"training and validation data: {DATA_HELP}")
     t.add_argument("--epochs", type=int, help="override train.epochs")
     t.add_argument("--batch-size", type=int, help="override train.batch_size (per replica)")

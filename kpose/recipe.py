@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.0, "warmup_epochs": 0.5,
         "steps_per_epoch": None, "seed": 0, "eval_every": 1, "shuffle_buffer": 2048,
         "early_input_size": None, "early_epochs": 0,
+        # steps between backups a killed run resumes from (kpose train --resume); 0: every epoch
+        "backup_every": 0,
     },
     # scales: bottom-up multi-scale validation (factors of the input size, e.g. [1.0, 1.5]).
     "eval": {"flip_test": False, "batch_size": 32, "scales": None},

@@ -49,6 +49,9 @@ def _strategy() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy() if len(gpus) > 0 else tf.distribute.get_strategy()
 
 
+BACKUP_DIR = "backup"
+
+
 def _run_dir(root: str | Path, name: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     d = Path(root) / f"{name}-{stamp}"
@@ -157,7 +160,8 @@ def _any_input_size(net):
 def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
           epochs: int | None = None, batch_size: int | None = None,
           overrides: dict[str, Any] | None = None, runs_dir: str | Path = "runs",
-          progress: bool = True, qat: bool | None = None, init: str | Path | None = None) -> Run:
+          progress: bool = True, qat: bool | None = None, init: str | Path | None = None,
+          resume: str | Path | None = None) -> Run:
     """Train a packaged (or YAML-file) recipe end to end and return the Run.
 
     data: "synthetic" (default, the embedded dataset), "coco:ANN.json:IMAGES",
@@ -168,7 +172,17 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
       QAT model (export it with precision "qat"); the float model is kept in model_float/.
     init: start from a trained model (run folder, model folder or official .h5), e.g.
       `train(recipe, init="runs/<run>", epochs=0, qat=True)` quantises a trained model.
+    resume: a run folder whose training was interrupted (killed, preempted): it continues
+      from its last backup (`backup/`, written every train.backup_every steps, or every
+      epoch) with the run's own recipe.yaml, in the same folder.
     """
+    if resume is not None:
+        given = {"data": data, "epochs": epochs, "batch_size": batch_size, "overrides": overrides,
+                 "qat": qat, "init": init}
+        if any(v for v in given.values()):
+            raise ValueError(f"resume continues {resume} exactly as its recipe.yaml says; drop "
+                             f"{[k for k, v in given.items() if v]}")
+        return _train(*_resumed_run(Path(resume)), progress)
     ov = dict(overrides or {})
     if epochs is not None:
         ov["train.epochs"] = int(epochs)
@@ -184,12 +198,30 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         cfg["qat"]["enabled"] = bool(qat)
     if init is not None:
         cfg["init"] = str(init)
-    tcfg, mcfg = cfg["train"], cfg["model"]
-    init = None if cfg["init"] is None else resolve_init(cfg["init"], mcfg)  # fail before any work
-    tf.keras.utils.set_random_seed(int(tcfg["seed"]))
+    if cfg["init"] is not None:
+        resolve_init(cfg["init"], cfg["model"])  # fail before any work
     run_dir = _run_dir(runs_dir, cfg["name"])
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    print(f"kpose: run folder {run_dir}", flush=True)
+    return _train(run_dir, cfg, progress)
+
+
+def _resumed_run(run_dir: Path) -> tuple[Path, dict]:
+    """(run folder, its recipe) for train(resume=...), after checking there is a backup."""
+    if not (run_dir / "recipe.yaml").is_file():
+        raise ValueError(f"{run_dir}: no recipe.yaml, so not a kpose run folder to resume")
+    if not (run_dir / BACKUP_DIR).is_dir():
+        raise ValueError(f"{run_dir}: no {BACKUP_DIR}/ to resume from (the run finished, or was stopped "
+                         f"before its first backup); start a new run")
+    return run_dir, yaml.safe_load((run_dir / "recipe.yaml").read_text())
+
+
+def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
+    """The training engine: data, network, fit with validation and backups, saving."""
+    tcfg, mcfg = cfg["train"], cfg["model"]
+    init = None if cfg["init"] is None else resolve_init(cfg["init"], mcfg)
+    tf.keras.utils.set_random_seed(int(tcfg["seed"]))
+    resuming = (run_dir / BACKUP_DIR).is_dir()
+    print(f"kpose: run folder {run_dir}{' (resuming from its backup)' if resuming else ''}", flush=True)
 
     task = TASK_DATA[get_family(mcfg["family"]).task]
     data_spec = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
@@ -247,7 +279,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     seed = int(tcfg["seed"])
     ds = task.batches(train_set, input_size, specs, cfg, global_batch, seed)
     ckpt = run_dir / "checkpoints"
-    ckpt.mkdir()
+    ckpt.mkdir(exist_ok=True)
     key = task.key(val_set)
 
     def validate(model, results_file):
@@ -266,6 +298,10 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False,
                                     profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
+        # Model, optimizer and position, restored at the start of fit when the folder has one
+        # (train(resume=...)); removed when training ends.
+        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR),
+                                         save_freq=int(tcfg["backup_every"]) or "epoch"),
     ]
     t0 = time.time()
     history: dict = {}
@@ -286,6 +322,8 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         for k, v in hist.history.items():
             history.setdefault(k, []).extend(v)
     train_seconds = time.time() - t0
+    # Finished: nothing to resume (BackupAndRestore empties its folder but leaves it).
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
 
     if (ckpt / "best.weights.h5").exists():
         inference.load_weights(str(ckpt / "best.weights.h5"))
@@ -310,6 +348,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     if float_metrics is not None:
         metrics["float"] = {k: v for k, v in float_metrics.items() if isinstance(v, float)}
     metrics.update({"train_seconds": round(train_seconds, 1), "epochs": int(tcfg["epochs"]),
+                    "optimizer_steps": int(opt.iterations.numpy()),
                     "steps_per_epoch": steps, "global_batch": global_batch,
                     "replicas": strategy.num_replicas_in_sync,
                     "task": get_family(mcfg["family"]).task, "sample_unit": task.unit,

@@ -1,0 +1,67 @@
+"""Fault tolerance: a training run killed with SIGKILL mid-epoch resumes from its last backup
+(`kpose train --resume RUN`), in the same folder, and ends at the same step count."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kpose._tf import tf
+
+STEPS, EPOCHS, EVERY = 30, 2, 5
+ARGS = ["--quiet", "--epochs", str(EPOCHS), "--set", f"train.steps_per_epoch={STEPS}",
+        "--set", f"train.backup_every={EVERY}", "--set", "model.input_size=[64,48]", "--set", "train.batch_size=4",
+        "--set", "train.early_epochs=0", "--set", "data.max_val=8", "--set", f"train.eval_every={EPOCHS}"]
+
+
+def _saved_steps(backup) -> int:
+    """Optimizer steps in the newest backup: where BackupAndRestore resumes from."""
+    reader = tf.train.load_checkpoint(str(tf.train.latest_checkpoint(str(next(backup.rglob("checkpoint")).parent))))
+    return int(reader.get_tensor("model/optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_killed_run_resumes_from_its_backup(tmp_path):
+    cmd = [sys.executable, "-m", "kpose.cli", "train"]
+    proc = subprocess.Popen(cmd + ["efficientpose_rt", "--runs-dir", str(tmp_path), *ARGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, steps = time.time() + 600, None
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            backups = list(tmp_path.glob("efficientpose_rt-*/backup"))
+            if backups and any(backups[0].rglob("checkpoint")):
+                try:
+                    steps = _saved_steps(backups[0])
+                except (StopIteration, ValueError, tf.errors.OpError):
+                    steps = None  # being written
+                if steps is not None and steps >= 2 * EVERY:
+                    break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        out = proc.communicate()[0]
+    if proc.returncode != -signal.SIGKILL:
+        pytest.fail(f"the run ended before it was killed (rc {proc.returncode}):\n{out[-3000:]}")
+    run = backups[0].parent
+    assert steps is not None and not (run / "metrics.json").exists()
+    done_before = _saved_steps(run / "backup")
+
+    resumed = subprocess.run(cmd + ["--resume", str(run), "--quiet"], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming from its backup" in resumed.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    # The same number of optimizer steps as an uninterrupted run: the steps after the backup
+    # (lost with the kill) are run again, none twice.
+    assert metrics["optimizer_steps"] == EPOCHS * STEPS
+    assert (run / "model" / "kpose.json").exists() and not (run / "backup").exists()
+    print(f"killed after the backup at step {done_before} of {EPOCHS * STEPS}; resumed to {metrics['optimizer_steps']}")
+
+    with pytest.raises(SystemExit):
+        from kpose.cli import main
+        main(["train", "efficientpose_rt", "--resume", str(run)])
+    from kpose.training import train
+    with pytest.raises(ValueError, match="no backup/"):
+        train(resume=run)
