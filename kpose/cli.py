@@ -52,9 +52,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     from kpose.data.images import load_image
     from kpose.plots import _plt, draw_pose
-    from kpose.deploy.runtime import load
-
     from kpose.data.video import is_video
+    from kpose.deploy.runtime import load
 
     model = load(a.model)
     out_dir = Path(a.out)
@@ -95,31 +94,30 @@ def _predict_video(model, video: str, out_dir: Path, a: argparse.Namespace) -> N
 
     from kpose.data.video import read_video, video_fps, write_video
     from kpose.plots import annotate_image
-    from kpose.tracking import Tracker, TrackerConfig
+    from kpose.tracking import Tracker
 
     if a.box:
         raise SystemExit("kpose predict: --box is for images; on a video a top-down model sees whole frames")
-    fps = video_fps(video)
     frames = list(read_video(video, max_frames=a.max_frames))
-    sigmas = model.skeleton.sigmas
-    config = TrackerConfig(similarity="keypoint" if sigmas is not None else "box", smoothing=a.smooth)
-    tracker = Tracker(sigmas, config) if (a.track or a.smooth) else None
+    tracked = a.track or a.smooth
+    if tracked:
+        per_frame = model.track(frames, Tracker.for_skeleton(model.skeleton, smoothing=a.smooth),
+                                flip_test=a.flip_test, scales=a.scales)
+    else:
+        per_frame = (model.predict(image, flip_test=a.flip_test, scales=a.scales) for image, _ in frames)
     drawn, records = [], []
-    for image, t_ms in tqdm(frames, desc=Path(video).name, unit="frame"):
-        poses = (model.predict(image, flip_test=a.flip_test, scales=a.scales) if model.task == "bottom_up"
-                 else model.predict(image, flip_test=a.flip_test))
-        if tracker is not None:
-            poses = tracker.update(poses, t_ms)
+    for (image, t_ms), poses in tqdm(zip(frames, per_frame), total=len(frames), desc=Path(video).name,
+                                     unit="frame"):
         drawn.append(annotate_image(image, poses, model.skeleton.limbs, a.threshold))
         records.append({"timestamp_ms": t_ms, "poses": [
             {"track_id": p.track_id, "score": p.score, "keypoints": p.keypoints.tolist()} for p in poses]})
-    out = write_video(out_dir / f"{Path(video).stem}_pose.mp4", drawn, fps)
+    out = write_video(out_dir / f"{Path(video).stem}_pose.mp4", drawn, video_fps(video))
     if a.json:
         (out_dir / f"{Path(video).stem}_pose.json").write_text(json.dumps(
             {"names": list(model.skeleton.keypoints), "frames": records}))
     ids = {p["track_id"] for r in records for p in r["poses"] if p["track_id"] is not None}
     print(f"{video}: {len(frames)} frames, {sum(len(r['poses']) for r in records)} poses"
-          f"{f', {len(ids)} tracks' if tracker is not None else ''}; drawn: {out}")
+          f"{f', {len(ids)} tracks' if tracked else ''}; drawn: {out}")
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:

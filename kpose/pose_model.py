@@ -27,9 +27,9 @@ from kpose.data.pipeline import eval_dataset
 from kpose.data.records import Instances
 from kpose.models import BOTTOM_UP, TOP_DOWN, build_network, get_family
 from kpose.skeletons import Skeleton, skeleton_from_entry
-from kpose.tracking import Tracker, TrackerConfig
+from kpose.tracking import Tracker
 from kpose.transforms import (DEFAULT_CROP_PADDING, affine_matrix, apply_affine, box_to_center_scale,
-                              fit_matrix, invert_affine, warp_image)
+                              fit_matrix, invert_affine, pixel_scale_matrix, warp_image)
 from kpose.version import __version__
 
 CONFIG_FILE = "kpose.json"
@@ -242,11 +242,13 @@ class PoseModel:
             ref = max(sizes, key=lambda s: s[0] * s[1])
             codec = _codec_at(codec, ref)
             m = fit_matrix(img.shape[:2], ref)
-            grid = _grid_matrix(codec)
+            sx, sy = (float(v) for v in codec.heatmap_codec.stride)
+            to_grid, from_grid = pixel_scale_matrix(1 / sx, 1 / sy), pixel_scale_matrix(sx, sy)
             heatmaps, pafs = 0.0, 0.0
             for size in sizes:
                 h, p, ms = self._maps_at(img, size, flip_test)
-                to_ref = grid @ _h3(m) @ np.linalg.inv(_h3(ms)) @ np.linalg.inv(grid)
+                # this scale's grid -> its input -> the image -> the largest input -> its grid
+                to_ref = to_grid @ _h3(m) @ _h3(invert_affine(ms)) @ from_grid
                 heatmaps = heatmaps + warp_image(h, to_ref[:2], codec.heatmap_size)
                 pafs = pafs + warp_image(p, to_ref[:2], codec.heatmap_size)
             heatmaps, pafs = heatmaps / len(sizes), pafs / len(sizes)
@@ -275,13 +277,9 @@ class PoseModel:
         """Poses with stable `track_id`s (and smoothed keypoints) for each frame of a video:
         frames are (image, timestamp_ms) pairs (kpose.data.video.read_video yields them).
         Top-down models find people with the whole frame as one box. Yields a list per frame."""
-        if tracker is None:
-            sigmas = self.skeleton.sigmas
-            tracker = Tracker(sigmas, TrackerConfig(similarity="keypoint" if sigmas is not None else "box"))
+        tracker = tracker or Tracker.for_skeleton(self.skeleton)
         for image, timestamp_ms in frames:
-            poses = (self.predict(image, flip_test=flip_test, scales=scales) if self.task == BOTTOM_UP
-                     else self.predict(image, flip_test=flip_test))
-            yield tracker.update(poses, float(timestamp_ms))
+            yield tracker.update(self.predict(image, flip_test=flip_test, scales=scales), float(timestamp_ms))
 
     # ---- persistence -----------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -297,12 +295,6 @@ class PoseModel:
 def _h3(m: np.ndarray) -> np.ndarray:
     """[2, 3] affine -> [3, 3] homogeneous."""
     return np.vstack([np.asarray(m, np.float64), [0.0, 0.0, 1.0]])
-
-
-def _grid_matrix(codec: PafCodec) -> np.ndarray:
-    """[3, 3] input pixel -> heatmap pixel (the codec's to_heatmap as a matrix)."""
-    sx, sy = (float(v) for v in codec.heatmap_codec.stride)
-    return np.array([[1 / sx, 0.0, 0.5 / sx - 0.5], [0.0, 1 / sy, 0.5 / sy - 0.5], [0.0, 0.0, 1.0]])
 
 
 def _codec_at(codec: PafCodec, input_size: tuple[int, int]) -> PafCodec:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kpose.skeletons import Skeleton
+
 KEYPOINT = "keypoint"
 BOX = "box"
 
@@ -142,7 +144,7 @@ class Track:
 class Tracker:
     """Stable ids and smoothed keypoints for the poses of consecutive frames.
 
-        tracker = Tracker(model.skeleton.sigmas_array())
+        tracker = Tracker.for_skeleton(model.skeleton)
         for t_ms, frame in frames:
             people = tracker.update(model.predict(frame), t_ms)   # Pose objects with track_id
 
@@ -160,6 +162,12 @@ class Tracker:
                              "sigmas=skeleton.sigmas_array() or use TrackerConfig(similarity='box')")
         if self.sigmas is not None:
             self.sigmas = np.asarray(self.sigmas, np.float64)
+
+    @classmethod
+    def for_skeleton(cls, skeleton: Skeleton, **config) -> "Tracker":
+        """A tracker for a model's skeleton: OKS with its sigmas, IoU when it has none."""
+        config.setdefault("similarity", KEYPOINT if skeleton.sigmas is not None else BOX)
+        return cls(skeleton.sigmas, TrackerConfig(**config))
 
     def reset(self) -> None:
         """Forget every track (a new video); ids start again from 1."""

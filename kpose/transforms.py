@@ -34,7 +34,7 @@ import numpy as np
 
 __all__ = [
     "box_to_center_scale", "affine_matrix", "invert_affine", "apply_affine",
-    "warp_image", "flip_keypoints", "antialiased_resize", "antialias_prefilter",
+    "warp_image", "flip_keypoints", "pixel_scale_matrix", "antialiased_resize", "antialias_prefilter",
 ]
 
 
@@ -203,6 +203,12 @@ def _sample_separable(image: np.ndarray, x: np.ndarray, y: np.ndarray, fill: flo
     return (1 - fy) * top + fy * bottom
 
 
+def pixel_scale_matrix(kx: float, ky: float) -> np.ndarray:
+    """[3, 3] homogeneous map of a resampling by (kx, ky) under the pixel-centre convention:
+    x' = (x + 0.5) * kx - 0.5 (e.g. input pixel -> heatmap pixel with k = 1 / stride)."""
+    return np.array([[kx, 0.0, 0.5 * kx - 0.5], [0.0, ky, 0.5 * ky - 0.5], [0.0, 0.0, 1.0]])
+
+
 def _triangle_weights(n_in: int, n_out: int) -> np.ndarray:
     """[n_out, n_in] resampling weights of a triangle filter as wide as the output pixel
     (bilinear when enlarging, an area-like average when shrinking), rows summing to 1."""
@@ -220,10 +226,7 @@ def antialiased_resize(image, size: tuple[int, int]) -> np.ndarray:
     h, w = (int(v) for v in size)
     out = np.einsum("yi,ix...->yx...", _triangle_weights(image.shape[0], h), image.astype(np.float64))
     out = np.einsum("xj,yj...->yx...", _triangle_weights(image.shape[1], w), out)
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
-    return out.astype(np.result_type(image.dtype, np.float32))
+    return _cast_like(out, image, False)
 
 
 def antialias_prefilter(image, M) -> tuple[np.ndarray, np.ndarray]:
@@ -238,10 +241,7 @@ def antialias_prefilter(image, M) -> tuple[np.ndarray, np.ndarray]:
         return image, M
     h, w = image.shape[:2]
     nh, nw = max(1, int(round(h * min(ky, 1.0)))), max(1, int(round(w * min(kx, 1.0))))
-    rx, ry = nw / w, nh / h
-    # image -> resized image under the pixel-centre convention: x' = (x + 0.5) * rx - 0.5
-    to_image = np.array([[1 / rx, 0.0, 0.5 / rx - 0.5], [0.0, 1 / ry, 0.5 / ry - 0.5], [0.0, 0.0, 1.0]])
-    return antialiased_resize(image, (nh, nw)), M @ to_image
+    return antialiased_resize(image, (nh, nw)), M @ pixel_scale_matrix(w / nw, h / nh)
 
 
 def flip_keypoints(keypoints, flip_index, width: int) -> np.ndarray:

@@ -120,6 +120,10 @@ def _index(value, names: list[str], where: str) -> int:
     return i
 
 
+def _index_pairs(pairs, names: list[str], where: str) -> tuple[tuple[int, int], ...]:
+    return tuple((_index(a, names, where), _index(b, names, where)) for a, b in pairs)
+
+
 def _file_limbs(raw, names: list[str], path: str, field: str, notes: list[str]) -> tuple:
     if not raw:
         notes.append(f"{path}: {field} is missing or empty: no limbs (drawing and bottom-up models need "
@@ -129,7 +133,7 @@ def _file_limbs(raw, names: list[str], path: str, field: str, notes: list[str]) 
         raise DataError(f"{path}: field {field} must list pairs of keypoints, got {raw!r}. "
                         f"Fix: correct the file or give the limbs in the recipe (skeleton.limbs)")
     if all(isinstance(v, str) for p in raw for v in p):
-        return tuple((_index(a, names, f"{path}: {field}"), _index(b, names, f"{path}: {field}")) for a, b in raw)
+        return _index_pairs(raw, names, f"{path}: {field}")
     flat = [int(v) for p in raw for v in p]
     k = len(names)
     base = 0 if min(flat) == 0 else 1
@@ -177,8 +181,7 @@ def skeleton_from_categories(path: str, categories: list[dict], request: Skeleto
         notes.append(f"{path}: {len(categories)} categories share these {len(names)} keypoints "
                      f"({', '.join(str(c.get('name')) for c in categories[:5])}, ...): read together")
     if request.limbs is not None:
-        limbs = tuple((_index(a, names, "recipe skeleton.limbs"), _index(b, names, "recipe skeleton.limbs"))
-                      for a, b in request.limbs)
+        limbs = _index_pairs(request.limbs, names, "recipe skeleton.limbs")
     else:
         limbs = _file_limbs(category.get("skeleton"), names, path, "categories[].skeleton", notes)
     unique = []
@@ -188,8 +191,7 @@ def skeleton_from_categories(path: str, categories: list[dict], request: Skeleto
     if len(unique) != len(limbs):
         notes.append(f"{path}: dropped {len(limbs) - len(unique)} repeated or self-joining limbs")
     if request.flip_pairs is not None:
-        flips = tuple((_index(a, names, "recipe skeleton.flip_pairs"), _index(b, names, "recipe skeleton.flip_pairs"))
-                      for a, b in request.flip_pairs)
+        flips = _index_pairs(request.flip_pairs, names, "recipe skeleton.flip_pairs")
     else:
         try:
             flips = infer_flip_pairs(names)
@@ -208,7 +210,7 @@ def skeleton_from_categories(path: str, categories: list[dict], request: Skeleto
         notes.append(f"{path}: no OKS sigmas for these keypoints: using {DEFAULT_SIGMA} for each (COCO-17's "
                      f"mean); give skeleton: {{from: data, sigmas: [...]}} for meaningful OKS AP")
     skeleton = Skeleton(name=name, keypoints=tuple(names), flip_pairs=flips, limbs=tuple(unique),
-                        sigmas=sigmas, extra={"source": path, "default_sigmas": request.sigmas is None})
+                        sigmas=sigmas, extra={"source": path})
     return skeleton, notes
 
 

@@ -237,7 +237,7 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
     if not skeleton.flip_pairs and cfg["augment"]["flip"]:
         print("kpose: no flip pairs: training without flip augmentation (augment.flip = 0)", flush=True)
         cfg["augment"]["flip"] = 0.0
-    task.check_skeleton(skeleton)
+    task.check(skeleton, cfg)
     val_set = task.load(data_spec, "val", skeleton if request is None else request, progress)
     if task.skeleton(val_set).keypoints != skeleton.keypoints:
         raise ValueError(f"data.val = {cfg['data']['val']!r} has keypoints {task.skeleton(val_set).keypoints}, "

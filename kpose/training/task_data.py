@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from kpose import plots
+from kpose.data.coco_skeleton import SkeletonRequest, require_connected
 from kpose.data.records import ImageRecords, Instances
 from kpose.data.sources import load_images, load_instances
 from kpose.metrics import evaluate_images, evaluate_instances
 from kpose.models import BOTTOM_UP, TOP_DOWN
 from kpose.pose_model import PoseModel
-from kpose.data.coco_skeleton import SkeletonRequest, require_connected
 from kpose.skeletons import Skeleton, convert_keypoints
 from kpose.training.targets import TargetSpec, bottom_up_batches, training_batches
 
@@ -45,8 +45,13 @@ class TopDownData:
     def skeleton(self, data: Instances) -> Skeleton:
         return data.skeleton
 
-    def check_skeleton(self, skeleton: Skeleton) -> None:
-        """Any keypoint layout trains top-down (limbs only draw)."""
+    def check(self, skeleton: Skeleton, cfg: dict) -> None:
+        """Before training: any keypoint layout trains top-down (limbs only draw); a crop is seen
+        at one input size, so multi-scale validation does not apply."""
+        if cfg["eval"].get("scales") is not None:
+            raise ValueError(f"recipe eval.scales={cfg['eval']['scales']}: multi-scale inference is for "
+                             f"bottom-up models (a top-down model sees each crop at its input size); "
+                             f"remove it")
 
     def subset(self, data: Instances, n: int) -> Instances:
         return data.select(np.arange(min(len(data), n)))
@@ -62,10 +67,6 @@ class TopDownData:
                                 shuffle_buffer=int(cfg["train"]["shuffle_buffer"]))
 
     def evaluate(self, model: PoseModel, data: Instances, cfg: dict, results_file: Path | None) -> dict:
-        if cfg["eval"].get("scales") is not None:
-            raise ValueError(f"recipe eval.scales={cfg['eval']['scales']}: multi-scale inference is for "
-                             f"bottom-up models (a top-down model sees each crop at its input size); "
-                             f"remove it")
         return evaluate_instances(model, data, batch_size=cfg["eval"]["batch_size"], results_file=results_file,
                                   flip_test=bool(cfg["eval"]["flip_test"]))
 
@@ -98,8 +99,9 @@ class BottomUpData:
     def skeleton(self, data: tuple) -> Skeleton:
         return data[0].skeleton
 
-    def check_skeleton(self, skeleton: Skeleton) -> None:
-        """PAF grouping assembles people along limbs: every keypoint must be reachable."""
+    def check(self, skeleton: Skeleton, cfg: dict) -> None:
+        """Before training: PAF grouping assembles people along limbs, so every keypoint must be
+        reachable."""
         require_connected(skeleton)
 
     def subset(self, data: tuple, n: int) -> tuple:
