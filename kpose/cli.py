@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "from npm packages) with the model in it, and serve it on localhost. Without "
                        "MODEL: tf-pose-estimation's OpenPose-MobileNetV2 weights "
                        "(openpose_mobilenet_v2_small.pb, from $KPOSE_WEIGHTS, "
-                       "../shared/peers/tf_pose_estimation or ~/.cache/kpose/weights) in kpose's "
+                       "../shared/peers/tf_pose_estimation or the kpose cache, else downloaded once) in kpose's "
                        "bottom-up model: every person in a photo.")
     d.add_argument("model", nargs="?", default=None,
                    help="runs/<run>/, a saved model folder, an EfficientPose*.h5 or a tf-pose-estimation "

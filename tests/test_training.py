@@ -147,10 +147,19 @@ def test_official_mpii_weights_transfer_to_a_coco_model_by_keypoint_name(shared)
 def test_init_official_without_the_file_names_where_it_looked(tmp_path, monkeypatch):
     from kpose.training.transfer import resolve_init
 
+    from kpose.models import official
+    from kpose.models.weights import Release
+
     monkeypatch.setenv("KPOSE_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("KPOSE_SHARED", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"EfficientPoseRT\.h5.*searched.*--set init=null"):
+    monkeypatch.setenv("KPOSE_CACHE", str(tmp_path / "cache"))
+    # Offline: the download (here from a closed port on loopback) fails, and the error says
+    # where kpose looked, what it tried to fetch and the fix.
+    release = official.OFFICIAL_RELEASES["rt"]
+    monkeypatch.setitem(official.OFFICIAL_RELEASES, "rt", Release(release.names, "http://127.0.0.1:9/x.h5",
+                                                                  release.sha256))
+    with pytest.raises(FileNotFoundError, match=r"EfficientPoseRT\.h5.*not found in .*downloading "
+                                                r"http://127\.0\.0\.1:9/x\.h5 failed.*--set init=null"):
         resolve_init("official", {"family": "efficientpose", "variant": "rt"})
     (tmp_path / "EfficientPoseRT.h5").write_bytes(b"")
     assert resolve_init("official", {"family": "efficientpose", "variant": "rt"}) == tmp_path / "EfficientPoseRT.h5"

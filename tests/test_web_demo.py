@@ -229,13 +229,19 @@ def test_demo_without_model_serves_tf_pose(demo_default):
 def test_demo_without_weights_says_where_it_looked(monkeypatch, tmp_path):
     from kpose.deploy.demo import default_model
 
+    from kpose.models import openpose_mobilenet_v2 as release
+    from kpose.models.weights import Release
+
     monkeypatch.delenv("KPOSE_WEIGHTS", raising=False)
     monkeypatch.setenv("KPOSE_SHARED", str(tmp_path / "shared"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KPOSE_CACHE", str(tmp_path / "cache"))
+    small = release.RELEASES["small"]
+    monkeypatch.setitem(release.RELEASES, "small", Release(small.names, "http://127.0.0.1:9/g.pb", small.sha256))
     with pytest.raises(FileNotFoundError) as err:
         default_model()
     message = str(err.value)
-    searched = [tmp_path / "shared" / "peers" / "tf_pose_estimation", tmp_path / "home" / ".cache" / "kpose" / "weights"]
+    assert "http://127.0.0.1:9/g.pb" in message
+    searched = [tmp_path / "shared" / "peers" / "tf_pose_estimation", tmp_path / "cache" / "weights"]
     for where in searched:
         assert str(where) in message
     assert "openpose_mobilenet_v2_small.pb" in message and "kpose demo runs/<run>/" in message

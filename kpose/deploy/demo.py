@@ -12,8 +12,7 @@ from pathlib import Path
 
 from kpose.deploy.exporter import as_pose_model, export, export_name
 from kpose.model_io import load_tf_pose
-from kpose.models.openpose_mobilenet_v2 import RELEASE_URL, RELEASED_FILES, released_weights_path
-from kpose.models.weights import weights_dirs
+from kpose.models.openpose_mobilenet_v2 import released_weights_path
 from kpose.pose_model import PoseModel
 
 WEB_DEMO = Path(__file__).resolve().parents[2] / "web_demo"
@@ -27,13 +26,9 @@ def default_model() -> PoseModel:
     release's input size (368x432); FileNotFoundError naming the folders searched."""
     try:
         path = released_weights_path(DEFAULT_VARIANT)
-    except FileNotFoundError:
-        names = " or ".join(RELEASED_FILES[DEFAULT_VARIANT])
-        raise FileNotFoundError(
-            f"`kpose demo` without a model serves tf-pose-estimation's OpenPose-MobileNetV2 weights "
-            f"({names}), not found in {', '.join(str(d) for d in weights_dirs('tf_pose_estimation'))}. "
-            f"Download it from {RELEASE_URL} into one of those folders (or set $KPOSE_WEIGHTS to its "
-            f"folder), or give the demo a model: kpose demo runs/<run>/") from None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"`kpose demo` without a model serves tf-pose-estimation's OpenPose-MobileNetV2 "
+                                f"weights: {e}. Or give the demo a model: kpose demo runs/<run>/") from None
     return load_tf_pose(path)
 
 

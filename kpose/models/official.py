@@ -28,7 +28,7 @@ from kpose._tf import keras
 from kpose.models.efficientpose import (
     INPUT_NORMALIZATION, NORMALIZATIONS, VARIANTS, build_efficientpose, normalization_scale_offset,
 )
-from kpose.models.weights import find_weights
+from kpose.models.weights import Release, find_weights
 from kpose.skeletons import EFFICIENTPOSE_MPII_ORDER, MPII16, efficientpose_to_mpii
 
 # Layers whose output channels are keypoints (the official heads after pass 1).
@@ -183,17 +183,22 @@ def normalize_like_official(image: np.ndarray, variant: str) -> np.ndarray:
 OFFICIAL_HEATMAP_SIGMA = 8.0
 
 
-# The release files, by variant (github.com/daniegr/EfficientPose, Apache-2.0); the
-# repository names RT_LITE's Keras file EfficientPoseRTLite.h5.
-OFFICIAL_FILES = {"rt": ("EfficientPoseRT.h5",),
-                  "rt_lite": ("EfficientPoseRT_LITE.h5", "EfficientPoseRTLite.h5")}
+# The release files, by variant (github.com/daniegr/EfficientPose @78e4bd1, Apache-2.0);
+# the repository names RT_LITE's Keras file EfficientPoseRTLite.h5.
 OFFICIAL_URL = "https://github.com/daniegr/EfficientPose/tree/master/models/keras"
+_RAW = "https://github.com/daniegr/EfficientPose/raw/78e4bd1/models/keras/"
+OFFICIAL_RELEASES = {
+    "rt": Release(("EfficientPoseRT.h5",), _RAW + "EfficientPoseRT.h5",
+                  "508943cfdeb1d102d69aff4280b805c023585b0d9ae530344fb4c4fad3a175f1"),
+    "rt_lite": Release(("EfficientPoseRT_LITE.h5", "EfficientPoseRTLite.h5"), _RAW + "EfficientPoseRTLite.h5",
+                       "ce0c91259b075180177d070d0be1e71ff8695d7c123745efb950743aa90699ae"),
+}
 
 
 def official_weights_path(variant: str) -> Path:
     """The official release file of an EfficientPose variant; FileNotFoundError with the fix."""
-    if variant not in OFFICIAL_FILES:
+    if variant not in OFFICIAL_RELEASES:
         raise ValueError(f"no official release for EfficientPose variant {variant!r}; "
-                         f"released: {', '.join(sorted(OFFICIAL_FILES))}")
-    return find_weights(OFFICIAL_FILES[variant], "efficientpose",
+                         f"released: {', '.join(sorted(OFFICIAL_RELEASES))}")
+    return find_weights(OFFICIAL_RELEASES[variant], "efficientpose",
                         f"the official EfficientPose {variant.upper()} weights", OFFICIAL_URL)

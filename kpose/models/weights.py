@@ -1,32 +1,113 @@
-"""Where released weights are looked for: one search order for every family's `init: official`."""
+"""Where released weights come from: one search order for every family's `init: official`,
+and, when no folder holds the file, a download from its pinned upstream URL, checked
+against its sha256 before anything reads it."""
 from __future__ import annotations
 
+import hashlib
 import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm import tqdm
+
+from kpose.data.images import default_cache_dir
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Release:
+    """One released weights file.
+
+    names: the file names looked for locally (the first is the name it is saved under
+    when downloaded). url: a download URL pinned to a commit. sha256: of the file's bytes.
+    """
+
+    names: tuple[str, ...]
+    url: str
+    sha256: str
 
 
 def weights_dirs(peer: str) -> list[Path]:
     """Folders searched for a release's files, in order.
 
     $KPOSE_WEIGHTS, then the team's shared folder ($KPOSE_SHARED, else ../shared from
-    the working directory) under peers/<peer>, then ~/.cache/kpose/weights.
+    the working directory) under peers/<peer>, then the kpose cache's weights/ folder
+    ($KPOSE_CACHE/weights, else ~/.cache/kpose/weights), where downloads go.
     """
     dirs = []
     if os.environ.get("KPOSE_WEIGHTS"):
         dirs.append(Path(os.environ["KPOSE_WEIGHTS"]))
     shared = Path(os.environ.get("KPOSE_SHARED", Path.cwd().parent / "shared"))
-    dirs += [shared / "peers" / peer, Path.home() / ".cache" / "kpose" / "weights"]
+    dirs += [shared / "peers" / peer, download_dir()]
     return dirs
 
 
-def find_weights(names: tuple[str, ...], peer: str, what: str, url: str) -> Path:
-    """The first of `names` found in weights_dirs(peer); FileNotFoundError with the fix."""
+def download_dir() -> Path:
+    """Where downloaded weights are kept."""
+    return default_cache_dir() / "weights"
+
+
+def find_weights(release: Release, peer: str, what: str, page: str) -> Path:
+    """The first of `release.names` found in weights_dirs(peer), else the file downloaded
+    from release.url into download_dir() and checked against release.sha256.
+
+    Offline: FileNotFoundError naming the URL, the folders searched and the manual step.
+    A download whose checksum differs: ValueError naming the file, both checksums and the fix.
+    """
     dirs = weights_dirs(peer)
     for d in dirs:
-        for name in names:
+        for name in release.names:
             if (d / name).is_file():
                 return d / name
-    raise FileNotFoundError(
-        f"init: official needs {' or '.join(names)} ({what}); searched {', '.join(str(d) for d in dirs)}. "
-        f"Download it from {url} into one of them (or set $KPOSE_WEIGHTS to its folder), or train "
-        f"from random weights with --set init=null")
+    target = download_dir() / release.names[0]
+    try:
+        return download(release.url, target, release.sha256, what)
+    except (urllib.error.URLError, OSError) as e:
+        raise FileNotFoundError(
+            f"init: official needs {' or '.join(release.names)} ({what}); not found in "
+            f"{', '.join(str(d) for d in dirs)}, and downloading {release.url} failed ({e}). "
+            f"Download it by hand (from {page}) into one of those folders (or set $KPOSE_WEIGHTS to "
+            f"its folder), or train from random weights with --set init=null") from e
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, target: Path, sha256: str, what: str = "", progress: bool = True) -> Path:
+    """Fetch `url` into `target` (atomically, resuming a partial `target.part` with an HTTP
+    Range request) and check its sha256; returns target.
+
+    A checksum mismatch removes the partial file and raises ValueError naming both sums.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        resumed = have and response.status == 206
+        if not resumed:
+            have = 0  # the server sent the whole file: start over
+        total = response.length + have if response.length is not None else None
+        with open(part, "ab" if resumed else "wb") as f, \
+                tqdm(total=total, initial=have, unit="B", unit_scale=True, disable=not progress,
+                     desc=f"kpose: downloading {target.name}") as bar:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                f.write(chunk)
+                bar.update(len(chunk))
+    got = sha256_of(part)
+    if got != sha256:
+        part.unlink()
+        raise ValueError(f"{target.name} downloaded from {url} has sha256 {got}, expected {sha256} "
+                         f"({what or 'a pinned release'}): the download is corrupt or the upstream file "
+                         f"changed. Nothing was kept; try again, or put a verified copy in {target.parent}")
+    part.replace(target)
+    return target
