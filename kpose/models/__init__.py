@@ -40,6 +40,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            build=build_openpose_mobilenet_v2, outputs=openpose_mobilenet_v2_outputs,
            input_stride=MOBILENET_V2_STRIDE, reference_input_size=MOBILENET_V2_SIZE,
            pretrained=released_weights_path,
+           weights_from={"small_bn": "small"},
            description="OpenPose on MobileNetV2 (tf-pose-estimation's mobilenet_v2_small): heatmaps + PAFs"),
 )}
 

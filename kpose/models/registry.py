@@ -17,7 +17,7 @@ outputs marked `inference`, in that order.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 TOP_DOWN, BOTTOM_UP = "top_down", "bottom_up"
@@ -61,6 +61,8 @@ class Family:
     detection_output: str | None = None
     # variant -> path of released weights for `init: official` (FileNotFoundError with the fix).
     pretrained: Callable[[str], object] | None = None
+    # variant -> the variant whose trained weights it takes (same layers, other normalisation).
+    weights_from: dict[str, str] = field(default_factory=dict)
     # (h, w) the family's paper or release reports its size at (`kpose models`).
     reference_input_size: tuple[int, int] = (368, 368)
     description: str = ""

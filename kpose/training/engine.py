@@ -257,9 +257,11 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
     steps = int(tcfg["steps_per_epoch"] or max(task.count(train_set) // global_batch, 1))
     total = max(steps * int(tcfg["epochs"]), 1)
 
+    seed = int(tcfg["seed"])
+    specs = _targets(cfg, input_size)
+    ds = task.batches(train_set, input_size, specs, cfg, global_batch, seed)
     with strategy.scope():
         net = build_network(_network_config(cfg), training_outputs=True)
-        specs = _targets(cfg, input_size)
         trainer = make_trainer(net, specs, cfg["loss"], global_batch)
         lr = WarmupCosine(tcfg["lr"], int(tcfg["warmup_epochs"] * steps), total)
         if tcfg["optimizer"] == "adamw":
@@ -270,14 +272,12 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
             raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
         trainer.compile(optimizer=opt)
         if init is not None:
-            summary = init_weights(net, init, skeleton, mcfg)
+            summary = init_weights(net, init, skeleton, mcfg, calibration=ds.take(CALIBRATION_BATCHES))
             print(f"kpose: initialised {summary}", flush=True)
 
     inference = inference_network(net, cfg)
     pose_model = PoseModel(inference, config)
 
-    seed = int(tcfg["seed"])
-    ds = task.batches(train_set, input_size, specs, cfg, global_batch, seed)
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir(exist_ok=True)
     key = task.key(val_set)

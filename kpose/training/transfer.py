@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from kpose._tf import keras
 from kpose.model_io import load_model
 from kpose.models import get_family
+from kpose.models.batch_norm import calibrate_batch_norms
+from kpose.models.openpose_mobilenet_v2 import InstanceNormalization
 from kpose.skeletons import Skeleton
 
 def _keypoint_axes(src: tuple, dst: tuple, ks: int, kd: int) -> list[int] | None:
@@ -113,17 +117,29 @@ def _load_training_heads(net, directory: Path) -> list[str]:
     return loaded
 
 
-def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
+def _per_image_to_batch_norm(source_layer, target_layer) -> bool:
+    """A per-image normalisation (InstanceNormalization: gamma, beta) loading into a
+    BatchNormalization of the same channels (small -> small_bn)."""
+    return (isinstance(source_layer, InstanceNormalization)
+            and isinstance(target_layer, keras.layers.BatchNormalization)
+            and [w.shape for w in source_layer.get_weights()] == [w.shape for w in target_layer.get_weights()[:2]])
+
+
+def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict, calibration: Iterable | None = None) -> str:
     """Copy weights from a trained model (run/model folder or official .h5) by layer name.
 
     A model of another skeleton (e.g. the official MPII16 releases into a COCO17
     recipe) transfers too: keypoint-channel axes of its heads are mapped by keypoint
     name, and keypoints the source lacks keep their fresh initialisation. Returns a
-    one-line summary of what was copied.
+    one-line summary of what was copied. A per-image normalisation loading into a
+    BatchNormalization gives its gamma and beta; the moving statistics are measured on
+    `calibration` batches when given (else they start at mean 0, variance 1).
     """
     source_model = load_model(init)
     src_arch = (source_model.config.get("family"), source_model.config.get("variant"))
-    if src_arch != (mcfg["family"], mcfg["variant"]):
+    takes = {mcfg["variant"], get_family(mcfg["family"]).weights_from.get(mcfg["variant"])} \
+        if src_arch[0] == mcfg["family"] else set()
+    if src_arch[1] not in takes:
         raise ValueError(f"init={init!s} is an {src_arch[0]} {src_arch[1]} model; the recipe builds "
                          f"{mcfg['family']} {mcfg['variant']}: start from a model of the same family "
                          f"and variant (model.family / model.variant)")
@@ -131,7 +147,7 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
     mix = _transfer_matrix(src_skel, skeleton)
     source = source_model.keras_model
     same = src_skel.keypoints == skeleton.keypoints
-    copied, mapped = 0, []
+    copied, mapped, renormed = 0, [], []
     for layer in source.layers:
         if not layer.weights:
             continue
@@ -140,6 +156,13 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
         except ValueError:
             continue
         src_w, dst_w = layer.get_weights(), target.get_weights()
+        if _per_image_to_batch_norm(layer, target):
+            # gamma and beta carry over; the moving averages keep their initial values until
+            # fine-tuning estimates them (per-image statistics have none to give).
+            target.set_weights(src_w + dst_w[len(src_w):])
+            copied += 1
+            renormed.append(layer.name)
+            continue
         new, remapped = [], False
         for s, d in zip(src_w, dst_w):
             axes = None if same else _keypoint_axes(s.shape, d.shape, src_skel.num_keypoints,
@@ -161,6 +184,11 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict) -> str:
     if not copied:
         raise ValueError(f"init={init!s}: no layer names in common with the recipe's model")
     summary = f"{copied} layers from {init}"
+    if renormed:
+        n = calibrate_batch_norms(net, calibration, renormed) if calibration is not None else 0
+        summary += (f" ({len(renormed)} per-image normalisations as BatchNormalization: gamma and beta "
+                    f"copied, moving statistics "
+                    f"{f'measured on {n} training batches' if n else 'learnt in training'})")
     src_dir = Path(init)
     if (src_dir / "model" / TRAINING_HEADS_FILE).exists():
         src_dir = src_dir / "model"
