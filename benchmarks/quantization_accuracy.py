@@ -72,7 +72,8 @@ def main() -> None:
             pm = kpose.load(shared / f"peers/efficientpose/EfficientPose{variant}.h5")
             rows = [{"model": "float (Keras)", **kpose.evaluate(pm, data=mpii, progress=False)}]
             for prec in ("fp16", "int8"):
-                path = export(pm, "tflite", prec, tmp / f"{variant}_{prec}.tflite", calibration=calib)
+                path = export(pm, "tflite", prec, tmp / f"{variant}_{prec}.tflite",
+                              calibration=calib if prec == "int8" else None)
                 rows.append({"model": f"TFLite {prec}" + (" (PTQ, calibrated on coco_mini crops)" if prec == "int8" else ""),
                              **kpose.evaluate(path, data=mpii, progress=False)})
             report.append(_table(f"official EfficientPose {variant}: MPII samples (5 people)", rows, "PCKh@0.5"))

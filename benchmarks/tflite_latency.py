@@ -71,7 +71,7 @@ def main() -> None:
                                ("detection", "fp32"), ("detection", "int8")]:
             tag = "" if heatmaps == "full" else " det"
             path = export(pm, "tflite", prec, tmp / f"{variant}{tag.strip()}_{prec}.tflite",
-                          calibration=calib, heatmaps=heatmaps)
+                          calibration=calib if prec == "int8" else None, heatmaps=heatmaps)
             pckh = kpose.evaluate(path, data=mpii, progress=False)["PCKh@0.5"]
             models[f"kpose {variant}{tag} {prec}"] = {"path": path, "pckh": pckh}
     if a.qat:

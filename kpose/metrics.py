@@ -36,7 +36,8 @@ def coco_results(instances: Instances, keypoints: np.ndarray,
 
 def coco_keypoint_ap(ann_file: str | Path, results: list[dict], sigmas: np.ndarray,
                      image_ids: list[int] | None = None) -> dict[str, float]:
-    """OKS AP/AR of `results` against the COCO-format ground truth in `ann_file`.
+    """OKS AP/AR of `results` against the COCO-format ground truth in `ann_file`; a statistic
+    with no ground truth to measure (e.g. APl when no person is large) is left out.
 
     image_ids restricts evaluation to the images that were predicted (a subset of
     a large validation file must not count the rest as misses).
@@ -56,7 +57,9 @@ def coco_keypoint_ap(ann_file: str | Path, results: list[dict], sigmas: np.ndarr
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {k: float(max(v, 0.0)) for k, v in zip(COCO_STATS, ev.stats)}
+    # COCOeval gives -1 where it has nothing to measure (no ground truth in an area range):
+    # that statistic is missing, not 0.
+    return {k: float(v) for k, v in zip(COCO_STATS, ev.stats) if v != -1}
 
 
 def pckh(pred: np.ndarray, gt: np.ndarray, head_sizes: np.ndarray,

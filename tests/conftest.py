@@ -25,14 +25,14 @@ def shared() -> Path:
 
 def no_official_init() -> dict:
     """Recipe overrides for training tests: the packaged recipe starts from the official
-    EfficientPose weights (init: official), found in ../shared; without it, random init."""
-    from kpose.models.official import official_weights_path
+    EfficientPose weights (init: official), found in ../shared; without it, random init
+    (looked up locally: tests never download)."""
+    from kpose.models.official import OFFICIAL_RELEASES
+    from kpose.models.weights import weights_dirs
 
-    try:
-        official_weights_path("rt")
-        return {}
-    except FileNotFoundError:
-        return {"init": None}
+    names = OFFICIAL_RELEASES["rt"].names
+    found = any((d / n).is_file() for d in weights_dirs("efficientpose") for n in names)
+    return {} if found else {"init": None}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -131,7 +131,7 @@ def test_every_recipe_exports_gpu_clean_self_describing_tflite(recipe_model, pre
         from kpose.pose_model import PoseModel
         qnet = quantize_model(graph.export_network(model))
         model = PoseModel(qnet, dict(model.config, quantization="qat"))
-    path = export(model, "tflite", precision, tmp_path, calibration=_crops(model, 8))
+    path = export(model, "tflite", precision, tmp_path, calibration=_crops(model, 8) if precision == "int8" else None)
     assert path.name == f"{model.config['recipe']}_{precision}.tflite"
 
     ok, report = tflite.gpu_compatibility(path)
@@ -283,3 +283,20 @@ def test_detection_grid_keeps_official_accuracy(shared, tmp_path):
     full = kpose.evaluate(model, data=mpii, progress=False)["PCKh@0.5"]
     path = export(model, "tflite", "fp32", tmp_path, heatmaps="detection")
     assert kpose.evaluate(path, data=mpii, progress=False)["PCKh@0.5"] >= full - 0.01
+
+
+def test_unsupported_export_combinations_raise_instead_of_writing_something_else(tmp_path):
+    model = untrained_model("efficientpose_rt", {"model.input_size": [64, 64], **no_official_init()})
+    cases = [
+        (("onnx", "int8"), {}, r"precision 'int8' is for format 'tflite'; onnx exports the float model"),
+        (("tfjs", "fp16"), {}, r"precision 'fp16' is for format 'tflite'.*quantization='float16'"),
+        (("onnx", "qat"), {}, r"precision 'qat' is for format 'tflite'"),  # not a QAT model
+        (("tflite", "fp32"), {"quantization": "uint8"}, r"quantization='uint8' compresses TF.js weights"),
+        (("tflite", "fp16"), {"calibration": np.zeros((2, 64, 64, 3), np.float32)},
+         r"calibration data is used by tflite int8 only, not by tflite fp16"),
+        (("tfjs", "fp32"), {"calibration": "synthetic"}, r"calibration data is used by tflite int8 only"),
+    ]
+    for (fmt, precision), kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            export(model, fmt, precision, tmp_path, **kwargs)
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -36,5 +36,9 @@ def test_coco_ap_of_ground_truth_is_one_and_of_noise_is_low(tmp_path):
     ann = tmp_path / "gt.json"
     ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [
         {"id": 1, "name": "person", "keypoints": list(COCO17.keypoints), "skeleton": []}]}))
-    assert coco_keypoint_ap(ann, perfect, COCO17.sigmas_array())["AP"] > 0.999
+    result = coco_keypoint_ap(ann, perfect, COCO17.sigmas_array())
+    assert result["AP"] > 0.999 and result["APl"] > 0.999
+    # Every person is large: COCOeval has no medium one to score (its -1), so APm and ARm
+    # are missing, not 0.
+    assert "APm" not in result and "ARm" not in result
     assert coco_keypoint_ap(ann, noisy, COCO17.sigmas_array())["AP"] < 0.3

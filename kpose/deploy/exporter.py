@@ -61,6 +61,22 @@ def default_calibration(model, n: int = 64) -> np.ndarray:
     return model_inputs(model, _data(model), n, split="train")
 
 
+def _check_options(model, format: str, precision: str, calibration, quantization) -> None:
+    """Refuse combinations export would otherwise ignore: precisions other than float for
+    ONNX and TF.js, TF.js weight quantisation elsewhere, calibration data without int8."""
+    qat = model.config.get("quantization") == "qat"
+    if format != "tflite" and precision not in ("fp32", "qat" if qat else "fp32"):
+        tip = " (TF.js can store float16 or uint8 weights: quantization='float16' | 'uint8')" \
+            if format == "tfjs" else ""
+        raise ValueError(f"precision {precision!r} is for format 'tflite'; {format} exports the "
+                         f"{'QAT' if qat else 'float'} model as it is (precision 'fp32'){tip}")
+    if quantization is not None and format != "tfjs":
+        raise ValueError(f"quantization={quantization!r} compresses TF.js weights; for {format} use "
+                         f"precision (tflite: fp16 | int8)")
+    if calibration is not None and not (format == "tflite" and precision == "int8"):
+        raise ValueError(f"calibration data is used by tflite int8 only, not by {format} {precision}")
+
+
 def _check_precision(model, precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}; known: {', '.join(PRECISIONS)}")
@@ -94,6 +110,7 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
     model = graph.with_heatmaps(as_pose_model(model), heatmaps)
     if format not in FORMATS:
         raise ValueError(f"format {format!r}; known: {', '.join(FORMATS)}")
+    _check_options(model, format, precision, calibration, quantization)
     if format != "tflite":
         precision = "qat" if model.config.get("quantization") == "qat" else "fp32"
     _check_precision(model, precision)
@@ -172,7 +189,7 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
         saved = graph.write_saved_model(model, Path(tmp) / "saved_model")
         for fmt, prec in tqdm(jobs, desc="export", disable=not progress):
             t0 = time.time()
-            path = export(model, fmt, prec or "fp32", out, calibration=calibration,
+            path = export(model, fmt, prec or "fp32", out, calibration=calibration if prec == "int8" else None,
                           quantization=tfjs_quantization if fmt == "tfjs" else None, _saved_model=saved)
             entry = {"format": fmt,
                      "precision": prec or ("qat" if is_qat else (tfjs_quantization if fmt == "tfjs" and tfjs_quantization else "fp32")),
