@@ -42,19 +42,26 @@ def detections_to_instances(gt: Instances, detections: str | Path,
     return sub, np.asarray(scores, np.float32)
 
 
-def evaluate(model: PoseModel | str | Path, data: str = "synthetic", split: str = "val",
+def evaluate(model: PoseModel | str | Path, data: str | dict = "synthetic", split: str = "val",
              detections: str | Path | None = None, results_file: str | Path | None = None,
              batch_size: int = 32, progress: bool = True, flip_test: bool = False,
              scales=None) -> dict[str, float]:
     """Evaluate a model (PoseModel or a path kpose.load accepts) on a data spec.
 
     Top-down on ground-truth boxes, or on the person boxes of a COCO detection
-    results file. `split` ("train"/"val") applies to the synthetic dataset; a
-    "coco:..." or "mpii:..." spec is evaluated as given. Returns {"AP": .., "AP50": .., ...} and/or PCKh.
+    results file. `split` ("train"/"val") applies to the synthetic dataset, and picks the
+    spec of a {"train": spec, "val": spec} dict (as kpose.train takes); a "coco:..." or
+    "mpii:..." spec is evaluated as given. Returns {"AP": .., "AP50": .., ...} and/or PCKh.
     scales: bottom-up multi-scale inference (see PoseModel.predict).
     """
     if not isinstance(model, PoseModel):
         model = load(model)
+    if isinstance(data, dict):
+        # {"train": spec, "val": spec} as kpose.train takes it: `split` picks the spec.
+        splits = [k for k in ("train", "val") if data.get(k)]
+        if split not in splits:
+            raise ValueError(f"data has splits {splits}; split={split!r} is not one of them")
+        data = data[split]
     # A coco/mpii spec names exactly the data to evaluate; `split` picks a part
     # of the synthetic dataset only.
     spec = parse_data_spec(data)

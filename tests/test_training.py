@@ -88,9 +88,12 @@ def test_evaluate_api_on_ground_truth_and_detections(run, tmp_path):
     data = yaml.safe_load((run.dir / "recipe.yaml").read_text())["data"]
     gt = kpose.evaluate(run.dir, data=data["val"], split="val", results_file=tmp_path / "gt.json",
                         flip_test=True, progress=False)
-    assert 0.0 <= gt["AP"] <= 1.0
     # The run's metrics and predictions (taken from the last validation) are the saved model's.
     assert gt == {k: v for k, v in run.metrics.items() if k in gt}
+    # The recipe's {"train": .., "val": ..} data as kpose.train takes it: split picks the spec.
+    assert kpose.evaluate(run.dir, data=data, flip_test=True, progress=False) == gt
+    with pytest.raises(ValueError, match=r"data has splits \['train', 'val'\]; split='test'"):
+        kpose.evaluate(run.dir, data=data, split="test", progress=False)
     saved = json.loads((run.dir / "val_predictions.json").read_text())
     fresh = json.loads((tmp_path / "gt.json").read_text())
     np.testing.assert_allclose([r["keypoints"] for r in saved], [r["keypoints"] for r in fresh], atol=1e-2)
