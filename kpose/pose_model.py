@@ -152,7 +152,8 @@ class PoseModel:
         Top-down models: boxes are person boxes [[x, y, w, h], ...] in image pixels; without
         them, the people a bottom-up `detector` model finds (each refined from its own
         crop), else the whole image as one person's box. padding: box growth before
-        cropping (default: the model's crop_padding).
+        cropping (default: the model's crop_padding for given or found boxes, 1 for the
+        whole image).
         Bottom-up models: every person in the image; boxes, padding and detector do not apply.
         flip_test: average with the output for the mirrored input, mirrored back.
         scales (bottom-up): input sizes as factors of the model's (e.g. (1.0, 1.5)); the maps of
@@ -177,7 +178,8 @@ class PoseModel:
                 return []
             boxes = np.asarray(found, np.float64)
         if boxes is None:
-            boxes, padding = np.array([[0, 0, w, h]], np.float64), 1.0
+            # The whole image is the person's box: no growth unless asked for.
+            boxes, padding = np.array([[0, 0, w, h]], np.float64), 1.0 if padding is None else padding
         padding = self.crop_padding if padding is None else padding
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         ih, iw = self.input_size

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 
 import kpose
@@ -45,6 +46,13 @@ def test_reloaded_model_predicts_the_same(run):
     assert a[0].keypoints.shape == (17, 3)
     boxes = [[10, 10, 60, 120], [100, 40, 50, 100]]
     assert len(model.predict(str(img), boxes=boxes)) == 2
+    # Without boxes the whole image is the box; a padding given is honoured, not replaced.
+    h, w = np.asarray(Image.open(img)).shape[:2]
+    whole = [[0, 0, w, h]]
+    np.testing.assert_allclose(model.predict(str(img))[0].keypoints,
+                               model.predict(str(img), boxes=whole, padding=1.0)[0].keypoints, atol=1e-4)
+    np.testing.assert_allclose(model.predict(str(img), padding=1.6)[0].keypoints,
+                               model.predict(str(img), boxes=whole, padding=1.6)[0].keypoints, atol=1e-4)
 
 
 def test_batched_graph_heatmaps_equal_eager_and_flip_merge(run):
