@@ -91,6 +91,14 @@ def test_unknown_override_lists_keys(tmp_path):
         kpose.train("efficientpose_rt", overrides={"train.epoch": 1}, runs_dir=tmp_path)
 
 
+def test_rejected_data_leaves_no_run_folder(tmp_path):
+    (tmp_path / "empty.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    with pytest.raises(ValueError):
+        kpose.train("efficientpose_rt", data=f"coco:{tmp_path / 'empty.json'}:{tmp_path}",
+                    runs_dir=tmp_path / "runs", progress=False, overrides=no_official_init())
+    assert not list((tmp_path / "runs").iterdir())
+
+
 def test_evaluate_api_on_ground_truth_and_detections(run, tmp_path):
     import yaml
     data = yaml.safe_load((run.dir / "recipe.yaml").read_text())["data"]

@@ -202,7 +202,14 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         resolve_init(cfg["init"], cfg["model"])  # fail before any work
     run_dir = _run_dir(runs_dir, cfg["name"])
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return _train(run_dir, cfg, progress)
+    try:
+        return _train(run_dir, cfg, progress)
+    except BaseException:
+        # Failed before training started (data or skeleton rejected, model not built): leave
+        # no run folder behind. Once checkpoints exist, the folder is kept for --resume.
+        if not (run_dir / "checkpoints").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _resumed_run(run_dir: Path) -> tuple[Path, dict]:
