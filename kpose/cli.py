@@ -16,11 +16,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     if a.resume:
         if a.recipe:
-            raise SystemExit("kpose train: --resume continues a run with its own recipe.yaml; give no recipe")
+            raise UsageError("--resume continues a run with its own recipe.yaml; give no recipe")
         run = train(resume=a.resume, progress=not a.quiet)
     else:
         if not a.recipe:
-            raise SystemExit("kpose train: give a recipe (kpose recipes lists them) or --resume RUN")
+            raise UsageError("give a recipe (kpose recipes lists them) or --resume RUN")
         overrides = dict(parse_override(s) for s in a.set)
         run = train(a.recipe, data=a.data, epochs=a.epochs, batch_size=a.batch_size,
                     overrides=overrides, runs_dir=a.runs_dir, progress=not a.quiet,
@@ -59,7 +59,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (a.track or a.smooth) and not all(is_video(p) for p in a.images):
-        raise SystemExit("kpose predict: --track and --smooth are for videos (.mp4, .avi, .mov, .mkv, .webm)")
+        raise UsageError("--track and --smooth are for videos (.mp4, .avi, .mov, .mkv, .webm)")
     for image in a.images:
         if is_video(image):
             _predict_video(model, image, out_dir, a)
@@ -97,7 +97,7 @@ def _predict_video(model, video: str, out_dir: Path, a: argparse.Namespace) -> N
     from kpose.tracking import Tracker
 
     if a.box:
-        raise SystemExit("kpose predict: --box is for images; on a video a top-down model sees whole frames")
+        raise UsageError("--box is for images; on a video a top-down model sees whole frames")
     frames = list(read_video(video, max_frames=a.max_frames))
     tracked = a.track or a.smooth
     if tracked:
@@ -325,13 +325,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(Exception):
+    """A command line that asks for something the command cannot do (exit 2, like argparse's)."""
+
+
+def _raised_by_kpose(exc: BaseException) -> bool:
+    """True when kpose's own code raised `exc` (its messages name the file, field and fix);
+    False when it came from inside a library (numpy, TensorFlow, ...): that is a bug to see."""
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a kpose command. Exit 2: a usage error (argparse's, or options that do not go
+    together); exit 1 with one line: a problem kpose found in what it was given (a file, a
+    recipe, data); anything else keeps its traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except UsageError as exc:
+        parser.error(f"{args.command}: {exc}")  # exits 2 with the usage line
     except (ValueError, FileNotFoundError) as exc:
+        if not _raised_by_kpose(exc):
+            raise
         print(f"kpose {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ def test_cli_errors_name_the_problem(shared, capsys):
     from kpose.cli import main
 
     h5 = str(shared / "peers/efficientpose/EfficientPoseRT.h5")
-    assert main(["evaluate", h5, "--data", "cocoo:a.json:b"]) == 2
-    assert "unknown data spec" in capsys.readouterr().err
-    assert main(["evaluate", "no/such/run", "--data", "synthetic"]) == 2
+    assert main(["evaluate", h5, "--data", "cocoo:a.json:b"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown data spec" in err and len(err.strip().splitlines()) == 1  # one line, no traceback
+    assert main(["evaluate", "no/such/run", "--data", "synthetic"]) == 1
     assert "kpose.json" in capsys.readouterr().err
 
 

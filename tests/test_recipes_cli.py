@@ -53,3 +53,22 @@ def test_models_lists_every_family_and_variant(capsys):
     for family in FAMILIES.values():
         for variant in family.variants:
             assert any(line.split()[:2] == [family.name, variant] for line in out.splitlines()), (family.name, variant)
+
+
+def test_cli_errors_usage_user_and_bugs(monkeypatch, capsys):
+    import json
+
+    import kpose.cli as cli
+
+    # Usage: options that do not go together exit 2 with argparse's usage line.
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train"])
+    assert e.value.code == 2 and "give a recipe" in capsys.readouterr().err
+    # A problem with what kpose was given: one line naming it, exit 1.
+    assert cli.main(["train", "no_such_recipe"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kpose train: error:") and "no_such_recipe" in err and "\n" not in err
+    # A ValueError from inside a library is a bug: it keeps its traceback.
+    monkeypatch.setattr(cli, "_cmd_recipes", lambda a: json.loads("{"))
+    with pytest.raises(json.JSONDecodeError):
+        cli.main(["recipes"])
