@@ -53,3 +53,27 @@ def test_flip_test_agrees_with_plain_prediction(shared):
     mpii = shared / "data" / "mpii_samples"
     m = kpose.evaluate(model, data=f"mpii:{mpii / 'test_mpii.json'}:{mpii}", progress=False, flip_test=True)
     assert m["PCKh@0.5"] >= 0.95
+
+
+def test_load_of_an_h5_that_is_not_an_official_release_says_what_it_is(tmp_path):
+    import h5py
+    import pytest
+
+    import kpose
+    from kpose._tf import keras
+
+    weights = tmp_path / "weights.h5"
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")], name="tiny")
+    net.save_weights(str(weights))
+    with pytest.raises(ValueError, match=r"weights\.h5 is a weights-only file.*kpose\.load\('<run>/model'\)"
+                                         r".*kpose\.load takes a kpose run or model folder"):
+        kpose.load(weights)
+    full = tmp_path / "other.h5"
+    net.save(str(full))
+    with pytest.raises(ValueError, match=r"other\.h5: a Keras model \(Sequential 'tiny'\), not an EfficientPose RT"
+                                         r".*kpose\.load takes"):
+        kpose.load(full)
+    empty = tmp_path / "empty.h5"
+    h5py.File(empty, "w").close()
+    with pytest.raises(ValueError, match=r"empty\.h5 is an HDF5 file without a Keras model"):
+        kpose.load(empty)

@@ -39,13 +39,25 @@ _TRAINING_ONLY = ("pass1_skeleton_pafs", "pass2_detection1_confs")
 def read_official_config(path: str) -> dict:
     """The Keras model config (JSON) stored in an official .h5 file."""
     with h5py.File(path, "r") as f:
-        raw = f.attrs["model_config"]
+        raw = f.attrs.get("model_config")
+        weights_only = "layer_names" in f.attrs
+    if raw is None:
+        what = ("a weights-only file (layer weights, no model config), such as a kpose model's "
+                "weights.h5: load its folder instead, kpose.load('<run>/model')" if weights_only
+                else "an HDF5 file without a Keras model in it")
+        raise ValueError(f"{path} is {what}. {LOADABLE}")
     return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+# What kpose.load accepts, for errors about what it was given.
+LOADABLE = ("kpose.load takes a kpose run or model folder, an official EfficientPose RT / RT_LITE .h5, "
+            "a tf-pose-estimation .pb, or an exported .tflite / .onnx / TF.js folder")
 
 
 def detect_variant(config: dict) -> str:
     """'rt' or 'rt_lite' from the layer names of an official model config."""
-    names = [layer["name"] for layer in config["config"]["layers"]]
+    names = [layer.get("name") or layer.get("config", {}).get("name", "")
+             for layer in config.get("config", {}).get("layers", [])]
     if any("_res2" in n for n in names):
         raise ValueError("multi-resolution EfficientPose (I-IV) is not supported; only RT and RT_LITE")
     if any(n.startswith("efficientnet-lite0/") for n in names):
@@ -101,7 +113,11 @@ def load_official_h5(
     if keypoint_order not in ("mpii16", "efficientpose_mpii"):
         raise ValueError(f"keypoint_order must be 'mpii16' or 'efficientpose_mpii', got {keypoint_order!r}")
     config = read_official_config(path)
-    variant = detect_variant(config)
+    try:
+        variant = detect_variant(config)
+    except ValueError as e:
+        raise ValueError(f"{path}: a Keras model ({config.get('class_name')} "
+                         f"{config.get('config', {}).get('name')!r}), {e}. {LOADABLE}") from None
     size = _input_size(config, variant) if input_size is None else input_size
     model = build_efficientpose(variant, num_keypoints=16, input_size=size,
                                 training_outputs=training_outputs, num_limbs=len(MPII16.limbs))
