@@ -151,11 +151,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    import os
-
     from kpose.deploy.demo import build_demo, serve
 
-    dist = build_demo(a.model, quantization=a.tfjs_quantization)
+    dist = build_demo(a.model, a.out, quantization=a.tfjs_quantization)
     if a.build_only:
         print(dist)
         return 0
@@ -295,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("demo", help="build the web demo with a freshly exported model and serve it",
-                       description="Export MODEL to TF.js, build web_demo/ (npm ci + esbuild, offline "
-                       "from npm packages) with the model in it, and serve it on localhost. Without "
+                       description="Export MODEL to TF.js and build the web page (web_demo/ bundled by "
+                       "esbuild, offline from npm packages) with the model in it into --out, then serve "
+                       "it on localhost. Without "
                        "MODEL: tf-pose-estimation's OpenPose-MobileNetV2 weights "
                        "(openpose_mobilenet_v2_small.pb, from $KPOSE_WEIGHTS, "
                        "../shared/peers/tf_pose_estimation or the kpose cache, else downloaded once) in kpose's "
@@ -306,7 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
                    ".pb file (default: the tf-pose OpenPose-MobileNetV2 release, bottom-up)")
     d.add_argument("--port", type=int, default=8080)
     d.add_argument("--tfjs-quantization", choices=["float16", "uint8"])
-    d.add_argument("--build-only", action="store_true", help="build web_demo/dist and exit")
+    d.add_argument("--out", default="kpose-demo",
+                   help="folder to build the page into (new, empty, or an earlier kpose demo build; "
+                   "default ./kpose-demo); models of earlier builds there stay listed")
+    d.add_argument("--build-only", action="store_true", help="build the page into --out, print its path and exit")
     d.set_defaults(func=_cmd_demo)
 
     m = sub.add_parser("models", help="list the model families with parameters and multiply-adds",

@@ -135,21 +135,22 @@ def browser_setup(npm, shared, tmp_path_factory):
     if not weights.exists() or not image.exists():
         pytest.skip(f"{weights.parent} lacks EfficientPoseRT.h5 / MPII.jpg")
     import kpose
-    from kpose.deploy.demo import WEB_DEMO, build_demo
+    from kpose.deploy.demo import build_demo
     from PIL import Image
 
     tmp = tmp_path_factory.mktemp("web_demo_e2e")
     model = kpose.load(weights)
-    # What `kpose demo MODEL --build-only` does: export to TF.js into web_demo/models/,
-    # list it in models/index.json, npm run build.
-    dist = build_demo(model)
-    model_dir = WEB_DEMO / "models" / "efficientpose_rt"
+    # What `kpose demo MODEL --build-only --out DIR` does: export to TF.js into DIR/models/,
+    # list it in DIR/models/index.json, build the page into DIR.
+    dist = build_demo(model, tmp / "demo")
+    assert dist == tmp / "demo"
+    model_dir = dist / "models" / "efficientpose_rt"
     index = json.loads((dist / "models" / "index.json").read_text())
     assert index[0] == {"name": "efficientpose_rt", "url": "models/efficientpose_rt/model.json"}
     assert (dist / "models" / "efficientpose_rt" / "model.json").exists()
     png = tmp / "MPII.png"
     Image.open(image).convert("RGB").save(png)
-    return {"model": model, "model_dir": model_dir, "image": png, "tmp": tmp,
+    return {"model": model, "model_dir": model_dir, "image": png, "tmp": tmp, "dist": dist,
             "expected": model.predict(str(png))}
 
 
@@ -157,7 +158,7 @@ def browser_setup(npm, shared, tmp_path_factory):
 def test_browser_matches_predict(browser_setup, backend):
     s = browser_setup
     out, shot = s["tmp"] / f"result_{backend}.json", s["tmp"] / f"screenshot_{backend}.png"
-    proc = _run(["node", "test/e2e.mjs", "--model", str(s["model_dir"]), "--image", str(s["image"]),
+    proc = _run(["node", "test/e2e.mjs", "--model", str(s["model_dir"]), "--image", str(s["image"]), "--dist", str(s["dist"]),
                  "--out", str(out), "--screenshot", str(shot), "--backend", backend], timeout=300)
     result = json.loads(out.read_text())
     assert shot.stat().st_size > 10_000
@@ -183,7 +184,7 @@ def test_browser_person_box(browser_setup):
     s = browser_setup
     box = [330, 20, 330, 980]
     out = s["tmp"] / "result_box.json"
-    _run(["node", "test/e2e.mjs", "--model", str(s["model_dir"]), "--image", str(s["image"]),
+    _run(["node", "test/e2e.mjs", "--model", str(s["model_dir"]), "--image", str(s["image"]), "--dist", str(s["dist"]),
           "--out", str(out), "--backend", "wasm", "--boxes", json.dumps([box])], timeout=300)
     pose = json.loads(out.read_text())["poses"][0]
     ref = s["model"].predict(str(s["image"]), boxes=[box])[0]
@@ -198,26 +199,40 @@ def test_browser_person_box(browser_setup):
 # bottom-up: `kpose demo` without a model, on a real photo
 
 @pytest.fixture(scope="module")
-def demo_default(npm, shared):
-    """`kpose demo --build-only` with no model argument (a subprocess, as a user runs it)."""
+def demo_default(npm, shared, tmp_path_factory):
+    """`kpose demo --build-only --out DIR` with no model argument (a subprocess, as a user runs
+    it), into an earlier build whose index has the {"models": [...]} form the page documents."""
     pb = shared / "peers" / "tf_pose_estimation" / "openpose_mobilenet_v2_small.pb"
     if not pb.exists():
         pytest.skip(f"{pb} absent")
+    out = tmp_path_factory.mktemp("kpose_demo")
+    (out / "models").mkdir()
+    (out / ".kpose-demo").write_text("")
+    (out / "models" / "index.json").write_text(json.dumps({"models": ["models/earlier/model.json"]}))
     env = dict(os.environ, KPOSE_SHARED=str(shared))
     env.pop("KPOSE_WEIGHTS", None)  # the weights `kpose demo` finds are the shared ones
-    proc = subprocess.run([sys.executable, "-m", "kpose.cli", "demo", "--build-only"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    before = _source_tree_state()
+    proc = subprocess.run([sys.executable, "-m", "kpose.cli", "demo", "--build-only", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"kpose demo --build-only failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert _source_tree_state() == before  # nothing written into the repository
     dist = Path(proc.stdout.strip().splitlines()[-1])
-    return {"pb": pb, "dist": dist, "name": "openpose_mobilenet_v2_small",
-            "model_dir": REPO / "web_demo" / "models" / "openpose_mobilenet_v2_small"}
+    return {"pb": pb, "dist": dist, "out": out, "name": "openpose_mobilenet_v2_small",
+            "model_dir": dist / "models" / "openpose_mobilenet_v2_small"}
+
+
+def _source_tree_state() -> str:
+    """git status of the repository (untracked and ignored files included, node_modules aside)."""
+    return subprocess.run(["git", "status", "--porcelain", "--ignored", "--", ".", ":!web_demo/node_modules"],
+                          cwd=REPO, capture_output=True, text=True).stdout
 
 
 def test_demo_without_model_serves_tf_pose(demo_default):
     d = demo_default
-    assert d["dist"] == WEB / "dist"
+    assert d["dist"] == d["out"]
     index = json.loads((d["dist"] / "models" / "index.json").read_text())
     assert index[0] == {"name": d["name"], "url": f"models/{d['name']}/model.json"}
+    assert index[1] == {"name": "earlier", "url": "models/earlier/model.json"}  # kept, either index form
     model_json = json.loads((d["dist"] / "models" / d["name"] / "model.json").read_text())
     meta = model_json["userDefinedMetadata"]["kpose"]
     assert meta["model"]["task"] == "bottom_up" and meta["skeleton"]["name"] == "cmu18"
@@ -287,7 +302,7 @@ def _match_people(js: np.ndarray, ref: np.ndarray) -> list[tuple[int, int]]:
 def test_browser_bottom_up_matches_predict(bottom_up_setup, backend):
     s = bottom_up_setup
     out, shot = s["tmp"] / f"result_bottom_up_{backend}.json", s["tmp"] / f"screenshot_bottom_up_{backend}.png"
-    proc = _run(["node", "test/e2e.mjs", "--model", str(s["model_dir"]), "--image", str(s["image"]),
+    proc = _run(["node", "test/e2e.mjs", "--model", str(s["model_dir"]), "--image", str(s["image"]), "--dist", str(s["dist"]),
                  "--out", str(out), "--screenshot", str(shot), "--backend", backend], timeout=600)
     if os.environ.get("KPOSE_ARTIFACTS"):
         artifacts = Path(os.environ["KPOSE_ARTIFACTS"]) / "web_demo"
@@ -336,7 +351,15 @@ def test_browser_ui_smoke(browser_setup, bottom_up_setup):
     top, bottom = browser_setup, bottom_up_setup
     expect = {f"models/{bottom['name']}/model.json": len(bottom["expected"]),
               f"models/{top['model_dir'].name}/model.json": len(top["model"].predict(str(bottom["image"])))}
-    proc = _run(["node", "test/ui_smoke.mjs", "--models", str(WEB / "models"), "--image", str(bottom["image"]),
+    # Both models in one models/ folder, as two `kpose demo MODEL --out DIR` builds into one DIR leave them.
+    models = bottom["tmp"] / "smoke_models"
+    shutil.rmtree(models, ignore_errors=True)
+    index = []
+    for model_dir in (bottom["model_dir"], top["model_dir"]):
+        shutil.copytree(model_dir, models / model_dir.name)
+        index.append({"name": model_dir.name, "url": f"models/{model_dir.name}/model.json"})
+    (models / "index.json").write_text(json.dumps(index))
+    proc = _run(["node", "test/ui_smoke.mjs", "--dist", str(top["dist"]), "--models", str(models), "--image", str(bottom["image"]),
                  "--expect", json.dumps(expect)], timeout=600)
     print(proc.stdout.strip())
 
@@ -361,7 +384,7 @@ def test_browser_draws_a_custom_skeleton(browser_setup, shared, tmp_path):
     relabelled = PoseModel(official.keras_model, config)
     folder = kpose.export(relabelled, "tfjs", output=tmp_path / "robot")
     out, shot = tmp_path / "robot.json", tmp_path / "screenshot_robot16.png"
-    _run(["node", "test/e2e.mjs", "--model", str(folder), "--image", str(s["image"]), "--out", str(out),
+    _run(["node", "test/e2e.mjs", "--model", str(folder), "--image", str(s["image"]), "--dist", str(s["dist"]), "--out", str(out),
           "--screenshot", str(shot), "--backend", "wasm"], timeout=300)
     pose = json.loads(out.read_text())["poses"][0]
     ref = relabelled.predict(str(s["image"]))[0]
@@ -380,8 +403,8 @@ def test_browser_draws_a_custom_skeleton(browser_setup, shared, tmp_path):
     png = tmp_path / "animal.png"
     Image.open(ap10k / "000000000004.jpg").convert("RGB").save(png)
     out, shot = tmp_path / "animal.json", tmp_path / "screenshot_ap10k.png"
-    _run(["node", "test/e2e.mjs", "--model", str(folder), "--image", str(png), "--out", str(out),
-          "--screenshot", str(shot), "--backend", "wasm", "--boxes", json.dumps([[408, 197, 429, 341]])], timeout=300)
+    _run(["node", "test/e2e.mjs", "--model", str(folder), "--image", str(png), "--dist", str(s["dist"]),
+          "--out", str(out), "--screenshot", str(shot), "--backend", "wasm", "--boxes", json.dumps([[408, 197, 429, 341]])], timeout=300)
     pose = json.loads(out.read_text())["poses"][0]
     assert [k["name"] for k in pose["keypoints"]] == list(run.model.skeleton.keypoints)
     assert pose["keypoints"][4]["name"] == "root_of_tail" and shot.stat().st_size > 10_000

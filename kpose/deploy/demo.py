@@ -1,4 +1,5 @@
-"""`kpose demo`: export a model to TF.js into web_demo/models/, build the page, serve it.
+"""`kpose demo`: build the web page with a model exported to TF.js into a folder the user
+names (never into the source tree or the installed package), and serve it.
 
 Without a model the demo serves tf-pose-estimation's released OpenPose-MobileNetV2 weights
 in kpose's own bottom-up model: it finds every person in a real photo or webcam frame.
@@ -38,14 +39,42 @@ def _npm(*args: str) -> None:
     subprocess.run(["npm", *args], cwd=WEB_DEMO, check=True)
 
 
-def build_demo(model=None, quantization: str | None = None) -> Path:
-    """Export `model` (a PoseModel or a path kpose.load reads; None: default_model()) to
-    web_demo/models/<name>/, list it first in models/index.json, build dist/."""
+# Marks a folder `kpose demo` built, so a rebuild may replace its files and nothing else is touched.
+DEMO_MARKER = ".kpose-demo"
+DEFAULT_OUT = "kpose-demo"
+
+
+def read_index(index_file: Path) -> list[dict]:
+    """The models listed in a demo's models/index.json, in either form the page reads: a
+    list of {name, url} (or URL strings), or {"models": [...]}."""
+    if not index_file.exists():
+        return []
+    index = json.loads(index_file.read_text())
+    entries = index.get("models", []) if isinstance(index, dict) else index
+    if not isinstance(entries, list):
+        raise ValueError(f"{index_file}: expected a list of models or {{\"models\": [...]}}, got "
+                         f"{type(entries).__name__}")
+    return [{"name": Path(e).parent.name, "url": e} if isinstance(e, str) else e for e in entries]
+
+
+def build_demo(model=None, out: str | Path = DEFAULT_OUT, quantization: str | None = None) -> Path:
+    """Build the demo page into `out` with `model` (a PoseModel or a path kpose.load reads;
+    None: default_model()) exported to TF.js in out/models/<name>/ and listed first in
+    out/models/index.json (models of earlier builds into `out` stay listed). Returns `out`.
+
+    `out` must be new, empty, or an earlier `kpose demo` build.
+    """
     if not (WEB_DEMO / "package.json").exists():
         raise FileNotFoundError(f"{WEB_DEMO}: web_demo/ not found; `kpose demo` runs from a source checkout")
+    out = Path(out).resolve()
+    if out.exists() and any(out.iterdir()) and not (out / DEMO_MARKER).exists():
+        raise ValueError(f"{out} exists and is not a kpose demo build (no {DEMO_MARKER}); name a new or "
+                         f"empty folder with --out")
     pose_model = default_model() if model is None else as_pose_model(model)
     name = export_name(pose_model) + (f"_{quantization}" if quantization else "")
-    models = WEB_DEMO / "models"
+    models = out / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("built by kpose demo; its files are replaced on the next build\n")
     target = export(pose_model, "tfjs", output=models / "tmp_export", quantization=quantization)
     final = models / name
     if final.exists():
@@ -53,14 +82,13 @@ def build_demo(model=None, quantization: str | None = None) -> Path:
     target.rename(final)
     shutil.rmtree(models / "tmp_export", ignore_errors=True)
     index_file = models / "index.json"
-    index = json.loads(index_file.read_text()) if index_file.exists() else []
-    index = [m for m in index if m.get("name") != name]
+    index = [m for m in read_index(index_file) if m.get("name") != name]
     index.insert(0, {"name": name, "url": f"models/{name}/model.json"})
     index_file.write_text(json.dumps(index, indent=1))
     if not (WEB_DEMO / "node_modules" / "esbuild").exists():
         _npm("ci", "--no-audit", "--no-fund")
-    _npm("run", "build")
-    return WEB_DEMO / "dist"
+    _npm("run", "build", "--", "--out", str(out))
+    return out
 
 
 def serve(dist: Path, port: int = 8080) -> int:

@@ -1,5 +1,5 @@
 // UI smoke test of the built demo in headless Chromium with a fake webcam:
-//   node test/ui_smoke.mjs --models DIR --image PATH --expect '{"models/a/model.json": 1, ...}'
+//   node test/ui_smoke.mjs [--dist BUILT_PAGE] --models DIR --image PATH --expect '{"models/a/model.json": 1, ...}'
 // DIR holds exported models and an index.json listing them (the selector's source), served
 // as /models/. --expect: for each model to try (in this order), the number of people it
 // finds on the image (the Python reference's count).
@@ -17,7 +17,8 @@ import { startServer } from '../tools/serve.mjs';
 
 const here = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const { values: args } = parseArgs({
-  options: { models: { type: 'string' }, image: { type: 'string' }, expect: { type: 'string' } },
+  options: { models: { type: 'string' }, image: { type: 'string' }, expect: { type: 'string' },
+    dist: { type: 'string', default: path.join(here, 'dist') } },
 });
 if (!args.models || !args.image || !args.expect) {
   console.log('usage: node test/ui_smoke.mjs --models DIR --image PATH ' +
@@ -30,7 +31,7 @@ if (!expected.length) {
   process.exit(2);
 }
 const { chromium } = await import('playwright-core');
-const server = await startServer({ root: path.join(here, 'dist'), mounts: { '/models/': args.models } });
+const server = await startServer({ root: path.resolve(args.dist), mounts: { '/models/': args.models } });
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,

@@ -1,16 +1,26 @@
 // npm run build: bundle the demo into dist/ (app.js + index.html + style.css + the
 // TF.js wasm binaries), ready to be served as static files with no network access.
 // Models in web_demo/models/ (with models/index.json) are copied to dist/models/.
+// npm run build -- --out DIR: build into DIR instead (what `kpose demo --out DIR` does),
+// replacing only the bundle's own files there; DIR/models/ is the caller's and is kept.
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import * as esbuild from 'esbuild';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const dist = path.join(root, 'dist');
+const outAt = process.argv.indexOf('--out');
+const external = outAt > 0;
+const dist = external ? path.resolve(process.argv[outAt + 1]) : path.join(root, 'dist');
 const dev = process.argv.includes('--dev');
 
-rmSync(dist, { recursive: true, force: true });
+if (external) {
+  for (const f of ['app.js', 'app.js.map', 'index.html', 'style.css', 'wasm']) {
+    rmSync(path.join(dist, f), { recursive: true, force: true });
+  }
+} else {
+  rmSync(dist, { recursive: true, force: true });
+}
 mkdirSync(path.join(dist, 'wasm'), { recursive: true });
 
 const result = await esbuild.build({
@@ -31,7 +41,7 @@ cpSync(path.join(root, 'src', 'style.css'), path.join(dist, 'style.css'));
 const wasmDir = path.join(root, 'node_modules', '@tensorflow', 'tfjs-backend-wasm', 'dist');
 const wasm = readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'));
 for (const f of wasm) cpSync(path.join(wasmDir, f), path.join(dist, 'wasm', f));
-if (existsSync(path.join(root, 'models'))) cpSync(path.join(root, 'models'), path.join(dist, 'models'), { recursive: true });
+if (!external && existsSync(path.join(root, 'models'))) cpSync(path.join(root, 'models'), path.join(dist, 'models'), { recursive: true });
 
 const bytes = Object.values(result.metafile.outputs).reduce((a, o) => a + o.bytes, 0);
 console.log(`built ${path.relative(process.cwd(), dist) || '.'}: app.js + ${wasm.length} wasm files, ` +
