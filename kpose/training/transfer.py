@@ -137,8 +137,8 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict, calibrat
     """
     source_model = load_model(init)
     src_arch = (source_model.config.get("family"), source_model.config.get("variant"))
-    takes = {mcfg["variant"], get_family(mcfg["family"]).weights_from.get(mcfg["variant"])} \
-        if src_arch[0] == mcfg["family"] else set()
+    family = get_family(mcfg["family"])
+    takes = {mcfg["variant"], family.weights_from.get(mcfg["variant"])} if src_arch[0] == mcfg["family"] else set()
     if src_arch[1] not in takes:
         raise ValueError(f"init={init!s} is an {src_arch[0]} {src_arch[1]} model; the recipe builds "
                          f"{mcfg['family']} {mcfg['variant']}: start from a model of the same family "
@@ -156,6 +156,8 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict, calibrat
         except ValueError:
             continue
         src_w, dst_w = layer.get_weights(), target.get_weights()
+        if src_arch[1] != mcfg["variant"] and family.adapt_weights is not None:
+            src_w = family.adapt_weights(src_arch[1], mcfg["variant"], layer.name, src_w)
         if _per_image_to_batch_norm(layer, target):
             # gamma and beta carry over; the moving averages keep their initial values until
             # fine-tuning estimates them (per-image statistics have none to give).
