@@ -159,3 +159,15 @@ def test_small_bn_takes_the_release_with_the_same_function(release):
         np.testing.assert_array_equal(got[:, :, :-64], src[:, :, :-64])       # the maps of the stage before
     np.testing.assert_array_equal(net.get_layer("stage2_paf2_depthwise").get_weights()[0],
                                   small.get_layer("stage2_paf2_depthwise").get_weights()[0])
+    # The 1x1 depthwise scales are folded into the kernels that follow them...
+    names = {l.name for l in net.layers}
+    assert "stage1_heatmap4_depthwise" not in names and "stage6_paf5_depthwise" not in names
+    scale = small.get_layer("stage1_heatmap4_depthwise").get_weights()[0][0, 0, :, 0]
+    np.testing.assert_allclose(net.get_layer("stage1_heatmap4_pointwise").get_weights()[0],
+                               small.get_layer("stage1_heatmap4_pointwise").get_weights()[0] * scale[:, None],
+                               rtol=1e-6)
+    # ...and a stage computes what the release's computes, from the same features.
+    feats = rng.normal(0, 8, (2, *want.shape[1:])).astype(np.float32)
+    stage = keras.Model(net.get_layer("features_scaled").output, net.get_layer("stage1_heatmaps").output)
+    release_stage = keras.Model(small.get_layer("features").output, small.get_layer("stage1_heatmaps").output)
+    np.testing.assert_allclose(stage(feats / 32).numpy(), release_stage(feats).numpy(), rtol=1e-4, atol=1e-5)

@@ -68,10 +68,19 @@ GRAPH_OUTPUT = "Openpose/concat_stage7"
 # 8-bit step (0.7) would erase the maps the refinement stages refine. Scaled by 1/32 the
 # features span about [-2, 3.4] (step 0.02); the stages' first depthwise kernels take the
 # factor back, so the float function is the release's (adapt_weights).
+# fold_1x1: no 1x1 depthwise layers in the stage branches (the release's 4th and 5th; a
+# depthwise 1x1 without bias is a per-channel scale, folded into the pointwise kernel that
+# follows). The release's scales span 5e-7..0.3 within a layer: in int8 the output of such
+# a layer has one range, in which the small channels vanish before the next kernel
+# (up to 35) multiplies them back; folded, each product is one weight, quantised per
+# output channel.
 # Only "small" is checked against a released graph.
-VARIANTS = {"small": {"width": 0.5, "refine_width": 0.5, "norm": "instance", "feature_scale": 1.0},
-            "small_bn": {"width": 0.5, "refine_width": 0.5, "norm": "batch", "feature_scale": 1 / 32},
-            "large": {"width": 1.4, "refine_width": 1.0, "norm": "instance", "feature_scale": 1.0}}
+VARIANTS = {"small": {"width": 0.5, "refine_width": 0.5, "norm": "instance", "feature_scale": 1.0,
+                      "fold_1x1": False},
+            "small_bn": {"width": 0.5, "refine_width": 0.5, "norm": "batch", "feature_scale": 1 / 32,
+                         "fold_1x1": True},
+            "large": {"width": 1.4, "refine_width": 1.0, "norm": "instance", "feature_scale": 1.0,
+                      "fold_1x1": False}}
 
 # MobileNetV2 inverted-residual stages up to stride 16: (expansion, channels, repeats, stride).
 _MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1))
@@ -207,7 +216,8 @@ def _branch(x, variant: str, stage: int, branch: str, out_channels: int, out_nam
     layers = stage_layers(variant, stage)
     for j, (kernel, channels) in enumerate(layers, start=1):
         prefix = f"stage{stage}_{branch}{j}"
-        x = keras.layers.DepthwiseConv2D(kernel, padding="same", use_bias=False, name=f"{prefix}_depthwise")(x)
+        if kernel > 1 or not VARIANTS[variant]["fold_1x1"]:
+            x = keras.layers.DepthwiseConv2D(kernel, padding="same", use_bias=False, name=f"{prefix}_depthwise")(x)
         if channels is None:
             # The release's last BatchNorm is folded into this convolution's bias.
             return keras.layers.Conv2D(out_channels, 1, name=out_name)(x)
@@ -264,20 +274,33 @@ def build_openpose_mobilenet_v2(
     return model
 
 
-def adapt_weights(source_variant: str, variant: str, layer_name: str, weights: list[np.ndarray]) -> list[np.ndarray]:
-    """A layer's weights from a `source_variant` model for a `variant` model with the same
-    function: the first depthwise kernel of every stage branch takes the ratio of the two
-    variants' feature scales on its feature channels (the last ones of its input)."""
+def adapt_weights(source_variant: str, variant: str, weights: dict[str, list]) -> dict[str, list]:
+    """The weights of a `source_variant` model ({layer name: weights}) for a `variant` model
+    with the same function: the first depthwise kernel of every stage branch takes the ratio
+    of the two feature scales on its feature channels (the last ones of its input), and
+    1x1 depthwise scales are folded into the kernel that follows where `variant` has none."""
+    out = dict(weights)
     ratio = VARIANTS[source_variant]["feature_scale"] / VARIANTS[variant]["feature_scale"]
-    parts = layer_name.split("_")
-    if ratio == 1.0 or len(parts) != 3 or parts[2] != "depthwise" or not parts[0].startswith("stage") \
-            or not parts[1].endswith("1") or parts[1][:-1] not in ("paf", "heatmap"):
-        return weights
     _, blocks = backbone_blocks(variant)
     features = blocks[_STRIDE8_BLOCK]["channels"] + blocks[-1]["channels"]
-    kernel = weights[0].copy()
-    kernel[:, :, -features:, :] *= ratio
-    return [kernel, *weights[1:]]
+    fold = VARIANTS[variant]["fold_1x1"] and not VARIANTS[source_variant]["fold_1x1"]
+    for stage in range(1, NUM_STAGES + 1):
+        names = dict(zip(("heatmap", "paf"), stage_output_names(stage)))
+        for branch, _ in _BRANCHES:
+            first = f"stage{stage}_{branch}1_depthwise"
+            if ratio != 1.0 and first in out:
+                kernel = out[first][0].copy()
+                kernel[:, :, -features:, :] *= ratio
+                out[first] = [kernel]
+            for j, (kernel_size, channels) in enumerate(stage_layers(variant, stage), start=1):
+                depthwise = f"stage{stage}_{branch}{j}_depthwise"
+                if not fold or kernel_size != 1 or depthwise not in out:
+                    continue
+                scale = out.pop(depthwise)[0][0, 0, :, 0]
+                following = names[branch] if channels is None else f"stage{stage}_{branch}{j}_pointwise"
+                kernel, *rest = out[following]
+                out[following] = [kernel * scale[None, None, :, None], *rest]
+    return out
 
 
 def heatmap_channels(stage: int, num_keypoints: int) -> int:

@@ -63,8 +63,8 @@ class Family:
     pretrained: Callable[[str], object] | None = None
     # variant -> the variant whose trained weights it takes (same layers, other normalisation).
     weights_from: dict[str, str] = field(default_factory=dict)
-    # (source variant, variant, layer name, weights) -> the weights for `variant`, same function.
-    adapt_weights: Callable[[str, str, str, list], list] | None = None
+    # (source variant, variant, {layer name: weights}) -> the same for `variant`, same function.
+    adapt_weights: Callable[[str, str, dict], dict] | None = None
     # (h, w) the family's paper or release reports its size at (`kpose models`).
     reference_input_size: tuple[int, int] = (368, 368)
     description: str = ""

@@ -148,16 +148,16 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict, calibrat
     source = source_model.keras_model
     same = src_skel.keypoints == skeleton.keypoints
     copied, mapped, renormed = 0, [], []
-    for layer in source.layers:
-        if not layer.weights:
-            continue
+    source_weights = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+    if src_arch[1] != mcfg["variant"] and family.adapt_weights is not None:
+        source_weights = family.adapt_weights(src_arch[1], mcfg["variant"], source_weights)
+    for name, src_w in source_weights.items():
+        layer = source.get_layer(name)
         try:
-            target = net.get_layer(layer.name)
+            target = net.get_layer(name)
         except ValueError:
             continue
-        src_w, dst_w = layer.get_weights(), target.get_weights()
-        if src_arch[1] != mcfg["variant"] and family.adapt_weights is not None:
-            src_w = family.adapt_weights(src_arch[1], mcfg["variant"], layer.name, src_w)
+        dst_w = target.get_weights()
         if _per_image_to_batch_norm(layer, target):
             # gamma and beta carry over; the moving averages keep their initial values until
             # fine-tuning estimates them (per-image statistics have none to give).
