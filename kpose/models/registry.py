@@ -61,8 +61,8 @@ class Family:
     detection_output: str | None = None
     # variant -> path of released weights for `init: official` (FileNotFoundError with the fix).
     pretrained: Callable[[str], object] | None = None
-    # variant -> the variant whose trained weights it takes (same layers, other normalisation).
-    weights_from: dict[str, str] = field(default_factory=dict)
+    # variant -> the variants whose trained weights it takes (other normalisation or form).
+    weights_from: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # (source variant, variant, {layer name: weights}) -> the same for `variant`, same function.
     adapt_weights: Callable[[str, str, dict], dict] | None = None
     # (h, w) the family's paper or release reports its size at (`kpose models`).

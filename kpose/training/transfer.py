@@ -138,7 +138,8 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict, calibrat
     source_model = load_model(init)
     src_arch = (source_model.config.get("family"), source_model.config.get("variant"))
     family = get_family(mcfg["family"])
-    takes = {mcfg["variant"], family.weights_from.get(mcfg["variant"])} if src_arch[0] == mcfg["family"] else set()
+    takes = {mcfg["variant"], *family.weights_from.get(mcfg["variant"], ())} if src_arch[0] == mcfg["family"] \
+        else set()
     if src_arch[1] not in takes:
         raise ValueError(f"init={init!s} is an {src_arch[0]} {src_arch[1]} model; the recipe builds "
                          f"{mcfg['family']} {mcfg['variant']}: start from a model of the same family "
