@@ -177,7 +177,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
     from kpose.skeletons import get_skeleton
 
     skeleton = get_skeleton(a.skeleton)
-    print(f"{'family':22s} {'variant':9s} {'task':9s} {'input':9s} {'params':>9s} {'GMACs':>8s}  description")
+    print(f"{'family':22s} {'variant':13s} {'task':9s} {'input':9s} {'params':>9s} {'GMACs':>8s}  description")
     for family in FAMILIES.values():
         if a.family and family.name != a.family:
             continue
@@ -185,7 +185,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
         for variant in family.variants:
             net = build_network({"family": family.name, "variant": variant, "input_size": list(size),
                                  "skeleton": skeleton.to_dict()})
-            print(f"{family.name:22s} {variant:9s} {family.task:9s} {size[0]}x{size[1]:<5d} "
+            print(f"{family.name:22s} {variant:13s} {family.task:9s} {size[0]}x{size[1]:<5d} "
                   f"{count_parameters(net) / 1e6:8.2f}M {count_flops(net, size) / 1e9:8.2f}  "
                   f"{family.description}", flush=True)
     return 0
