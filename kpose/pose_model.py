@@ -111,7 +111,7 @@ class PoseModel:
     def maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bottom-up network output for a batch of model inputs: (heatmaps, pafs)."""
         heatmaps, pafs = self.keras_model(np.asarray(images, np.float32), training=False)
-        return np.asarray(heatmaps), np.asarray(pafs)
+        return np.asarray(heatmaps, np.float32), np.asarray(pafs, np.float32)
 
     def _forward(self, flip_test: bool):
         """The network and the flip-test merge, eager and as a graph function. The graph
@@ -124,7 +124,8 @@ class PoseModel:
 
             def raw(x):
                 out = net(x, training=False)
-                return out[-1] if isinstance(out, (list, tuple)) else out
+                # float32 whatever the network computes in (mixed precision during training)
+                return tf.cast(out[-1] if isinstance(out, (list, tuple)) else out, tf.float32)
 
             def forward(x):
                 if not flip_test:
@@ -226,7 +227,7 @@ class PoseModel:
         if flip_test:
             x = np.concatenate([x, x[:, :, ::-1]])
         net = self._network_at(size)
-        heatmaps, pafs = (np.asarray(o) for o in net(x, training=False))
+        heatmaps, pafs = (np.asarray(o, np.float32) for o in net(x, training=False))
         if flip_test:
             back_h, back_p = flip_back(heatmaps[1], pafs[1], self.skeleton.flip_index(), *self.skeleton.limb_flip())
             return 0.5 * (heatmaps[0] + back_h), 0.5 * (pafs[0] + back_p), m

@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
         "early_input_size": None, "early_epochs": 0,
         # steps between backups a killed run resumes from (kpose train --resume); 0: every epoch
         "backup_every": 0,
+        # float16 compute with float32 weights, outputs and loss, and loss scaling (Keras
+        # "mixed_float16"): for GPUs with tensor cores; it runs on a CPU, slowly.
+        "mixed_precision": False,
     },
     # scales: bottom-up multi-scale validation (factors of the input size, e.g. [1.0, 1.5]).
     "eval": {"flip_test": False, "batch_size": 32, "scales": None},

@@ -252,3 +252,38 @@ def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys):
     # One validation, after the last epoch (not after the early stage's last one).
     assert (r.dir / "validation.csv").read_text().splitlines()[1].startswith("2,")
     assert len((r.dir / "history.csv").read_text().splitlines()) == 4
+
+
+def test_mixed_precision_trains_in_float16_and_returns_a_float32_model(tmp_path, monkeypatch):
+    from kpose._tf import keras
+    from kpose.training import engine
+
+    tr = generate(tmp_path, 4, seed=21, split="train", progress=False)
+    va = generate(tmp_path, 2, seed=22, split="val", progress=False)
+    data = {"train": f"coco:{tr}:{tmp_path / 'train'}", "val": f"coco:{va}:{tmp_path / 'val'}"}
+    built = []
+    monkeypatch.setattr(engine, "build_network", lambda *a, **k: built.append(engine_build(*a, **k)) or built[-1])
+    overrides = {"train.steps_per_epoch": 2, "model.input_size": [64, 64], "train.mixed_precision": True,
+                 "init": None}
+    run = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=2, overrides=overrides,
+                      runs_dir=tmp_path / "runs", progress=False)
+    training_net = built[0]
+    assert training_net.get_layer("stem_conv_res1").compute_dtype == "float16"
+    assert training_net.get_layer("stem_conv_res1").kernel.dtype == "float32"  # float32 weights
+    assert run.metrics["mixed_precision"] is True and run.metrics["optimizer_steps"] == 2
+    assert np.isfinite(run.history["loss"]).all()
+    # The returned and saved model computes in float32, and the global policy is restored.
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert {l.compute_dtype for l in run.model.keras_model.layers if l.weights} == {"float32"}
+    img = next((tmp_path / "val").glob("*.jpg"))
+    np.testing.assert_allclose(run.model.predict(str(img))[0].keypoints,
+                               kpose.load(run.dir).predict(str(img))[0].keypoints, atol=1e-4)
+    with pytest.raises(ValueError, match="mixed_precision: true with qat"):
+        kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=2, overrides=overrides, qat=True,
+                    runs_dir=tmp_path / "runs2", progress=False)
+
+
+def engine_build(*args, **kwargs):
+    from kpose.models import build_network
+
+    return build_network(*args, **kwargs)

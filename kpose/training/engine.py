@@ -143,6 +143,18 @@ def _size_stages(tcfg: dict, input_size: tuple) -> list[tuple[int, int, tuple]]:
 
 
 @contextlib.contextmanager
+def _precision(mixed: bool):
+    """Layers built meanwhile compute in float16 with float32 weights (Keras "mixed_float16")."""
+    previous = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@contextlib.contextmanager
 def _any_input_size(net):
     """Let a fixed-size functional network run on batches of another size meanwhile.
 
@@ -267,7 +279,11 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
     seed = int(tcfg["seed"])
     specs = _targets(cfg, input_size)
     ds = task.batches(train_set, input_size, specs, cfg, global_batch, seed)
-    with strategy.scope():
+    mixed = bool(tcfg["mixed_precision"])
+    if mixed and cfg["qat"]["enabled"]:
+        raise ValueError("recipe train.mixed_precision: true with qat: quantisation-aware training runs in "
+                         "float32; train in mixed precision, then --init that run with --qat")
+    with strategy.scope(), _precision(mixed):
         net = build_network(_network_config(cfg), training_outputs=True)
         trainer = make_trainer(net, specs, cfg["loss"], global_batch)
         lr = WarmupCosine(tcfg["lr"], int(tcfg["warmup_epochs"] * steps), total)
@@ -277,6 +293,8 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
             opt = keras.optimizers.Adam(lr)
         else:
             raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
+        if mixed:
+            opt = keras.mixed_precision.LossScaleOptimizer(opt)
         trainer.compile(optimizer=opt)
         if init is not None:
             summary = init_weights(net, init, skeleton, mcfg, calibration=ds.take(CALIBRATION_BATCHES))
@@ -334,6 +352,12 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
 
     if (ckpt / "best.weights.h5").exists():
         inference.load_weights(str(ckpt / "best.weights.h5"))
+    if mixed:
+        # The trained model computes in float32 (its weights already are): the network again,
+        # built outside the mixed policy, with these weights; validated again below.
+        inference = build_network(_network_config(cfg))
+        inference.set_weights(pose_model.keras_model.get_weights())
+        pose_model = PoseModel(inference, config)
     float_metrics = None
     if cfg["qat"]["enabled"]:
         float_metrics = dict(evaluator.best_metrics) or validate(pose_model, None)
@@ -346,7 +370,7 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
         history.update({f"qat_{k}": v for k, v in qat_hist.items()})
         train_seconds += qat_seconds
 
-    if float_metrics is None and evaluator.best_metrics:
+    if float_metrics is None and evaluator.best_metrics and not mixed:
         # The final model is the best checkpoint: its evaluation is already done.
         metrics = dict(evaluator.best_metrics)
         shutil.copyfile(evaluator.best_predictions, run_dir / "val_predictions.json")
@@ -355,7 +379,7 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
     if float_metrics is not None:
         metrics["float"] = {k: v for k, v in float_metrics.items() if isinstance(v, float)}
     metrics.update({"train_seconds": round(train_seconds, 1), "epochs": int(tcfg["epochs"]),
-                    "optimizer_steps": int(opt.iterations.numpy()),
+                    "optimizer_steps": int(opt.iterations.numpy()), "mixed_precision": mixed,
                     "steps_per_epoch": steps, "global_batch": global_batch,
                     "replicas": strategy.num_replicas_in_sync,
                     "task": get_family(mcfg["family"]).task, "sample_unit": task.unit,

@@ -70,11 +70,17 @@ class PoseTrainer(keras.Model):
 
     def train_step(self, data):
         x, targets, weights = data
+        # Mixed precision: float16 gradients underflow unless the loss is scaled up first.
+        scaling = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             outputs = self.net(x, training=True)
             loss, parts = self._pass_losses(targets, weights, outputs)
+            scaled = self.optimizer.get_scaled_loss(loss) if scaling else loss
         variables = self.net.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        grads = tape.gradient(scaled, variables)
+        if scaling:
+            grads = self.optimizer.get_unscaled_gradients(grads)
+        self.optimizer.apply_gradients(zip(grads, variables))
         return self._track(loss, parts)
 
     def test_step(self, data):
