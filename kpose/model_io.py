@@ -15,7 +15,7 @@ import h5py
 from kpose.codecs import HeatmapCodec, PafCodec
 from kpose.models import build_network
 from kpose.models.efficientpose import INPUT_NORMALIZATION
-from kpose.models.official import OFFICIAL_HEATMAP_SIGMA, load_official_h5
+from kpose.models.official import LOADABLE, OFFICIAL_HEATMAP_SIGMA, load_official_h5
 from kpose.models.openpose_mobilenet_v2 import load_tf_pose_graph
 from kpose.models.quantize import quantize_model
 from kpose.pose_model import CONFIG_FILE, WEIGHTS_FILE, PoseModel, model_config
@@ -33,8 +33,7 @@ def model_folder(path: str | Path) -> Path:
     if p.is_dir() and not (p / CONFIG_FILE).exists() and (p / "model" / CONFIG_FILE).exists():
         p = p / "model"
     if not (p / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{p}: no {CONFIG_FILE} here; pass a run folder (runs/<run>), "
-                                f"a saved model folder, or an official EfficientPose .h5 file")
+        raise FileNotFoundError(f"{p}: no {CONFIG_FILE} here. {LOADABLE}")
     return p
 
 

@@ -57,37 +57,41 @@ def no_local_weights(tmp_path, monkeypatch):
     return tmp_path / "cache" / "weights"
 
 
-def test_official_weights_are_downloaded_checked_and_loaded(shared, no_local_weights, monkeypatch):
-    import kpose
+RELEASES = {  # what is served, the table pinning it, its key, the function finding it, the saved name
+    "efficientpose": ("efficientpose/EfficientPoseRT.h5", official.OFFICIAL_RELEASES, "rt",
+                      official.official_weights_path, "EfficientPoseRT.h5"),
+    "tf_pose": ("tf_pose_estimation/openpose_mobilenet_v2_small.pb", tf_pose_release.RELEASES, "small",
+                tf_pose_release.released_weights_path, "openpose_mobilenet_v2_small.pb"),
+}
 
-    body = (shared / "peers" / "efficientpose" / "EfficientPoseRT.h5").read_bytes()
-    server = _Server({"EfficientPoseRT.h5": body})
+
+@pytest.mark.parametrize("which", sorted(RELEASES))
+def test_released_weights_are_downloaded_checked_and_cached(which, shared, no_local_weights, monkeypatch):
+    served, table, key, find, saved = RELEASES[which]
+    body = (shared / "peers" / served).read_bytes()
+    server = _Server({"file": body})
     try:
-        pinned = official.OFFICIAL_RELEASES["rt"]
+        pinned = table[key]
         # The pinned checksum is the one of the release file the team holds.
         assert hashlib.sha256(body).hexdigest() == pinned.sha256
-        monkeypatch.setitem(official.OFFICIAL_RELEASES, "rt",
-                            Release(pinned.names, server.url + "EfficientPoseRT.h5", pinned.sha256))
-        path = official.official_weights_path("rt")
-        assert path == no_local_weights / "EfficientPoseRT.h5" and path.read_bytes() == body
+        monkeypatch.setitem(table, key, Release(pinned.names, server.url + "file", pinned.sha256))
+        path = find(key)
+        assert path == no_local_weights / saved and path.read_bytes() == body
         assert not list(no_local_weights.glob("*.part"))
-        model = kpose.load(path)
-        assert model.skeleton.name == "mpii16"
-        assert official.official_weights_path("rt") == path and len(server.requests) == 1  # cached
+        assert find(key) == path and len(server.requests) == 1  # cached
     finally:
         server.close()
 
 
-def test_tf_pose_weights_are_downloaded_too(shared, no_local_weights, monkeypatch):
-    body = (shared / "peers" / "tf_pose_estimation" / "openpose_mobilenet_v2_small.pb").read_bytes()
-    server = _Server({"graph_opt.pb": body})
+def test_downloaded_official_weights_load(shared, no_local_weights, monkeypatch):
+    import kpose
+
+    body = (shared / "peers" / "efficientpose" / "EfficientPoseRT.h5").read_bytes()
+    server = _Server({"w.h5": body})
     try:
-        pinned = tf_pose_release.RELEASES["small"]
-        assert hashlib.sha256(body).hexdigest() == pinned.sha256
-        monkeypatch.setitem(tf_pose_release.RELEASES, "small",
-                            Release(pinned.names, server.url + "graph_opt.pb", pinned.sha256))
-        path = tf_pose_release.released_weights_path("small")
-        assert path == no_local_weights / "openpose_mobilenet_v2_small.pb" and path.read_bytes() == body
+        pinned = official.OFFICIAL_RELEASES["rt"]
+        monkeypatch.setitem(official.OFFICIAL_RELEASES, "rt", Release(pinned.names, server.url + "w.h5", pinned.sha256))
+        assert kpose.load(official.official_weights_path("rt")).skeleton.name == "mpii16"
     finally:
         server.close()
 

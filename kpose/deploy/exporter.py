@@ -65,7 +65,7 @@ def _check_options(model, format: str, precision: str, calibration, quantization
     """Refuse combinations export would otherwise ignore: precisions other than float for
     ONNX and TF.js, TF.js weight quantisation elsewhere, calibration data without int8."""
     qat = model.config.get("quantization") == "qat"
-    if format != "tflite" and precision not in ("fp32", "qat" if qat else "fp32"):
+    if format != "tflite" and precision not in (("fp32", "qat") if qat else ("fp32",)):
         tip = " (TF.js can store float16 or uint8 weights: quantization='float16' | 'uint8')" \
             if format == "tfjs" else ""
         raise ValueError(f"precision {precision!r} is for format 'tflite'; {format} exports the "

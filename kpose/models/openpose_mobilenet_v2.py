@@ -63,7 +63,7 @@ GRAPH_OUTPUT = "Openpose/concat_stage7"
 # "batch" is a plain BatchNormalization (batch statistics in training, moving averages
 # at inference), which folds into the convolutions and quantises to int8, as per-image
 # statistics do not (docs/results.md). "small_bn" takes the release's weights (its
-# norms' gamma and beta; the moving averages are learnt in fine-tuning).
+# norms' gamma and beta; the moving averages are measured on training data when it starts).
 # feature_scale: a constant factor on the backbone features before the stages read them.
 # In int8 a concatenation has one range, and each stage reads concat([pafs, heatmaps,
 # features]): the release's features span about [-70, 110], its maps [-1.3, 1.1], so one
@@ -284,10 +284,16 @@ def build_openpose_mobilenet_v2(
 
 def adapt_weights(source_variant: str, variant: str, weights: dict[str, list]) -> dict[str, list]:
     """The weights of a `source_variant` model ({layer name: weights}) for a `variant` model
-    with the same function: the first depthwise kernel of every stage branch takes the ratio
-    of the two feature scales on its feature channels (the last ones of its input), and
-    1x1 depthwise scales are folded into the kernel that follows where `variant` has none."""
+    with the same function: per-image norms become batch norms with their gamma and beta
+    (moving mean 0, variance 1: the caller measures them on data), the first depthwise
+    kernel of every stage branch takes the ratio of the two feature scales on its feature
+    channels (the last ones of its input), and 1x1 depthwise scales are folded into the
+    kernel that follows where `variant` has none."""
     out = dict(weights)
+    if VARIANTS[source_variant]["norm"] == "instance" and VARIANTS[variant]["norm"] == "batch":
+        for name in [n for n in out if n == "stem_norm" or (n.startswith("block") and n.endswith("_norm"))]:
+            gamma, beta = out[name]
+            out[name] = [gamma, beta, np.zeros_like(gamma), np.ones_like(gamma)]
     ratio = VARIANTS[source_variant]["feature_scale"] / VARIANTS[variant]["feature_scale"]
     _, blocks = backbone_blocks(variant)
     features = blocks[_STRIDE8_BLOCK]["channels"] + blocks[-1]["channels"]

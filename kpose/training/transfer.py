@@ -12,7 +12,6 @@ from kpose._tf import keras
 from kpose.model_io import load_model
 from kpose.models import get_family
 from kpose.models.batch_norm import calibrate_batch_norms
-from kpose.models.openpose_mobilenet_v2 import InstanceNormalization
 from kpose.skeletons import Skeleton
 
 def _keypoint_axes(src: tuple, dst: tuple, ks: int, kd: int) -> list[int] | None:
@@ -117,23 +116,15 @@ def _load_training_heads(net, directory: Path) -> list[str]:
     return loaded
 
 
-def _per_image_to_batch_norm(source_layer, target_layer) -> bool:
-    """A per-image normalisation (InstanceNormalization: gamma, beta) loading into a
-    BatchNormalization of the same channels (small -> small_bn)."""
-    return (isinstance(source_layer, InstanceNormalization)
-            and isinstance(target_layer, keras.layers.BatchNormalization)
-            and [w.shape for w in source_layer.get_weights()] == [w.shape for w in target_layer.get_weights()[:2]])
-
-
 def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict, calibration: Iterable | None = None) -> str:
     """Copy weights from a trained model (run/model folder or official .h5) by layer name.
 
     A model of another skeleton (e.g. the official MPII16 releases into a COCO17
     recipe) transfers too: keypoint-channel axes of its heads are mapped by keypoint
     name, and keypoints the source lacks keep their fresh initialisation. Returns a
-    one-line summary of what was copied. A per-image normalisation loading into a
-    BatchNormalization gives its gamma and beta; the moving statistics are measured on
-    `calibration` batches when given (else they start at mean 0, variance 1).
+    one-line summary of what was copied. A batch norm taking the weights of another
+    normalisation (the family's adapt_weights gives its gamma and beta) gets moving
+    statistics measured on `calibration` batches when given (else mean 0, variance 1).
     """
     source_model = load_model(init)
     src_arch = (source_model.config.get("family"), source_model.config.get("variant"))
@@ -159,13 +150,10 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict, calibrat
         except ValueError:
             continue
         dst_w = target.get_weights()
-        if _per_image_to_batch_norm(layer, target):
-            # gamma and beta carry over; the moving averages keep their initial values until
-            # fine-tuning estimates them (per-image statistics have none to give).
-            target.set_weights(src_w + dst_w[len(src_w):])
-            copied += 1
-            renormed.append(layer.name)
-            continue
+        if isinstance(target, keras.layers.BatchNormalization) and \
+                not isinstance(layer, keras.layers.BatchNormalization):
+            # A batch norm from another normalisation (per-image): no moving statistics to take.
+            renormed.append(name)
         new, remapped = [], False
         for s, d in zip(src_w, dst_w):
             axes = None if same else _keypoint_axes(s.shape, d.shape, src_skel.num_keypoints,
