@@ -17,16 +17,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.resume:
         if a.recipe:
             raise UsageError("--resume continues a run with its own recipe.yaml; give no recipe")
-        run = train(resume=a.resume, progress=not a.quiet)
+        run = train(resume=a.resume, progress=not a.quiet, strategy=a.strategy)
     else:
         if not a.recipe:
             raise UsageError("give a recipe (kpose recipes lists them) or --resume RUN")
         overrides = dict(parse_override(s) for s in a.set)
         run = train(a.recipe, data=a.data, epochs=a.epochs, batch_size=a.batch_size,
                     overrides=overrides, runs_dir=a.runs_dir, progress=not a.quiet,
-                    qat=True if a.qat else None, init=a.init)
+                    qat=True if a.qat else None, init=a.init, strategy=a.strategy)
     print(json.dumps({k: v for k, v in run.metrics.items() if isinstance(v, float)}, indent=2))
-    print(f"run folder: {run.dir}")
+    print(f"run folder: {run.dir}" if run.dir else "run folder: written by the chief worker")
     return 0
 
 
@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe key, e.g. --set train.lr=5e-4 --set model.input_size=[128,128]")
     t.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    t.add_argument("--strategy", choices=("auto", "default", "mirrored", "multi_worker", "tpu"),
+                   help="tf.distribute strategy (train.strategy; default auto: TF_CONFIG's workers -> "
+                   "multi_worker, a TPU -> tpu, several GPUs -> mirrored, else default). On a cluster, "
+                   "run the same command on every worker with its TF_CONFIG; only the chief writes the "
+                   "run folder")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     t.add_argument("--qat", action="store_true",
                    help="after the float stage, quantisation-aware fine-tuning (recipe's qat: epochs, lr); "

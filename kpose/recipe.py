@@ -37,6 +37,15 @@ DEFAULTS: dict[str, Any] = {
         # float16 compute with float32 weights, outputs and loss, and loss scaling (Keras
         # "mixed_float16"): for GPUs with tensor cores; it runs on a CPU, slowly.
         "mixed_precision": False,
+        # tf.distribute (kpose/training/distribute.py): auto = TF_CONFIG's workers, a TPU, several
+        # GPUs, else one device; or default / mirrored / multi_worker / tpu. batch_size is per
+        # replica: the global batch is batch_size x replicas.
+        "strategy": "auto",
+        # learning rate with several replicas: "none" (lr as given) or "linear" (lr x replicas)
+        "lr_scaling": "none",
+        # with several replicas, BatchNorms normalise by the global batch's statistics, as one
+        # process training the whole batch does (not by each replica's share)
+        "sync_batch_norm": True,
     },
     # scales: bottom-up multi-scale validation (factors of the input size, e.g. [1.0, 1.5]).
     "eval": {"flip_test": False, "batch_size": 32, "scales": None},

@@ -17,8 +17,11 @@ def run(tmp_path_factory):
     tr = generate(root, 10, seed=11, split="train", progress=False)
     va = generate(root, 5, seed=12, split="val", progress=False)
     data = {"train": f"coco:{tr}:{root / 'train'}", "val": f"coco:{va}:{root / 'val'}"}
-    return kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=4,
-                       overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], **no_official_init()},
+    # Seeded random weights (not the official ones, which depend on ../shared being there);
+    # two epochs of one step, so that the best checkpoint and the last may differ.
+    return kpose.train("efficientpose_rt", data=data, epochs=2, batch_size=4,
+                       overrides={"train.steps_per_epoch": 1, "train.eval_every": 1,
+                                  "model.input_size": [64, 64], "init": None},
                        runs_dir=root / "runs", progress=False)
 
 
@@ -31,10 +34,40 @@ def test_run_folder_has_everything(run):
     assert any((run.dir / "tensorboard").rglob("events.out.tfevents*"))
     metrics = json.loads((run.dir / "metrics.json").read_text())
     assert {"AP", "AP50", "AR", "train_seconds"} <= set(metrics)
-    # Two steps from random weights: the validation people are not found.
-    assert metrics["AP"] < 0.05
     results = json.loads((run.dir / "val_predictions.json").read_text())
     assert results and len(results[0]["keypoints"]) == 17 * 3
+    # The run's metrics are those of the saved model on the validation split.
+    data = kpose.load(run.dir).config["data"]
+    again = kpose.evaluate(run.dir, data=data, progress=False)
+    assert again["AP"] == pytest.approx(metrics["AP"], abs=1e-9) and again["AR"] == pytest.approx(metrics["AR"])
+
+
+def test_saved_model_and_training_heads_come_from_the_best_checkpoint(run):
+    """One checkpoint layout: best/last.weights.h5 hold the training network, and the model
+    with its training_heads.npz is the best checkpoint, all heads from the same epoch."""
+    import csv
+
+    from kpose.models import build_network
+    from kpose.training.transfer import TRAINING_HEADS_FILE
+
+    def layers(path):
+        net = build_network(run.model.config, training_outputs=True)
+        net.load_weights(str(path))
+        return {l.name: l.get_weights() for l in net.layers if l.get_weights()}
+
+    best, last = layers(run.dir / "checkpoints/best.weights.h5"), layers(run.dir / "checkpoints/last.weights.h5")
+    heads = np.load(run.dir / "model" / TRAINING_HEADS_FILE)
+    model = kpose.load(run.dir).keras_model
+    for name, weights in best.items():
+        saved = ([heads[f"{name}/{i}"] for i in range(len(weights))] if f"{name}/0" in heads.files
+                 else model.get_layer(name).get_weights())
+        for a, b in zip(weights, saved):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    rows = list(csv.DictReader((run.dir / "validation.csv").open()))
+    assert len(rows) == 2
+    if max(float(r["AP"]) for r in rows) == float(rows[0]["AP"]):
+        # AP did not rise in epoch 2: the best is epoch 1 and the last differs from it.
+        assert any(not np.array_equal(a, b) for n in best for a, b in zip(best[n], last[n]))
 
 
 def test_reloaded_model_predicts_the_same(run):
@@ -219,7 +252,7 @@ def test_crop_padding_travels_with_the_model(tmp_path):
 def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys):
     """Progressive resizing: the first epochs run on smaller crops through the same network,
     the same optimizer carries on, and the saved model keeps the recipe's input size."""
-    from kpose.training.engine import _size_stages
+    from kpose.training.fit_stages import size_stages
     from kpose.training.targets import target_specs
     from kpose.models import build_network, network_outputs
 
@@ -229,16 +262,16 @@ def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys):
     with pytest.raises(ValueError, match="stride 8"):
         target_specs(outputs, (50, 32), 8.0, 1.0)
     with pytest.raises(ValueError, match="train.early_input_size"):
-        _size_stages({"epochs": 3, "early_input_size": [50, 32], "early_epochs": 1}, (64, 48))
-    assert _size_stages({"epochs": 3, "early_input_size": [48, 32], "early_epochs": 1}, (64, 48)) == \
+        size_stages({"epochs": 3, "early_input_size": [50, 32], "early_epochs": 1}, (64, 48))
+    assert size_stages({"epochs": 3, "early_input_size": [48, 32], "early_epochs": 1}, (64, 48)) == \
         [(0, 1, (48, 32)), (1, 3, (64, 48))]
-    assert _size_stages({"epochs": 3, "early_input_size": None, "early_epochs": 2}, (64, 48)) == [(0, 3, (64, 48))]
+    assert size_stages({"epochs": 3, "early_input_size": None, "early_epochs": 2}, (64, 48)) == [(0, 3, (64, 48))]
     # The last epoch is at the model's size; an early size that is not smaller is not used.
-    assert _size_stages({"epochs": 2, "early_input_size": [48, 32], "early_epochs": 2}, (64, 48)) == \
+    assert size_stages({"epochs": 2, "early_input_size": [48, 32], "early_epochs": 2}, (64, 48)) == \
         [(0, 1, (48, 32)), (1, 2, (64, 48))]
-    assert _size_stages({"epochs": 1, "early_input_size": [48, 32], "early_epochs": 2}, (64, 48)) == [(0, 1, (64, 48))]
-    assert _size_stages({"epochs": 3, "early_input_size": [128, 96], "early_epochs": 2}, (64, 64)) == [(0, 3, (64, 64))]
-    assert _size_stages({"epochs": 0, "early_input_size": [48, 32], "early_epochs": 2}, (64, 48)) == []
+    assert size_stages({"epochs": 1, "early_input_size": [48, 32], "early_epochs": 2}, (64, 48)) == [(0, 1, (64, 48))]
+    assert size_stages({"epochs": 3, "early_input_size": [128, 96], "early_epochs": 2}, (64, 64)) == [(0, 3, (64, 64))]
+    assert size_stages({"epochs": 0, "early_input_size": [48, 32], "early_epochs": 2}, (64, 48)) == []
 
     tr = generate(tmp_path, 6, seed=23, split="train", progress=False)
     data = f"coco:{tr}:{tmp_path / 'train'}"

@@ -22,11 +22,14 @@ from kpose.pose_model import PoseModel, model_config
 from kpose.recipe import load_recipe
 from kpose.data.coco_skeleton import skeleton_request
 from kpose.skeletons import Skeleton, skeleton_from_entry
+from kpose.training import distribute
+from kpose.training.distribute import Worker, drop_scratch, scratch_dir, shard_by_data, synchronize_batch_norms, worker
+from kpose.training.fit_stages import any_input_size, precision, size_stages
 from kpose.training.targets import target_specs
 from kpose.training.task_data import TASK_DATA
 from kpose.training.trainer import WarmupCosine, make_trainer
 from kpose.training.transfer import init_weights, resolve_init, save_training_heads
-from kpose.training.validation import EvalCallback
+from kpose.training.validation import EvalCallback, SaveLast
 
 log = logging.getLogger("kpose")
 
@@ -35,7 +38,7 @@ log = logging.getLogger("kpose")
 class Run:
     """What `kpose.train` returns: the run folder, final metrics and the trained model."""
 
-    dir: Path
+    dir: Path | None  # None on a worker that is not the chief: only the chief writes a run folder
     metrics: dict
     model: PoseModel
     recipe: dict
@@ -43,11 +46,6 @@ class Run:
 
 
 # ---- the one call ----------------------------------------------------------------------
-
-def _strategy() -> tf.distribute.Strategy:
-    gpus = tf.config.list_logical_devices("GPU")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 0 else tf.distribute.get_strategy()
-
 
 BACKUP_DIR = "backup"
 
@@ -121,59 +119,11 @@ def inference_network(net, cfg: dict):
     return keras.Model(net.inputs, keep[0] if len(keep) == 1 else keep, name=net.name)
 
 
-def _size_stages(tcfg: dict, input_size: tuple) -> list[tuple[int, int, tuple]]:
-    """(first epoch, end epoch, input size) of each fit: progressive resizing.
-
-    With train.early_input_size set, the first train.early_epochs run on smaller crops
-    (cheaper steps; the network is fully convolutional), the rest at the model's size.
-    The last epoch always runs at the model's size, and an early size that is not
-    smaller than the model's (say after --set model.input_size=[64,64]) is not used.
-    """
-    epochs = int(tcfg["epochs"])
-    early = tcfg.get("early_input_size")
-    if early and (len(early) != 2 or any(int(v) % 8 for v in early)):
-        raise ValueError(f"recipe train.early_input_size={early!r}: expected [height, width], "
-                         f"multiples of 8 (e.g. [128, 96])")
-    smaller = bool(early) and all(int(e) < int(m) for e, m in zip(early, input_size))
-    n = max(0, min(int(tcfg.get("early_epochs") or 0), epochs - 1)) if smaller else 0
-    stages = [(0, n, tuple(int(v) for v in early))] if n else []
-    if epochs > 0:
-        stages.append((n, epochs, tuple(input_size)))
-    return stages
-
-
-@contextlib.contextmanager
-def _precision(mixed: bool):
-    """Layers built meanwhile compute in float16 with float32 weights (Keras "mixed_float16")."""
-    previous = keras.mixed_precision.global_policy()
-    if mixed:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-@contextlib.contextmanager
-def _any_input_size(net):
-    """Let a fixed-size functional network run on batches of another size meanwhile.
-
-    Every layer of kpose's networks is convolutional or global pooling; only Keras's
-    input check is tied to the size the model was built for.
-    """
-    spec = net.input_spec
-    net.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: int(net.input_shape[-1])})
-    try:
-        yield
-    finally:
-        net.input_spec = spec
-
-
 def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
           epochs: int | None = None, batch_size: int | None = None,
           overrides: dict[str, Any] | None = None, runs_dir: str | Path = "runs",
           progress: bool = True, qat: bool | None = None, init: str | Path | None = None,
-          resume: str | Path | None = None) -> Run:
+          resume: str | Path | None = None, strategy: str | None = None) -> Run:
     """Train a packaged (or YAML-file) recipe end to end and return the Run.
 
     data: "synthetic" (default, the embedded dataset), "coco:ANN.json:IMAGES",
@@ -187,6 +137,8 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     resume: a run folder whose training was interrupted (killed, preempted): it continues
       from its last backup (`backup/`, written every train.backup_every steps, or every
       epoch) with the run's own recipe.yaml, in the same folder.
+    strategy: tf.distribute strategy by name (train.strategy: auto, default, mirrored,
+      multi_worker, tpu); auto reads TF_CONFIG, then looks for a TPU and local GPUs.
     """
     if resume is not None:
         given = {"data": data, "epochs": epochs, "batch_size": batch_size, "overrides": overrides,
@@ -194,8 +146,15 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         if any(v for v in given.values()):
             raise ValueError(f"resume continues {resume} exactly as its recipe.yaml says; drop "
                              f"{[k for k, v in given.items() if v]}")
-        return _train(*_resumed_run(Path(resume)), progress)
+        run_dir, cfg = _resumed_run(Path(resume))
+        if strategy is not None:
+            cfg["train"]["strategy"] = strategy
+        made, me = _distribution(cfg)
+        out_dir = run_dir if me.chief else scratch_dir(me)
+        return _train(run_dir, out_dir, cfg, progress, made, me)
     ov = dict(overrides or {})
+    if strategy is not None:
+        ov["train.strategy"] = strategy
     if epochs is not None:
         ov["train.epochs"] = int(epochs)
     if batch_size is not None:
@@ -210,18 +169,31 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         cfg["qat"]["enabled"] = bool(qat)
     if init is not None:
         cfg["init"] = str(init)
+    made, me = _distribution(cfg)  # before any other TF op (multi-worker collectives)
     if cfg["init"] is not None:
         resolve_init(cfg["init"], cfg["model"])  # fail before any work
-    run_dir = _run_dir(runs_dir, cfg["name"])
+    run_dir = _run_dir(runs_dir, cfg["name"]) if me.chief else scratch_dir(me)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     try:
-        return _train(run_dir, cfg, progress)
+        return _train(run_dir, run_dir, cfg, progress, made, me)
     except BaseException:
         # Failed before training started (data or skeleton rejected, model not built): leave
         # no run folder behind. Once checkpoints exist, the folder is kept for --resume.
         if not (run_dir / "checkpoints").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def _distribution(cfg: dict) -> tuple[tf.distribute.Strategy, Worker]:
+    made = distribute.strategy(cfg["train"]["strategy"])
+    return made, worker(made)
+
+
+def _lr_factor(tcfg: dict, replicas: int) -> float:
+    if tcfg["lr_scaling"] not in ("none", "linear"):
+        raise ValueError(f"recipe train.lr_scaling={tcfg['lr_scaling']!r}; known: none (lr as given), "
+                         f"linear (lr x replicas)")
+    return float(replicas) if tcfg["lr_scaling"] == "linear" else 1.0
 
 
 def _resumed_run(run_dir: Path) -> tuple[Path, dict]:
@@ -234,13 +206,26 @@ def _resumed_run(run_dir: Path) -> tuple[Path, dict]:
     return run_dir, yaml.safe_load((run_dir / "recipe.yaml").read_text())
 
 
-def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
-    """The training engine: data, network, fit with validation and backups, saving."""
+def _train(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strategy: tf.distribute.Strategy,
+           me: Worker) -> Run:
+    """The training engine: data, network, fit with validation and backups, saving.
+
+    run_dir holds the backup every worker resumes from; out_dir is where this worker writes
+    (the run folder on the chief, a scratch folder removed at the end on the others)."""
+    try:
+        return _fit_and_save(run_dir, out_dir, cfg, progress, strategy, me)
+    finally:
+        drop_scratch(me, out_dir)
+
+
+def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strategy: tf.distribute.Strategy,
+                  me: Worker) -> Run:
     tcfg, mcfg = cfg["train"], cfg["model"]
     init = None if cfg["init"] is None else resolve_init(cfg["init"], mcfg)
     tf.keras.utils.set_random_seed(int(tcfg["seed"]))
     resuming = (run_dir / BACKUP_DIR).is_dir()
-    print(f"kpose: run folder {run_dir}{' (resuming from its backup)' if resuming else ''}", flush=True)
+    where = f"run folder {run_dir}" if me.chief else f"{me.label}: the chief writes the run folder"
+    print(f"kpose: {where}{' (resuming from its backup)' if resuming else ''}", flush=True)
 
     task = TASK_DATA[get_family(mcfg["family"]).task]
     data_spec = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
@@ -271,22 +256,31 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
 
     config = _model_config(cfg, data_spec)
     input_size = tuple(int(v) for v in mcfg["input_size"])
-    strategy = _strategy()
-    global_batch = int(tcfg["batch_size"]) * strategy.num_replicas_in_sync
+    replicas = strategy.num_replicas_in_sync
+    global_batch = int(tcfg["batch_size"]) * replicas
+    lr_value = float(tcfg["lr"]) * _lr_factor(tcfg, replicas)
+    print(f"kpose: {distribute.describe(strategy)}, {replicas} replica(s) on {me.count} worker(s): global batch "
+          f"{global_batch} = {tcfg['batch_size']} per replica x {replicas}; lr {lr_value:g} "
+          f"(train.lr_scaling: {tcfg['lr_scaling']})", flush=True)
     steps = int(tcfg["steps_per_epoch"] or max(task.count(train_set) // global_batch, 1))
     total = max(steps * int(tcfg["epochs"]), 1)
 
     seed = int(tcfg["seed"])
     specs = _targets(cfg, input_size)
-    ds = task.batches(train_set, input_size, specs, cfg, global_batch, seed)
+    ds = shard_by_data(task.batches(train_set, input_size, specs, cfg, global_batch, seed))
     mixed = bool(tcfg["mixed_precision"])
     if mixed and cfg["qat"]["enabled"]:
         raise ValueError("recipe train.mixed_precision: true with qat: quantisation-aware training runs in "
                          "float32; train in mixed precision, then --init that run with --qat")
-    with strategy.scope(), _precision(mixed):
+    with strategy.scope(), precision(mixed):
         net = build_network(_network_config(cfg), training_outputs=True)
+        if init is not None:
+            summary = init_weights(net, init, skeleton, mcfg, calibration=ds.take(CALIBRATION_BATCHES))
+            print(f"kpose: initialised {summary}", flush=True)
+        if replicas > 1 and tcfg["sync_batch_norm"]:
+            net = synchronize_batch_norms(net)
         trainer = make_trainer(net, specs, cfg["loss"], global_batch)
-        lr = WarmupCosine(tcfg["lr"], int(tcfg["warmup_epochs"] * steps), total)
+        lr = WarmupCosine(lr_value, int(tcfg["warmup_epochs"] * steps), total)
         if tcfg["optimizer"] == "adamw":
             opt = keras.optimizers.AdamW(lr, weight_decay=tcfg["weight_decay"])
         elif tcfg["optimizer"] == "adam":
@@ -296,14 +290,11 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
         if mixed:
             opt = keras.mixed_precision.LossScaleOptimizer(opt)
         trainer.compile(optimizer=opt)
-        if init is not None:
-            summary = init_weights(net, init, skeleton, mcfg, calibration=ds.take(CALIBRATION_BATCHES))
-            print(f"kpose: initialised {summary}", flush=True)
 
     inference = inference_network(net, cfg)
     pose_model = PoseModel(inference, config)
 
-    ckpt = run_dir / "checkpoints"
+    ckpt = out_dir / "checkpoints"
     ckpt.mkdir(exist_ok=True)
     key = task.key(val_set)
 
@@ -313,14 +304,14 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
             return task.evaluate(model, val_set, {**cfg, "eval": {**cfg["eval"], "scales": None}}, results_file)
         return task.evaluate(model, val_set, cfg, results_file)
 
-    evaluator = EvalCallback(pose_model, validate, tcfg["eval_every"], ckpt, key,
+    evaluator = EvalCallback(pose_model, validate, tcfg["eval_every"], ckpt, key, net,
                              total_epochs=int(tcfg["epochs"]))
     callbacks = [
         evaluator,
-        keras.callbacks.ModelCheckpoint(str(ckpt / "last.weights.h5"), save_weights_only=True),
+        SaveLast(net, ckpt / "last.weights.h5"),
         # append: the early-size stage and the rest are two fits into one log (the run folder is new)
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False,
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False,
                                     profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
         # Model, optimizer and position, restored at the start of fit when the folder has one
@@ -330,7 +321,7 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
     ]
     t0 = time.time()
     history: dict = {}
-    for first, last, size in _size_stages(tcfg, input_size):
+    for first, last, size in size_stages(tcfg, input_size):
         stage_trainer, stage_ds, any_size = trainer, ds, contextlib.nullcontext()
         if size != input_size:
             stage_specs = _targets(cfg, size)
@@ -338,7 +329,7 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
                 stage_trainer = make_trainer(net, stage_specs, cfg["loss"], global_batch)
                 stage_trainer.compile(optimizer=opt)  # the same optimizer: its moments carry over
             stage_ds = task.batches(train_set, size, stage_specs, cfg, global_batch, seed)
-            any_size = _any_input_size(net)
+            any_size = any_input_size(net)
             print(f"kpose: epochs {first + 1}-{last} at {size[0]}x{size[1]} "
                   f"(train.early_input_size), then {input_size[0]}x{input_size[1]}", flush=True)
         with any_size:
@@ -348,10 +339,11 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
             history.setdefault(k, []).extend(v)
     train_seconds = time.time() - t0
     # Finished: nothing to resume (BackupAndRestore empties its folder but leaves it).
-    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+    if me.chief:
+        shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
 
     if (ckpt / "best.weights.h5").exists():
-        inference.load_weights(str(ckpt / "best.weights.h5"))
+        net.load_weights(str(ckpt / "best.weights.h5"))  # the inference network shares its layers
     if mixed:
         # The trained model computes in float32 (its weights already are): the network again,
         # built outside the mixed policy, with these weights; validated again below.
@@ -361,21 +353,21 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
     float_metrics = None
     if cfg["qat"]["enabled"]:
         float_metrics = dict(evaluator.best_metrics) or validate(pose_model, None)
-        pose_model.save(run_dir / "model_float")
-        save_training_heads(net, inference, run_dir / "model_float")
+        pose_model.save(out_dir / "model_float")
+        save_training_heads(net, inference, out_dir / "model_float")
         print(f"kpose: float model {key}={float_metrics.get(key, float('nan')):.4f}; "
               f"quantisation-aware training for {cfg['qat']['epochs']} epochs", flush=True)
         pose_model, qat_hist, qat_seconds = _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy,
-                                                       config, validate, ckpt, key, run_dir, progress)
+                                                       config, validate, ckpt, key, out_dir, progress)
         history.update({f"qat_{k}": v for k, v in qat_hist.items()})
         train_seconds += qat_seconds
 
     if float_metrics is None and evaluator.best_metrics and not mixed:
         # The final model is the best checkpoint: its evaluation is already done.
         metrics = dict(evaluator.best_metrics)
-        shutil.copyfile(evaluator.best_predictions, run_dir / "val_predictions.json")
+        shutil.copyfile(evaluator.best_predictions, out_dir / "val_predictions.json")
     else:
-        metrics = validate(pose_model, run_dir / "val_predictions.json")
+        metrics = validate(pose_model, out_dir / "val_predictions.json")
     if float_metrics is not None:
         metrics["float"] = {k: v for k, v in float_metrics.items() if isinstance(v, float)}
     metrics.update({"train_seconds": round(train_seconds, 1), "epochs": int(tcfg["epochs"]),
@@ -384,20 +376,20 @@ def _train(run_dir: Path, cfg: dict, progress: bool) -> Run:
                     "replicas": strategy.num_replicas_in_sync,
                     "task": get_family(mcfg["family"]).task, "sample_unit": task.unit,
                     "train_samples": task.count(train_set), "val_samples": task.count(val_set)})
-    pose_model.save(run_dir / "model")
+    pose_model.save(out_dir / "model")
     if float_metrics is None:
-        save_training_heads(net, inference, run_dir / "model")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plots.loss_curves(run_dir / "history.csv", run_dir / "loss.png", run_dir / "validation.csv")
-    task.plot(pose_model, val_set, run_dir / "val_predictions.png")
+        save_training_heads(net, inference, out_dir / "model")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plots.loss_curves(out_dir / "history.csv", out_dir / "loss.png", out_dir / "validation.csv")
+    task.plot(pose_model, val_set, out_dir / "val_predictions.png")
     print(f"kpose: done in {train_seconds:.0f}s; {key}={metrics.get(key, float('nan')):.4f}; "
-          f"run saved in {run_dir}", flush=True)
-    return Run(dir=run_dir, metrics=metrics, model=pose_model, recipe=cfg,
+          f"run saved in {out_dir}", flush=True)
+    return Run(dir=out_dir if me.chief else None, metrics=metrics, model=pose_model, recipe=cfg,
                history={k: [float(x) for x in v] for k, v in history.items()})
 
 
 def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, validate, ckpt, key,
-               run_dir, progress):
+               out_dir, progress):
     """Fine-tune a QAT copy of the trained float network; returns (PoseModel, history, seconds)."""
     qcfg = cfg["qat"]
     epochs = int(qcfg["epochs"])
@@ -411,8 +403,8 @@ def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, valid
     pose_model = PoseModel(inference, dict(config, quantization="qat"))
     qckpt = ckpt / "qat"
     qckpt.mkdir(exist_ok=True)
-    evaluator = EvalCallback(pose_model, validate, max(epochs, 1), qckpt, key)
-    callbacks = [evaluator, keras.callbacks.CSVLogger(str(run_dir / "history_qat.csv")),
+    evaluator = EvalCallback(pose_model, validate, max(epochs, 1), qckpt, key, qnet)
+    callbacks = [evaluator, keras.callbacks.CSVLogger(str(out_dir / "history_qat.csv")),
                  keras.callbacks.TerminateOnNaN()]
     t0 = time.time()
     hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,

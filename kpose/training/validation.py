@@ -1,4 +1,8 @@
-"""Validation during training: evaluate every N epochs, keep the best weights."""
+"""Validation during training: evaluate every N epochs, keep the best weights.
+
+Checkpoints have one layout: `best.weights.h5` and `last.weights.h5` both hold the
+training network (every head, training-only ones included), so the heads saved with a
+run come from the same epoch as the weights they go with."""
 from __future__ import annotations
 
 import csv
@@ -18,8 +22,10 @@ class EvalCallback(keras.callbacks.Callback):
     """Evaluates on the validation split every N epochs; keeps the best weights."""
 
     def __init__(self, pose_model: PoseModel, evaluate: Evaluate, every: int, ckpt_dir: Path,
-                 key: str, total_epochs: int | None = None):
+                 key: str, network: keras.Model, total_epochs: int | None = None):
+        """network: the training network the pose model's layers belong to (what is saved)."""
         super().__init__()
+        self.network = network
         self.total_epochs = total_epochs  # fit may run in stages; the last epoch is always evaluated
         self.pose_model, self.evaluate, self.every = pose_model, evaluate, max(int(every), 1)
         self.ckpt_dir, self.key = ckpt_dir, key
@@ -49,6 +55,17 @@ class EvalCallback(keras.callbacks.Callback):
         score = m.get(self.key, -np.inf)
         if score > self.best:
             self.best, self.best_metrics = score, m
-            self.pose_model.keras_model.save_weights(str(self.ckpt_dir / "best.weights.h5"))
+            self.network.save_weights(str(self.ckpt_dir / "best.weights.h5"))
             latest.replace(self.best_predictions)
         print(f"  validation {self.key}={score:.4f} (best {self.best:.4f})", flush=True)
+
+
+class SaveLast(keras.callbacks.Callback):
+    """The training network's weights after every epoch, as `last.weights.h5`."""
+
+    def __init__(self, network: keras.Model, path: Path):
+        super().__init__()
+        self.network, self.path = network, path
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.network.save_weights(str(self.path))
