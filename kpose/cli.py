@@ -151,9 +151,20 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from kpose.deploy.demo import build_demo, serve
+    if a.check_image and not a.check:
+        raise UsageError("--check-image goes with --check")
+    from kpose.deploy.chromium import find_chromium
+    from kpose.deploy.demo import build_demo, demo_model, serve
+    from kpose.deploy.demo_check import check_demo
 
-    dist = build_demo(a.model, a.out, quantization=a.tfjs_quantization)
+    if a.check:
+        find_chromium()  # no browser: say so before the export
+    model = demo_model(a.model)
+    dist = build_demo(model, a.out, quantization=a.tfjs_quantization)
+    if a.check:
+        report = check_demo(dist, model, image=a.check_image)
+        print(report.summary())
+        return 0 if report.passed else 1
     if a.build_only:
         print(dist)
         return 0
@@ -298,9 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("demo", help="build the web demo with a freshly exported model and serve it",
-                       description="Export MODEL to TF.js and build the web page (web_demo/ bundled by "
-                       "esbuild, offline from npm packages) with the model in it into --out, then serve "
-                       "it on localhost. Without "
+                       description="Export MODEL to TF.js and put the web page (built into the installed "
+                       "package; from a source checkout, web_demo/ bundled with npm) with the model in it "
+                       "into --out, then serve it on localhost (no node needed). Without "
                        "MODEL: tf-pose-estimation's OpenPose-MobileNetV2 weights "
                        "(openpose_mobilenet_v2_small.pb, from $KPOSE_WEIGHTS, "
                        "../shared/peers/tf_pose_estimation or the kpose cache, else downloaded once) in kpose's "
@@ -314,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder to build the page into (new, empty, or an earlier kpose demo build; "
                    "default ./kpose-demo); models of earlier builds there stay listed")
     d.add_argument("--build-only", action="store_true", help="build the page into --out, print its path and exit")
+    d.add_argument("--check", action="store_true",
+                   help="build, then open the page in headless Chromium ($CHROMIUM or chromium on PATH) on an "
+                   "image and check that it loads the model and finds poses (compared with PoseModel.predict); "
+                   "exit 0 if it does, 1 if not; serves nothing")
+    d.add_argument("--check-image", metavar="IMAGE", help="the image --check runs on (default: a synthetic scene)")
     d.set_defaults(func=_cmd_demo)
 
     m = sub.add_parser("models", help="list the model families with parameters and multiply-adds",

@@ -409,3 +409,38 @@ def test_browser_draws_a_custom_skeleton(browser_setup, shared, tmp_path):
     assert [k["name"] for k in pose["keypoints"]] == list(run.model.skeleton.keypoints)
     assert pose["keypoints"][4]["name"] == "root_of_tail" and shot.stat().st_size > 10_000
     print(f"custom skeleton in the browser: max |JS - Python| {dist.max():.3f} px; screenshots in {tmp_path}")
+
+
+# ---------------------------------------------------------------------------
+# `kpose demo --check`: the page, served by kpose's own server, in headless Chromium
+
+def test_demo_check(browser_setup, tmp_path):
+    """check_demo on the built page with the official RT model: it loads the index's first
+    model, finds the one person and matches PoseModel.predict; a page whose model is missing
+    fails the check with the page's own error."""
+    from kpose.deploy.demo_check import check_demo
+
+    s = browser_setup
+    report = check_demo(s["dist"], s["model"], image=s["image"])
+    print(report.summary())
+    assert report.passed, report.summary()
+    kinds = dict((text.split()[0], kind) for kind, text in report.lines)
+    assert kinds.get("max") == "ok"  # the page agrees with Python within NOTE_PX
+    assert report.page["isolated"] and report.page["modelUrl"] == "models/efficientpose_rt/model.json"
+
+    broken = tmp_path / "broken"
+    shutil.copytree(s["dist"], broken, ignore=shutil.ignore_patterns("models"))
+    (broken / "models").mkdir()
+    (broken / "models" / "index.json").write_text(json.dumps(["models/gone/model.json"]))
+    report = check_demo(broken, timeout=60)
+    assert not report.passed and "HTTP 404" in report.summary(), report.summary()
+
+
+def test_demo_check_without_chromium_says_so(monkeypatch, tmp_path, capsys):
+    from kpose.cli import main
+
+    monkeypatch.setenv("CHROMIUM", str(tmp_path / "no-chrome"))
+    code = main(["demo", str(tmp_path / "model"), "--out", str(tmp_path / "demo"), "--check"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"CHROMIUM={tmp_path / 'no-chrome'}: no such file" in err, err
+    assert not (tmp_path / "demo").exists()  # refused before the model is read or exported

@@ -3,6 +3,7 @@
 // Models in web_demo/models/ (with models/index.json) are copied to dist/models/.
 // npm run build -- --out DIR: build into DIR instead (what `kpose demo --out DIR` does),
 // replacing only the bundle's own files there; DIR/models/ is the caller's and is kept.
+// --no-sourcemap: without app.js.map.
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -13,6 +14,8 @@ const outAt = process.argv.indexOf('--out');
 const external = outAt > 0;
 const dist = external ? path.resolve(process.argv[outAt + 1]) : path.join(root, 'dist');
 const dev = process.argv.includes('--dev');
+// --no-sourcemap: no app.js.map (the page kpose ships inside its wheel: 8 MB less).
+const sourcemap = !process.argv.includes('--no-sourcemap');
 
 if (external) {
   for (const f of ['app.js', 'app.js.map', 'index.html', 'style.css', 'wasm']) {
@@ -31,7 +34,7 @@ const result = await esbuild.build({
   platform: 'browser',
   target: 'es2022',
   minify: !dev,
-  sourcemap: true,
+  sourcemap,
   metafile: true,
   logLevel: 'warning',
 });
