@@ -10,7 +10,8 @@ import pytest
 
 from kpose.models import official
 from kpose.models import openpose_mobilenet_v2 as tf_pose_release
-from kpose.models.weights import Release, download
+from kpose.downloads import download
+from kpose.models.weights import Release
 
 
 class _Server:

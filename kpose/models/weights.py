@@ -3,18 +3,13 @@ and, when no folder holds the file, a download from its pinned upstream URL, che
 against its sha256 before anything reads it."""
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from kpose.data.images import default_cache_dir
-
-_CHUNK = 1 << 20
+from kpose.downloads import download
 
 
 @dataclass(frozen=True)
@@ -71,43 +66,3 @@ def find_weights(release: Release, peer: str, what: str, page: str) -> Path:
             f"{', '.join(str(d) for d in dirs)}, and downloading {release.url} failed ({e}). "
             f"Download it by hand (from {page}) into one of those folders (or set $KPOSE_WEIGHTS to "
             f"its folder), or train from random weights with --set init=null") from e
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def download(url: str, target: Path, sha256: str, what: str = "", progress: bool = True) -> Path:
-    """Fetch `url` into `target` (atomically, resuming a partial `target.part` with an HTTP
-    Range request) and check its sha256; returns target.
-
-    A checksum mismatch removes the partial file and raises ValueError naming both sums.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        resumed = have and response.status == 206
-        if not resumed:
-            have = 0  # the server sent the whole file: start over
-        total = response.length + have if response.length is not None else None
-        with open(part, "ab" if resumed else "wb") as f, \
-                tqdm(total=total, initial=have, unit="B", unit_scale=True, disable=not progress,
-                     desc=f"kpose: downloading {target.name}") as bar:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                f.write(chunk)
-                bar.update(len(chunk))
-    got = sha256_of(part)
-    if got != sha256:
-        part.unlink()
-        raise ValueError(f"{target.name} downloaded from {url} has sha256 {got}, expected {sha256} "
-                         f"({what or 'a pinned release'}): the download is corrupt or the upstream file "
-                         f"changed. Nothing was kept; try again, or put a verified copy in {target.parent}")
-    part.replace(target)
-    return target
