@@ -300,3 +300,24 @@ def test_unsupported_export_combinations_raise_instead_of_writing_something_else
         with pytest.raises(ValueError, match=message):
             export(model, fmt, precision, tmp_path, **kwargs)
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_tfjs_convolutions_take_rank_one_biases(tmp_path):
+    """The converter folds a residual Add into a bias-free convolution as a [B, H, W, C] "bias",
+    which TF.js's wasm backend refuses; the export splits them again and computes the same."""
+    from kpose.deploy.tfjs import TfjsRunner
+
+    model = untrained_model("efficientpose_rt", {"model.input_size": [64, 64], "init": None})
+    path = export(model, "tfjs", "fp32", tmp_path)
+    graph = json.loads((path / "model.json").read_text())
+    nodes = {n["name"]: n for n in graph["modelTopology"]["node"]}
+    shapes = {w["name"]: w["shape"] for g in graph["weightsManifest"] for w in g["weights"]}
+    fused = [n for n in nodes.values() if n["op"] in ("_FusedConv2D", "FusedDepthwiseConv2dNative")]
+    for node in fused:
+        bias = node["input"][2].split(":")[0]
+        assert nodes[bias]["op"] == "Const" and len(shapes[bias]) == 1, node["name"]
+    assert any(n["name"].endswith("block2b_add_res1/add") and n["op"] == "AddV2" for n in nodes.values())
+    if _node_ready():
+        x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+        (got,) = TfjsRunner(path)(x).values()
+        np.testing.assert_allclose(got, np.asarray(model.keras_model(x)), atol=1e-4)

@@ -1,6 +1,7 @@
 """TF.js graph-model export through the tensorflowjs converter, and a node runner."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -34,7 +35,52 @@ def convert(saved_model_dir: str | Path, out_dir: str | Path, metadata: dict,
         str(saved_model_dir), str(out), signature_def=SIGNATURE_KEY,
         quantization_dtype_map={quantization: "*"} if quantization else None,
         use_structured_outputs_names=True, metadata={"kpose": metadata})
+    model_json = out / "model.json"
+    graph = json.loads(model_json.read_text())
+    if unfuse_tensor_biases(graph):
+        model_json.write_text(json.dumps(graph))
     return out
+
+
+_FUSED = {"_FusedConv2D": "Conv2D", "FusedDepthwiseConv2dNative": "DepthwiseConv2dNative"}
+_ACTIVATIONS = ("Relu", "Relu6", "Elu", "Sigmoid", "Tanh")
+_FUSION_ATTRS = ("fused_ops", "num_args", "epsilon", "leakyrelu_alpha", "TArgs")
+
+
+def unfuse_tensor_biases(graph: dict) -> int:
+    """Split convolutions the converter fused with an Add of a tensor (a residual branch) into
+    the convolution and the Add; returns how many.
+
+    When a convolution's own bias is zero, the converter folds the residual Add that follows
+    into the convolution as its "bias", a [B, H, W, C] tensor. The webgl and CPU backends
+    broadcast it; the wasm backend only takes a [C] bias and fails the model ("FusedConv2D
+    only supports rank-1 bias"). Unfused, every backend runs it.
+    """
+    nodes = graph["modelTopology"]["node"]
+    weights = {w["name"]: w["shape"] for group in graph.get("weightsManifest", []) for w in group["weights"]}
+    by_name = {n["name"]: n for n in nodes}
+    added = []
+    for node in nodes:
+        if node["op"] not in _FUSED or len(node["input"]) < 3:
+            continue
+        bias = node["input"][2].split(":")[0]
+        if by_name.get(bias, {}).get("op") == "Const" and len(weights.get(bias, [0])) == 1:
+            continue
+        ops = [base64.b64decode(o).decode() for o in node["attr"]["fused_ops"]["list"].get("s", [])]
+        if ops[:1] != ["BiasAdd"] or len(ops) > 2 or (len(ops) == 2 and ops[1] not in _ACTIVATIONS):
+            raise ValueError(f"TF.js export: {node['name']} fuses {ops} with a tensor bias; kpose unfuses "
+                             f"BiasAdd plus one of {_ACTIVATIONS} only. Report this model's layers")
+        name, dtype = node["name"], node["attr"].get("T", {"type": "DT_FLOAT"})
+        conv = {"name": f"{name}/conv", "op": _FUSED[node["op"]], "input": node["input"][:2],
+                "attr": {k: v for k, v in node["attr"].items() if k not in _FUSION_ATTRS}}
+        add = {"name": name if len(ops) == 1 else f"{name}/add", "op": "AddV2",
+               "input": [conv["name"], node["input"][2]], "attr": {"T": dtype}}
+        added += [conv, add]
+        if len(ops) == 2:
+            added.append({"name": name, "op": ops[1], "input": [add["name"]], "attr": {"T": dtype}})
+        node["op"] = None  # replaced by the nodes above, the last of which takes its name
+    graph["modelTopology"]["node"] = [n for n in nodes if n["op"] is not None] + added
+    return len(nodes) - len(graph["modelTopology"]["node"]) + len(added)
 
 
 def read_metadata(model_dir: str | Path) -> dict:
