@@ -15,8 +15,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from kpose.training import train
 
     if a.resume:
-        if a.recipe:
-            raise UsageError("--resume continues a run with its own recipe.yaml; give no recipe")
+        if a.recipe or a.name:
+            raise UsageError("--resume continues a run with its own recipe.yaml and folder; give no recipe "
+                             "or --name")
         run = train(resume=a.resume, progress=not a.quiet, strategy=a.strategy)
     else:
         if not a.recipe:
@@ -24,7 +25,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         overrides = dict(parse_override(s) for s in a.set)
         run = train(a.recipe, data=a.data, epochs=a.epochs, batch_size=a.batch_size,
                     overrides=overrides, runs_dir=a.runs_dir, progress=not a.quiet,
-                    qat=True if a.qat else None, init=a.init, strategy=a.strategy)
+                    qat=True if a.qat else None, init=a.init, strategy=a.strategy, name=a.name)
     print(json.dumps({k: v for k, v in run.metrics.items() if isinstance(v, float)}, indent=2))
     print(f"run folder: {run.dir}" if run.dir else "run folder: written by the chief worker")
     return 0
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe key, e.g. --set train.lr=5e-4 --set model.input_size=[128,128]")
     t.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    t.add_argument("--name", help="run folder name (RUNS_DIR/NAME instead of RECIPE-DATE-TIME); the same "
+                   "command started again after a preemption resumes from the folder's backup")
     t.add_argument("--strategy", choices=("auto", "default", "mirrored", "multi_worker", "tpu"),
                    help="tf.distribute strategy (train.strategy; default auto: TF_CONFIG's workers -> "
                    "multi_worker, a TPU -> tpu, several GPUs -> mirrored, else default). On a cluster, "

@@ -1,5 +1,6 @@
 """Fault tolerance: a training run killed with SIGKILL mid-epoch resumes from its last backup
-(`kpose train --resume RUN`), in the same folder, and ends at the same step count."""
+when the same command is started again (a named run, as a scheduler restarts it) or with
+`kpose train --resume RUN`, in the same folder, and ends at the same step count."""
 import json
 import os
 import signal
@@ -25,12 +26,13 @@ def _saved_steps(backup) -> int:
 
 def test_killed_run_resumes_from_its_backup(tmp_path):
     cmd = [sys.executable, "-m", "kpose.cli", "train"]
-    proc = subprocess.Popen(cmd + ["efficientpose_rt", "--runs-dir", str(tmp_path), *ARGS],
+    command = cmd + ["efficientpose_rt", "--runs-dir", str(tmp_path), "--name", "preempted", *ARGS]
+    proc = subprocess.Popen(command,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, steps = time.time() + 600, None
     try:
         while time.time() < deadline and proc.poll() is None:
-            backups = list(tmp_path.glob("efficientpose_rt-*/backup"))
+            backups = list(tmp_path.glob("preempted/backup"))
             if backups and any(backups[0].rglob("checkpoint")):
                 try:
                     steps = _saved_steps(backups[0])
@@ -49,7 +51,8 @@ def test_killed_run_resumes_from_its_backup(tmp_path):
     assert steps is not None and not (run / "metrics.json").exists()
     done_before = _saved_steps(run / "backup")
 
-    resumed = subprocess.run(cmd + ["--resume", str(run), "--quiet"], capture_output=True, text=True, timeout=900)
+    # The scheduler starts the same command again: it resumes.
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming from its backup" in resumed.stdout
     metrics = json.loads((run / "metrics.json").read_text())
@@ -65,3 +68,5 @@ def test_killed_run_resumes_from_its_backup(tmp_path):
     from kpose.training import train
     with pytest.raises(ValueError, match="no backup/"):
         train(resume=run)
+    with pytest.raises(ValueError, match="has finished"):  # started again once more: not overwritten
+        train("efficientpose_rt", runs_dir=tmp_path, name="preempted")

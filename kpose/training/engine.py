@@ -123,7 +123,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
           epochs: int | None = None, batch_size: int | None = None,
           overrides: dict[str, Any] | None = None, runs_dir: str | Path = "runs",
           progress: bool = True, qat: bool | None = None, init: str | Path | None = None,
-          resume: str | Path | None = None, strategy: str | None = None) -> Run:
+          resume: str | Path | None = None, strategy: str | None = None, name: str | None = None) -> Run:
     """Train a packaged (or YAML-file) recipe end to end and return the Run.
 
     data: "synthetic" (default, the embedded dataset), "coco:ANN.json:IMAGES",
@@ -139,6 +139,9 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
       epoch) with the run's own recipe.yaml, in the same folder.
     strategy: tf.distribute strategy by name (train.strategy: auto, default, mirrored,
       multi_worker, tpu); auto reads TF_CONFIG, then looks for a TPU and local GPUs.
+    name: the run folder's name (runs_dir/name) instead of recipe-date-time. Started again
+      after a preemption (a scheduler reruns the same command on every worker), a named run
+      whose folder holds a backup resumes from it; a finished one is not overwritten.
     """
     if resume is not None:
         given = {"data": data, "epochs": epochs, "batch_size": batch_size, "overrides": overrides,
@@ -170,17 +173,29 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     if init is not None:
         cfg["init"] = str(init)
     made, me = _distribution(cfg)  # before any other TF op (multi-worker collectives)
+    named = None if name is None else Path(runs_dir) / name
+    if named is not None and (named / BACKUP_DIR).is_dir():
+        _check_same_recipe(named, cfg)
+        return _train(named, named if me.chief else scratch_dir(me), cfg, progress, made, me)
+    if named is not None and (named / "metrics.json").exists():
+        raise ValueError(f"run {named} has finished (metrics.json); give another --name, or drop --name for "
+                         f"a dated folder")
     if cfg["init"] is not None:
         resolve_init(cfg["init"], cfg["model"])  # fail before any work
-    run_dir = _run_dir(runs_dir, cfg["name"]) if me.chief else scratch_dir(me)
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if me.chief:
+        run_dir = out_dir = _run_dir(runs_dir, cfg["name"]) if named is None else named
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        out_dir = scratch_dir(me)
+        run_dir = out_dir if named is None else named  # backups are read from the chief's folder
+    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     try:
-        return _train(run_dir, run_dir, cfg, progress, made, me)
+        return _train(run_dir, out_dir, cfg, progress, made, me)
     except BaseException:
         # Failed before training started (data or skeleton rejected, model not built): leave
         # no run folder behind. Once checkpoints exist, the folder is kept for --resume.
-        if not (run_dir / "checkpoints").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if not (out_dir / "checkpoints").exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
         raise
 
 
@@ -194,6 +209,24 @@ def _lr_factor(tcfg: dict, replicas: int) -> float:
         raise ValueError(f"recipe train.lr_scaling={tcfg['lr_scaling']!r}; known: none (lr as given), "
                          f"linear (lr x replicas)")
     return float(replicas) if tcfg["lr_scaling"] == "linear" else 1.0
+
+
+def _check_same_recipe(run_dir: Path, cfg: dict) -> None:
+    """A named run resumes only with the recipe it was started with."""
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(saved), flat(yaml.safe_load(yaml.safe_dump(cfg)))
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if differ:
+        raise ValueError(f"{run_dir} holds a backup of a run with another recipe ({', '.join(differ)} differ: "
+                         f"{', '.join(f'{k}={a.get(k)!r} there, {b.get(k)!r} now' for k in differ[:3])}); "
+                         f"resume it with the same settings, or give another --name")
 
 
 def _resumed_run(run_dir: Path) -> tuple[Path, dict]:
