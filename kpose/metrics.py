@@ -82,6 +82,20 @@ def pckh(pred: np.ndarray, gt: np.ndarray, head_sizes: np.ndarray,
     return out
 
 
+def pck(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray,
+        thresholds: tuple[float, ...] = (0.05, 0.1, 0.2)) -> dict[str, float]:
+    """PCK: fraction of labelled keypoints within threshold x the person box's longer side of
+    the truth. Needs no OKS sigmas and no head sizes, so it scores any skeleton (animals,
+    hands) where OKS sigmas would only be a guess.
+
+    pred [N, K, >=2], gt [N, K, 3] (x, y, v), boxes [N, 4] (x, y, w, h).
+    """
+    size = np.max(np.asarray(boxes, np.float64)[:, 2:4], axis=1)
+    valid = (gt[..., 2] > 0) & (size[:, None] > 0)
+    dist = np.linalg.norm(pred[..., :2] - gt[..., :2], axis=-1) / np.where(size > 0, size, 1.0)[:, None]
+    return {f"PCK@{t}": float(((dist <= t) & valid).sum() / max(valid.sum(), 1)) for t in thresholds}
+
+
 def write_results(results: list[dict], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +107,8 @@ def evaluate_instances(model, instances: Instances, batch_size: int = 32,
                        results_file: str | Path | None = None, box_scores: np.ndarray | None = None,
                        progress: bool = False, flip_test: bool = False) -> dict[str, float]:
     """Predict every instance box with a top-down PoseModel and score: OKS AP/AR (skeletons
-    with sigmas) and PCKh (instances with head sizes). Predictions are written in COCO
-    results format."""
+    with sigmas), PCKh (instances with head sizes) and PCK of the box size (always).
+    Predictions are written in COCO results format."""
     pred = model.predict_instances(instances, batch_size=batch_size, progress=progress,
                                    flip_test=flip_test)
     results = coco_results(instances, pred, box_scores)
@@ -108,6 +122,7 @@ def evaluate_instances(model, instances: Instances, batch_size: int = 32,
     if np.isfinite(instances.head_sizes).any():
         exclude = tuple(sk.index(n) for n in ("pelvis", "thorax") if n in sk.keypoints)
         metrics.update(pckh(pred, instances.keypoints, instances.head_sizes, exclude=exclude))
+    metrics.update(pck(pred, instances.keypoints, instances.bboxes))
     return metrics
 
 

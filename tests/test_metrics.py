@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from kpose.metrics import coco_keypoint_ap, pckh
+from kpose.metrics import coco_keypoint_ap, pck, pckh
 from kpose.skeletons import COCO17
 
 
@@ -42,3 +42,18 @@ def test_coco_ap_of_ground_truth_is_one_and_of_noise_is_low(tmp_path):
     # are missing, not 0.
     assert "APm" not in result and "ARm" not in result
     assert coco_keypoint_ap(ann, noisy, COCO17.sigmas_array())["AP"] < 0.3
+
+
+def test_pck_is_relative_to_the_box_and_counts_labelled_keypoints_only():
+    gt = np.array([[[10, 10, 2], [50, 50, 2], [0, 0, 0]],
+                   [[100, 100, 1], [130, 100, 2], [5, 5, 2]]], np.float64)
+    boxes = np.array([[0, 0, 100, 40], [90, 90, 50, 200]], np.float64)  # longer sides 100 and 200
+    pred = gt.copy()
+    pred[0, 0, 0] += 4.0    # 0.04 of 100: within 0.05
+    pred[0, 1, 1] += 8.0    # 0.08 of 100: within 0.1, not 0.05
+    pred[0, 2, :2] = 999.0  # unlabelled: not counted
+    pred[1, 1, 0] += 30.0   # 0.15 of 200: within 0.2 only
+    pred[1, 2, 0] += 50.0   # 0.25 of 200: never
+    got = pck(pred, gt, boxes)
+    assert got == {"PCK@0.05": 2 / 5, "PCK@0.1": 3 / 5, "PCK@0.2": 4 / 5}
+    assert pck(pred, gt, boxes * [1, 1, 0, 0])["PCK@0.2"] == 0.0  # boxes without size: nothing valid

@@ -320,3 +320,28 @@ def engine_build(*args, **kwargs):
     from kpose.models import build_network
 
     return build_network(*args, **kwargs)
+
+
+def test_a_run_on_one_skeleton_initialises_a_model_of_another(run):
+    """COCO-17 run -> a 5-keypoint animal skeleton: the backbone loads, head channels follow
+    the names they share (eyes, nose), the others stay fresh, and the summary says which."""
+    from kpose.models import build_network
+    from kpose.skeletons import Skeleton
+    from kpose.training.transfer import init_weights
+
+    dog = Skeleton(name="dog", keypoints=("left_eye", "right_eye", "nose", "withers", "tail_base"),
+                   flip_pairs=((0, 1),), limbs=((0, 2), (1, 2), (2, 3), (3, 4)), sigmas=(0.025,) * 5)
+    net = build_network({"family": "efficientpose", "variant": "rt", "input_size": (64, 64),
+                         "skeleton": dog.to_dict()}, training_outputs=True)
+    before = net.get_layer("upscaled_confs").get_weights()[0].copy()
+    summary = init_weights(net, run.dir, dog, {"family": "efficientpose", "variant": "rt"})
+    assert "coco17 -> dog" in summary and "(3 of 5 keypoints)" in summary and "fresh: withers, tail_base" in summary
+    src = run.model.keras_model
+    for a, b in zip(net.get_layer("stem_conv_res1").get_weights(), src.get_layer("stem_conv_res1").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    k_src = src.get_layer("upscaled_confs").get_weights()[0]
+    k_dst = net.get_layer("upscaled_confs").get_weights()[0]
+    coco = run.model.skeleton
+    np.testing.assert_array_equal(k_dst[..., dog.index("nose"), dog.index("left_eye")],
+                                  k_src[..., coco.index("nose"), coco.index("left_eye")])
+    np.testing.assert_array_equal(k_dst[..., dog.index("withers"), :], before[..., dog.index("withers"), :])

@@ -71,7 +71,9 @@ class TopDownData:
                                   flip_test=bool(cfg["eval"]["flip_test"]))
 
     def key(self, data: Instances) -> str:
-        return "AP" if data.skeleton.sigmas is not None else "PCKh@0.5"
+        if data.skeleton.sigmas is not None:
+            return "AP"
+        return "PCKh@0.5" if np.isfinite(data.head_sizes).any() else "PCK@0.1"
 
     def plot(self, model: PoseModel, data: Instances, png: Path) -> None:
         plots.prediction_grid(model, data, png)
