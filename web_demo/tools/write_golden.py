@@ -3,8 +3,9 @@
 Every expected value comes from kpose's Python reference code (HeatmapCodec.decode,
 PafCodec.decode and its steps, flip_back, limb_order, the affine helpers,
 PoseModel.predict with a stand-in network for top-down and bottom-up models, fit_matrix,
-instance_scores, and kpose.tracking.Tracker's traces from golden_tracking.py). Run with the kpose
-environment from the repository root:
+instance_scores, kpose.tracking.Tracker's traces from golden_tracking.py, and the metadata an
+export carries, for the Android reader). The Kotlin ports (export/android/) are tested against
+the same files. Run with the kpose environment from the repository root:
 
     python web_demo/tools/write_golden.py [--out web_demo/test/golden]
 
@@ -22,6 +23,7 @@ import argparse
 import base64
 import json
 import types
+from types import SimpleNamespace
 import zlib
 from collections import Counter
 from dataclasses import MISSING, fields, replace
@@ -34,9 +36,11 @@ import kpose.codecs.paf as paf_module
 from kpose.codecs.heatmap import LOG_FLOOR, HeatmapCodec, savgol_quadratic_2d
 from kpose.codecs.paf import PafCodec, find_peaks, flip_back, limb_order
 from kpose.codecs.paf_grouping import assemble, limb_candidates, smooth_maps, upsample_maps
+from kpose.deploy.metadata import model_metadata
 from kpose.metrics import instance_scores
 from kpose.pose_model import PoseModel, model_config
-from kpose.skeletons import CMU18, COCO17, MPII16
+from kpose.models import BOTTOM_UP, TOP_DOWN
+from kpose.skeletons import CMU18, COCO17, MPII16, Skeleton
 from kpose.transforms import affine_matrix, apply_affine, box_to_center_scale, fit_matrix, invert_affine
 
 from golden_tracking import tracking_traces  # noqa: E402  (this folder: run as a script)
@@ -590,6 +594,40 @@ def savgol_cases() -> list[dict]:
             for ry, rx in [(1, 1), (2, 2), (1, 3), (3, 2), (8, 8)]]
 
 
+# ---------------------------------------------------------------------------
+# exported metadata (read by the Android loader, export/android/KposeMetadata.kt)
+
+# A made-up five-keypoint skeleton: the reader must take K, names, limbs and sigmas from the
+# metadata, not from COCO.
+FISH = Skeleton("fish5", ("head", "left_fin", "right_fin", "body", "tail"), ((1, 2),),
+                ((0, 3), (1, 3), (2, 3), (3, 4)), (0.05, 0.08, 0.08, 0.06, 0.1))
+
+
+def metadata_cases() -> dict:
+    """model_metadata of a top-down model with FISH (whose codec decodes heatmap.json's
+    noisy_prediction maps, five channels) and of a bottom-up CMU-18 model; and one whose
+    heatmaps output disagrees with its skeleton, which the reader must reject."""
+    specs = [("top_down_fish5", TOP_DOWN, FISH, HeatmapCodec((256, 192), (64, 48), sigma=2.0), 1.1,
+              "noisy_prediction"),
+             ("bottom_up_cmu18", BOTTOM_UP, CMU18, PafCodec((96, 112), (12, 14), CMU18.limbs, sigma=1.0), 1.0, None)]
+    models = []
+    for name, task, skel, codec, padding, decodes in specs:
+        model = SimpleNamespace(config={"family": "stand_in", "variant": name}, skeleton=skel, codec=codec,
+                                input_size=codec.input_size, task=task, crop_padding=padding)
+        meta = dict(model_metadata(model), kpose_version="(any)")  # the vectors outlive version bumps
+        expected = {"task": task, "keypoints": list(skel.keypoints), "limbs": [list(p) for p in skel.limbs],
+                    "flip_pairs": [list(p) for p in skel.flip_pairs],
+                    "sigmas": None if skel.sigmas is None else list(skel.sigmas), "crop_padding": padding,
+                    "outputs": [o["name"] for o in meta["outputs"]],
+                    "codec_limbs": [list(p) for p in codec.limbs] if task == BOTTOM_UP else []}
+        if decodes:
+            expected["decodes"] = decodes
+        models.append({"name": name, "metadata": meta, "expected": expected})
+    broken = json.loads(json.dumps(models[0]["metadata"]))
+    broken["outputs"][0]["shape"][3] += 1
+    return {"models": models, "broken_k": json.dumps(broken)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
@@ -610,6 +648,7 @@ def main() -> None:
                                  # Own generator: the vectors above stay as they were.
                                  "fit": fit_cases(), "bottom_up": bottom_up_cases(np.random.default_rng(20240615))})
     write(args.out, "tracking", tracking_traces())
+    write(args.out, "metadata", metadata_cases())
     sizes = {p.name: p.stat().st_size for p in sorted(args.out.glob("*.json"))}
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
     print("PAF assembly cases covered: " + ", ".join(f"{k} {v}" for k, v in sorted(branches.items())))
