@@ -8,8 +8,8 @@ from pathlib import Path
 
 # kpose predict prints every keypoint of this many images at most; more get a progress bar.
 PRINT_LIMIT = 5
-DATA_HELP = ('"synthetic" (the embedded dataset, default), "coco:ANN.json:IMAGE_DIR" or '
-             '"mpii:LIST.json:IMAGE_DIR"')
+DATA_HELP = ('"synthetic" (the embedded dataset, default), "coco:ANN.json:IMAGE_DIR", '
+             '"mpii:LIST.json:IMAGE_DIR" or "tfrecord:DIR" (shards written by kpose data pack)')
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -155,6 +155,19 @@ def _cmd_models(a: argparse.Namespace) -> int:
             print(f"{family.name:22s} {variant:13s} {family.task:9s} {size[0]}x{size[1]:<5d} "
                   f"{count_parameters(net) / 1e6:8.2f}M {count_flops(net, size) / 1e9:8.2f}  "
                   f"{family.description}", flush=True)
+    return 0
+
+
+def _cmd_data_pack(a: argparse.Namespace) -> int:
+    from kpose.data.pack import pack
+    from kpose.data.tfrecords import INDEX
+
+    kw = {} if a.shard_size is None else {"shard_size": a.shard_size}
+    index = pack(a.spec, a.out, split=a.split, skeleton=a.skeleton, progress=not a.quiet, **kw)
+    c = index["counts"]
+    print(f"{c['images']} images, {c['people']} people, {c['ignore_regions']} ignore regions in "
+          f"{len(index['shards'])} shards; index: {Path(a.out) / INDEX}")
+    print(f"train from them with --data tfrecord:{a.out}")
     return 0
 
 
@@ -321,6 +334,29 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--skeleton", default="coco17", help="keypoints and limbs to size the heads for (default coco17)")
     m.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the paper's)")
     m.set_defaults(func=_cmd_models)
+
+    dt = sub.add_parser("data", help="dataset tools: pack a data spec into sharded TFRecords",
+                        description="Dataset tools. `kpose data pack SPEC --out DIR` writes sharded "
+                        "TFRecords (one record per image: its encoded bytes, every annotation, ignore "
+                        "regions) that train and evaluate with --data tfrecord:DIR.")
+    dsub = dt.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    pk = dsub.add_parser("pack", help="write a data spec as sharded TFRecords",
+                         description="Pack one split of a data spec into DIR: NAME-00000-of-000NN.tfrecord "
+                         "files, NAME-annotations.json (COCO-format ground truth) and kpose-shards.json "
+                         "(skeleton, counts, source). Streams the annotation file: memory does not grow with "
+                         "the dataset. Train with --data tfrecord:DIR.")
+    pk.add_argument("spec", help='the data to pack: "synthetic" (the embedded dataset; "synthetic:crowd" '
+                    'its crowd variant), "coco:ANN.json:IMAGE_DIR" or "mpii:LIST.json:IMAGE_DIR"')
+    pk.add_argument("--out", required=True, metavar="DIR",
+                    help="shard folder (new, empty, or an earlier kpose shard folder, whose files are replaced)")
+    pk.add_argument("--shard-size", type=int, metavar="N", help="images per shard (default 1024)")
+    pk.add_argument("--split", default="train", choices=["train", "val"],
+                    help="split of the spec to pack (the synthetic dataset has both; coco/mpii files are "
+                    "packed as given); also names the files (default: train)")
+    pk.add_argument("--skeleton", help="keypoint layout: a built-in name, or 'from-data' for the file's own "
+                    "(default: the built-in layout the file matches)")
+    pk.add_argument("--quiet", action="store_true", help="no progress bar")
+    pk.set_defaults(func=_cmd_data_pack)
 
     r = sub.add_parser("recipes", help="list the packaged recipes",
                        description="List the packaged recipes with their model, input and data.")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from kpose.data.records import Instances
+from kpose.data.shards import shard_image_refs
 from kpose.data.sources import load_images, load_instances, parse_data_spec
 from kpose.deploy.runtime import load
 from kpose.metrics import evaluate_images, evaluate_instances
@@ -50,8 +51,9 @@ def evaluate(model: PoseModel | str | Path, data: str | dict = "synthetic", spli
 
     Top-down on ground-truth boxes, or on the person boxes of a COCO detection
     results file. `split` ("train"/"val") applies to the synthetic dataset, and picks the
-    spec of a {"train": spec, "val": spec} dict (as kpose.train takes); a "coco:..." or
-    "mpii:..." spec is evaluated as given. Returns {"AP": .., "AP50": .., ...} and/or PCKh.
+    spec of a {"train": spec, "val": spec} dict (as kpose.train takes); a "coco:...",
+    "mpii:..." or "tfrecord:..." spec is evaluated as given (against the shard folder's
+    annotations file, the source's ground truth in COCO form). Returns {"AP": .., "AP50": .., ...} and/or PCKh.
     scales: bottom-up multi-scale inference (see PoseModel.predict).
     """
     if not isinstance(model, PoseModel):
@@ -97,6 +99,9 @@ def evaluate_whole_images(model: PoseModel, data: str, split: str, spec: dict,
     if spec["format"] == "coco":
         for im in images:
             paths.setdefault(int(im["id"]), os.path.join(spec["image_dir"], im["file_name"]))
+    elif spec["format"] == "tfrecord":
+        for image_id, ref in shard_image_refs(spec["dir"]).items():
+            paths.setdefault(image_id, ref)
     ids = sorted(i for i in paths if i in {int(im["id"]) for im in images})
     metrics = evaluate_images(model, [paths[i] for i in ids], ids, records.ann_file, records.skeleton,
                               results_file, progress=progress, flip_test=flip_test, scales=scales)

@@ -5,8 +5,10 @@ warped by one random affine into the network input: random zoom, rotation,
 shift and horizontal flip, cropped or zero-padded to the input size. The same
 matrix maps all people's keypoints and the image's ignore mask, so they stay
 registered with the pixels. All per-sample work runs as TensorFlow ops inside
-`Dataset.map` (decode, warp, jitter): no per-sample Python. Conventions are
-those of kpose.transforms: pixel centres at integers, matrices image -> input.
+`Dataset.map` (decode, warp, jitter): no per-sample Python. Images and masks come
+from their files, or, for data read from ``tfrecord:DIR``, from the streamed shards
+(kpose.data.shard_stream). Conventions are those of kpose.transforms: pixel
+centres at integers, matrices image -> input.
 
 Augmentation (the `augment` dict; missing keys take DEFAULT_AUGMENT's values):
 
@@ -31,8 +33,10 @@ import logging
 import numpy as np
 
 from kpose._tf import tf
+from kpose.data.pipeline import encoded_image
 from kpose.data.records import ImageRecords
-from kpose.data.tf_images import color_jitter_tf, decode_image_tf
+from kpose.data.shard_stream import in_shards, shard_rows
+from kpose.data.tf_images import color_jitter_tf, decode_encoded_tf
 from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
 
 log = logging.getLogger(__name__)
@@ -87,14 +91,18 @@ def people_tensors(records: ImageRecords, max_people: int) -> np.ndarray:
     return out
 
 
-def _ignore_mask(path: tf.Tensor, m: tf.Tensor, input_size: tuple[int, int]) -> tf.Tensor:
-    """The image's ignore mask warped like its pixels: [H, W] float32, 1 = ignore; zeros without a mask."""
+def _ignore_mask(x: dict, m: tf.Tensor, input_size: tuple[int, int]) -> tf.Tensor:
+    """The image's ignore mask warped like its pixels: [H, W] float32, 1 = ignore; zeros without a mask.
+    The mask's PNG bytes come with a shard row, else from its file ('' = none)."""
+    given = x["ignore_encoded"] if "ignore_encoded" in x else x["ignore"]
+
     def warped() -> tf.Tensor:
-        mask = tf.cast(tf.io.decode_png(tf.io.read_file(path), channels=1), tf.float32) / 255.0
+        raw = x["ignore_encoded"] if "ignore_encoded" in x else tf.io.read_file(x["ignore"])
+        mask = tf.cast(tf.io.decode_png(raw, channels=1), tf.float32) / 255.0
         # Bilinear then threshold: the region's edge lands where the affine puts it, and stays binary.
         return tf.cast(warp_image_tf(mask, m, input_size)[..., 0] > 0.5, tf.float32)
 
-    return tf.cond(tf.strings.length(path) > 0, warped, lambda: tf.zeros(input_size, tf.float32))
+    return tf.cond(tf.strings.length(given) > 0, warped, lambda: tf.zeros(input_size, tf.float32))
 
 
 def bottom_up_dataset(records: ImageRecords, input_size: tuple[int, int], augment: dict | None,
@@ -139,10 +147,10 @@ def bottom_up_dataset(records: ImageRecords, input_size: tuple[int, int], augmen
         flip = r[5] < a["flip"]
         center = tf.stack([(w - 1) / 2, (h - 1) / 2]) + shift
         m = affine_matrix_tf(center, scale, size, rot, flip)
-        img = warp_image_tf(decode_image_tf(x["path"]), m, size)
+        img = warp_image_tf(decode_encoded_tf(encoded_image(x)), m, size)
         if color > 0:
             img = color_jitter_tf(img, color, seeds[1:])
-        mask = _ignore_mask(x["ignore"], m, size)
+        mask = _ignore_mask(x, m, size)
         kps = apply_affine_tf(x["keypoints"], m)
         # A horizontal flip turns the left wrist into the right one: swap channels.
         kps = tf.where(flip, tf.gather(kps, flip_index, axis=1), kps)
@@ -156,7 +164,13 @@ def bottom_up_dataset(records: ImageRecords, input_size: tuple[int, int], augmen
             return img, kps, mask, {"index": x["index"], "matrix": m, "flip": flip}
         return img, kps, mask
 
-    ds = tf.data.Dataset.from_tensor_slices(cols)
-    ds = ds.shuffle(min(shuffle_buffer, len(records)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().enumerate().map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if in_shards(records.image_paths):
+        cols.pop("path")
+        cols.pop("ignore")
+        ds = shard_rows(cols, records.image_paths, records.image_ids, seed=seed, repeat=True,
+                        shuffle_buffer=shuffle_buffer)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(cols)
+        ds = ds.shuffle(min(shuffle_buffer, len(records)), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.enumerate().map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)

@@ -87,22 +87,22 @@ def _write_mask(out: Path, mask: np.ndarray) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-        Image.fromarray(mask.astype(np.uint8) * 255, "L").save(tmp, "PNG", compress_level=1)
+        mask_png(mask).save(tmp, "PNG", compress_level=1)
         os.replace(tmp, out)
     except OSError as e:
         raise DataError(f"cannot write the ignore mask {out} ({e}). "
                         f"Fix: pass cache_dir= a writable directory or set KPOSE_CACHE.") from None
 
 
-def _ignore_mask(scan: CocoScan, image: dict, others: list, cache: Path, skipped: Counter,
-                 ignored: Counter) -> tuple[str, int]:
-    """(mask path or '', regions in it) for the other person annotations of one kept image."""
+def merge_ignore_regions(coco: COCO, image: dict, others: list, skipped: Counter, ignored: Counter,
+                         draw: bool = True) -> tuple[np.ndarray | None, int]:
+    """(union [H, W] bool of the regions, or None when not drawn; how many) for the other person
+    annotations of one kept image, moving each usable one from `skipped` to `ignored`."""
     h, w = int(image["height"]), int(image["width"])
-    out = _mask_path(cache, scan, image)
-    union = None if out.is_file() else np.zeros((h, w), bool)
+    union = np.zeros((h, w), bool) if draw else None
     count = 0
     for _, ann, reason in others:
-        region, from_box = ignore_region(scan.coco, ann, h, w)
+        region, from_box = ignore_region(coco, ann, h, w)
         if region is None:
             continue  # stays counted under `reason` in skipped
         skipped[reason] -= 1
@@ -112,6 +112,19 @@ def _ignore_mask(scan: CocoScan, image: dict, others: list, cache: Path, skipped
         if union is not None:
             union |= region
         count += 1
+    return union, count
+
+
+def mask_png(mask: np.ndarray) -> Image.Image:
+    """The stored form of an ignore mask: 8-bit grey, 255 = ignore."""
+    return Image.fromarray(mask.astype(np.uint8) * 255, "L")
+
+
+def _ignore_mask(scan: CocoScan, image: dict, others: list, cache: Path, skipped: Counter,
+                 ignored: Counter) -> tuple[str, int]:
+    """(mask path or '', regions in it) for the other person annotations of one kept image."""
+    out = _mask_path(cache, scan, image)
+    union, count = merge_ignore_regions(scan.coco, image, others, skipped, ignored, draw=not out.is_file())
     if count == 0:
         return "", 0
     if union is not None:

@@ -257,13 +257,21 @@ class CocoScan:
     category_ids: tuple = (1,)
 
 
+COCO_FIX = "pass the path of a COCO keypoints JSON (e.g. annotations/person_keypoints_val2017.json)."
+
+
 def scan_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
               skeleton: Skeleton | str | None = COCO17) -> CocoScan:
     """Validate a COCO keypoints file and sort its person annotations (no image is opened)."""
     path = os.path.abspath(os.fspath(ann_file))
+    return scan_coco_data(read_json(path, "COCO annotation file", COCO_FIX), path, image_dir, skeleton)
+
+
+def scan_coco_data(data, path: str, image_dir: str | os.PathLike,
+                   skeleton: Skeleton | str | None = COCO17) -> CocoScan:
+    """`scan_coco` of an already loaded file (or part of one: kpose.data.pack scans a large file
+    a few hundred images at a time); `path` names it in messages."""
     image_dir = os.path.abspath(os.fspath(image_dir))
-    fix = "pass the path of a COCO keypoints JSON (e.g. annotations/person_keypoints_val2017.json)."
-    data = read_json(path, "COCO annotation file", fix)
     _check_structure(data, path)
     if not os.path.isdir(image_dir):
         raise DataError(f"{image_dir}: image directory of {path} not found. Fix: pass the folder that "

@@ -28,6 +28,7 @@ Conversion rules (the same in `load_image` and in the normalised copies):
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -39,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+
+from kpose.data.shard_refs import parse_ref, read_ref
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +104,25 @@ def _no_truncated_images():
                 ImageFile.LOAD_TRUNCATED_IMAGES = _trunc_saved
 
 
+def _open_shard_image(ref: str) -> Image.Image:
+    """An image stored in a TFRecord shard (a kpose.data.shard_refs reference), not yet decoded."""
+    try:
+        return Image.open(io.BytesIO(read_ref(ref)))
+    except OSError as e:
+        raise ImageError(str(e)) from None
+
+
 def _open_fully(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image, or raise ImageError naming the file."""
+    """Open and fully decode an image (a file, or one inside a TFRecord shard), or raise
+    ImageError naming it."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    in_shard = parse_ref(path) is not None
+    if not in_shard and not os.path.isfile(path):
         raise ImageError(f"{path}: image file not found. Fix: check the image directory "
                          f"and the file name in the annotations.")
     with _no_truncated_images():
         try:
-            img = Image.open(path)
+            img = _open_shard_image(path) if in_shard else Image.open(path)
             img.load()
         except Image.DecompressionBombError as e:
             raise ImageError(f"{path}: image too large for Pillow's safety limit ({e}). Fix: resize the "
@@ -213,7 +226,7 @@ def load_image(path_or_array, apply_exif: bool = True) -> np.ndarray:
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of the stored pixels, read from the header only."""
     try:
-        with Image.open(path) as img:
+        with (_open_shard_image(os.fspath(path)) if parse_ref(path) else Image.open(path)) as img:
             return img.size
     except FileNotFoundError:
         raise ImageError(f"{os.fspath(path)}: image file not found. Fix: check the image directory.") from None

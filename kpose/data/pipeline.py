@@ -1,9 +1,11 @@
 """tf.data input pipeline for top-down training and evaluation: person crops.
 
 All per-sample work runs as TensorFlow ops inside `Dataset.map` (parallel decode,
-affine crop, augmentation): no per-sample Python. Training targets are encoded
-downstream (kpose.training.targets), from the crops' keypoints. Box-to-crop geometry is precomputed for all instances in
-NumPy with kpose.transforms, the same functions the reference path uses.
+affine crop, augmentation): no per-sample Python. Images come from their files, or, for
+data read from ``tfrecord:DIR``, from the streamed shards (kpose.data.shard_stream).
+Training targets are encoded downstream (kpose.training.targets), from the crops'
+keypoints. Box-to-crop geometry is precomputed for all instances in NumPy with
+kpose.transforms, the same functions the reference path uses.
 
 Crops are float32 RGB in 0..255; models normalise inside their graph.
 """
@@ -13,11 +15,19 @@ import numpy as np
 
 from kpose._tf import tf
 from kpose.data.records import Instances
-from kpose.data.tf_images import color_jitter_tf, decode_image_tf
+from kpose.data.shard_stream import in_shards, shard_rows
+from kpose.data.tf_images import color_jitter_tf, decode_encoded_tf
 from kpose.transforms import DEFAULT_CROP_PADDING, box_to_center_scale
 from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+
+def encoded_image(x: dict) -> tf.Tensor:
+    """A row's encoded image: streamed with it from the shards, else read from its file."""
+    return x["encoded"] if "encoded" in x else tf.io.read_file(x["path"])
+
+
 def instance_tensors(instances: Instances, input_size: tuple[int, int],
                      padding: float) -> dict[str, np.ndarray]:
     """Columns fed to tf.data: path, crop centre/scale, keypoints, index."""
@@ -56,7 +66,7 @@ def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: 
         shift = (2 * r[3:5] - 1) * a["shift"] * x["scale"]
         flip = r[5] < a["flip"]
         m = affine_matrix_tf(x["center"] + shift, x["scale"] * scale_f, input_size, rot, flip)
-        img = warp_image_tf(decode_image_tf(x["path"]), m, input_size)
+        img = warp_image_tf(decode_encoded_tf(encoded_image(x)), m, input_size)
         if a["color"] > 0:
             img = color_jitter_tf(img, a["color"], seeds[1:])
         kps = apply_affine_tf(x["keypoints"], m)
@@ -67,19 +77,30 @@ def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: 
         kps = tf.concat([kps[:, :2], tf.where(inside, kps[:, 2], 0.0)[:, None]], -1)
         return img, kps
 
-    ds = tf.data.Dataset.from_tensor_slices(cols)
-    ds = ds.shuffle(min(shuffle_buffer, len(instances)), seed=seed, reshuffle_each_iteration=True)
-    return ds.repeat().enumerate().map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if in_shards(instances.image_paths):
+        cols.pop("path")
+        ds = shard_rows(cols, instances.image_paths, instances.image_ids, seed=seed, repeat=True,
+                        shuffle_buffer=shuffle_buffer)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(cols)
+        ds = ds.shuffle(min(shuffle_buffer, len(instances)), seed=seed, reshuffle_each_iteration=True).repeat()
+    return ds.enumerate().map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def eval_dataset(instances: Instances, input_size: tuple[int, int], batch_size: int,
                  padding: float = DEFAULT_CROP_PADDING) -> tf.data.Dataset:
-    """Ordered batches of (crops, image->crop affine matrices, instance index)."""
+    """Batches of (crops, image->crop affine matrices, instance index): every instance once, in
+    table order (in shard order for data read from shards)."""
     cols = instance_tensors(instances, input_size, padding)
 
     def sample(x):
         m = affine_matrix_tf(x["center"], x["scale"], input_size, 0.0, False)
-        return warp_image_tf(decode_image_tf(x["path"]), m, input_size), m, x["index"]
+        return warp_image_tf(decode_encoded_tf(encoded_image(x)), m, input_size), m, x["index"]
 
-    ds = tf.data.Dataset.from_tensor_slices(cols)
+    if in_shards(instances.image_paths):
+        # Shard order, not the table's: rows come back with their index.
+        cols.pop("path")
+        ds = shard_rows(cols, instances.image_paths, instances.image_ids)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(cols)
     return ds.map(sample, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)

@@ -10,10 +10,14 @@ Spec strings:
   (A root folder literally named "crowd" is written "synthetic:./crowd".)
 * ``"coco:ANN_JSON:IMAGE_DIR"``: a COCO keypoints file and its image folder.
 * ``"mpii:LIST_JSON:IMAGE_DIR"``: an MPII list file (HRNet/mmpose) and its images.
+* ``"tfrecord:DIR"``: a shard folder written by ``kpose data pack SPEC --out DIR``
+  (kpose.data.pack): the same tables as the source spec's reader, images streamed
+  from the shards (kpose.data.shards). Top-down and bottom-up (when packed from
+  COCO-format data) both train and evaluate from it.
 
 Readers: `load_instances` gives one row per person (top-down); `load_images`
 gives one row per image with all its people and ignore regions (bottom-up,
-COCO-format data only: MPII lists label one person per record).
+COCO-format data only, packed or not: MPII lists label one person per record).
 
 Relative paths are resolved against the current directory when parsed.
 On Windows, drive letters work (``coco:C:\\ann.json:D:\\images``): a one-letter
@@ -23,7 +27,7 @@ Splits: `data` is a spec string or a dict ``{"train": spec, "val": spec}``.
 The rule is one and the same for both forms: a split takes the spec given for
 it, and "val" falls back to the "train" spec when none is given (a plain string
 gives the train spec). With "synthetic", each split reads its own part of the
-dataset. With a coco/mpii file, the fallback validates on the training data:
+dataset. With a coco/mpii file or a shard folder, the fallback validates on the training data:
 allowed (handy for smoke tests and overfitting checks) but logged as a warning,
 because such metrics measure fit, not generalisation.
 """
@@ -39,6 +43,7 @@ from kpose.data.coco_images import read_coco_images
 from kpose.data.images import DataError
 from kpose.data.mpii import read_mpii
 from kpose.data.records import ImageRecords, Instances
+from kpose.data.shards import read_shard_images, read_shard_instances
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ FORMATS = {
     "synthetic": "synthetic[:crowd][:ROOT]",
     "coco": "coco:ANN_JSON:IMAGE_DIR",
     "mpii": "mpii:LIST_JSON:IMAGE_DIR",
+    "tfrecord": "tfrecord:SHARD_DIR",
 }
 SPLITS = ("train", "val")
 CROWD = "crowd"  # "synthetic:crowd[:ROOT]" selects the crowd variant
@@ -78,7 +84,8 @@ def parse_data_spec(spec: str) -> dict:
 
     "synthetic[:crowd][:ROOT]" -> {"format": "synthetic", "root": abs path or None, "crowd": bool};
     "coco:ANN:IMAGES" -> {"format": "coco", "ann_file", "image_dir"};
-    "mpii:LIST:IMAGES" -> {"format": "mpii", "list_file", "image_dir"}.
+    "mpii:LIST:IMAGES" -> {"format": "mpii", "list_file", "image_dir"};
+    "tfrecord:DIR" -> {"format": "tfrecord", "dir"}.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data spec {spec!r} is not a non-empty string. Fix: use one of {_formats_text()}.")
@@ -98,6 +105,11 @@ def parse_data_spec(spec: str) -> dict:
             root = rest
         return {"format": "synthetic", "root": os.path.abspath(os.path.expanduser(root)) if root else None,
                 "crowd": crowd}
+    if kind == "tfrecord":
+        if not rest.strip():
+            raise DataError(f"data spec {spec!r}: expected '{FORMATS[kind]}' (the folder after 'tfrecord:'). "
+                            f"Fix: write '{FORMATS[kind]}', the --out folder of `kpose data pack`.")
+        return {"format": kind, "dir": os.path.abspath(os.path.expanduser(rest.strip()))}
     parts = _split_fields(rest)
     if len(parts) != 2 or not all(p.strip() for p in parts):
         raise DataError(f"data spec {spec!r}: expected '{FORMATS[kind]}' (two paths after '{kind}:'), "
@@ -125,7 +137,8 @@ def split_spec(data: str | Mapping[str, str], split: str) -> str:
                     f"Fix: use one of {_formats_text()}.")
 
 
-def _synthetic_paths(parsed: dict) -> dict:
+def synthetic_paths(parsed: dict) -> dict:
+    """The annotation files and image folders of a parsed "synthetic" spec (made on first use)."""
     paths = synthetic.ensure_dataset(parsed["root"], crowd=parsed["crowd"])
     missing = [k for k in ("train", "val", "train_images", "val_images") if k not in paths]
     if missing:
@@ -152,9 +165,12 @@ def load_instances(data: str | Mapping[str, str], split: str, *, cache_dir: str 
     parsed = parse_data_spec(spec)
     kw = dict(cache_dir=cache_dir, check_images=check_images, workers=workers, progress=progress)
     if parsed["format"] == "synthetic":
-        paths = _synthetic_paths(parsed)
+        paths = synthetic_paths(parsed)
         return read_coco(paths[split], paths[f"{split}_images"], skeleton=skeleton, **kw)
     _warn_if_train_reused(data, split, spec)
+    if parsed["format"] == "tfrecord":
+        # The skeleton was resolved when packing (from the data where asked) and is stored in full.
+        return read_shard_instances(parsed["dir"])
     if parsed["format"] == "coco":
         # The skeleton follows the file (17 COCO keypoints, or MPII's 16 in COCO form).
         return read_coco(parsed["ann_file"], parsed["image_dir"], skeleton=skeleton, **kw)
@@ -169,14 +185,14 @@ def load_images(data: str | Mapping[str, str], split: str, *, cache_dir: str | o
                 skeleton=None) -> ImageRecords:
     """Read one split as image-level records for bottom-up training: every image's people and ignore mask.
 
-    COCO-format specs only ("synthetic[:crowd]" and "coco:..."); an MPII list
+    COCO-format specs only ("synthetic[:crowd]", "coco:..." and shards packed from them); an MPII list
     labels one person per record, not every person in the image, so it raises.
     """
     spec = split_spec(data, split)
     parsed = parse_data_spec(spec)
     kw = dict(cache_dir=cache_dir, check_images=check_images, workers=workers, progress=progress)
     if parsed["format"] == "synthetic":
-        paths = _synthetic_paths(parsed)
+        paths = synthetic_paths(parsed)
         return read_coco_images(paths[split], paths[f"{split}_images"], skeleton=skeleton, **kw)
     if parsed["format"] == "mpii":
         raise DataError(f"data spec {spec!r}: MPII list files annotate single persons, not every person "
@@ -184,4 +200,6 @@ def load_images(data: str | Mapping[str, str], split: str, *, cache_dir: str | o
                         f"be taught as background). Fix: use a COCO-format dataset "
                         f"('coco:ANN_JSON:IMAGE_DIR' or 'synthetic'), or train a top-down model.")
     _warn_if_train_reused(data, split, spec)
+    if parsed["format"] == "tfrecord":
+        return read_shard_images(parsed["dir"])
     return read_coco_images(parsed["ann_file"], parsed["image_dir"], skeleton=skeleton, **kw)

@@ -10,7 +10,11 @@ def decode_image_tf(path: tf.Tensor) -> tf.Tensor:
     Images were validated (and normalised when needed) by kpose.data.images before the
     pipeline, so only clean JPEG/PNG arrive here.
     """
-    raw = tf.io.read_file(path)
+    return decode_encoded_tf(tf.io.read_file(path))
+
+
+def decode_encoded_tf(raw: tf.Tensor) -> tf.Tensor:
+    """`decode_image_tf` of the file's bytes (as TFRecord shards hold them)."""
     # INTEGER_ACCURATE is libjpeg's ISLOW IDCT, the one Pillow uses: the same pixels as the reference path.
     img = tf.cond(tf.io.is_jpeg(raw),
                   lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
