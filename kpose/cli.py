@@ -9,7 +9,8 @@ from pathlib import Path
 # kpose predict prints every keypoint of this many images at most; more get a progress bar.
 PRINT_LIMIT = 5
 DATA_HELP = ('"synthetic" (the embedded dataset, default), "coco:ANN.json:IMAGE_DIR", '
-             '"mpii:LIST.json:IMAGE_DIR" or "tfrecord:DIR" (shards written by kpose data pack)')
+             '"mpii:LIST.json:IMAGE_DIR", "tfrecord:DIR" (shards written by kpose data pack) or '
+             '"coco2017" / "coco2017-val" (real COCO, downloaded once into the kpose cache)')
 
 
 def _cmd_train(a: argparse.Namespace) -> int:

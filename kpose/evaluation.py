@@ -10,7 +10,7 @@ import numpy as np
 
 from kpose.data.records import Instances
 from kpose.data.shards import shard_image_refs
-from kpose.data.sources import load_images, load_instances, parse_data_spec
+from kpose.data.sources import load_images, load_instances, parse_data_spec, resolve_named
 from kpose.deploy.runtime import load
 from kpose.metrics import evaluate_images, evaluate_instances
 from kpose.models import BOTTOM_UP
@@ -66,6 +66,7 @@ def evaluate(model: PoseModel | str | Path, data: str | dict = "synthetic", spli
         data = data[split]
     # A coco/mpii spec names exactly the data to evaluate; `split` picks a part
     # of the synthetic dataset only.
+    data = resolve_named(data, split, progress)  # coco2017[-val]: the split's files, downloaded once
     spec = parse_data_spec(data)
     if spec["format"] != "synthetic":
         split = "train"

@@ -104,3 +104,23 @@ def test_offline_names_the_url_and_the_manual_step(tmp_path, monkeypatch):
 def test_the_pinned_table_is_the_official_one():
     assert coco2017.ARCHIVES["train"].url == "http://images.cocodataset.org/zips/train2017.zip"
     assert coco2017.ARCHIVES["val"].size == 815585330
+
+
+def test_coco2017_is_a_data_spec(stand_ins, tmp_path, monkeypatch):
+    from kpose.data.sources import load_images, load_instances, parse_data_spec
+
+    server = _Server({k + ".zip": b for k, b in stand_ins.items()})
+    try:
+        monkeypatch.setattr(coco2017, "ARCHIVES", _table(server, stand_ins))
+        monkeypatch.setenv("KPOSE_CACHE", str(tmp_path))
+        assert parse_data_spec("coco2017-val") == {"format": "coco2017", "split": "val"}
+        train, val = load_instances("coco2017", "train", progress=False), load_instances("coco2017", "val",
+                                                                                           progress=False)
+        assert train.ann_file.endswith("person_keypoints_train2017.json")
+        assert val.ann_file.endswith("person_keypoints_val2017.json") and len(val) > 0
+        # "coco2017-val" is val2017 whichever split asks; bottom-up reads whole images from it.
+        assert load_images({"train": "coco2017", "val": "coco2017-val"}, "val", progress=False).ann_file \
+            == val.ann_file
+        assert str(tmp_path / "coco2017") in val.ann_file
+    finally:
+        server.close()

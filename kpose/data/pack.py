@@ -37,7 +37,7 @@ from kpose.data.images import DataError
 from kpose.data.json_stream import iter_object
 from kpose.data.mpii import read_mpii
 from kpose.data.shard_writer import ShardSetWriter
-from kpose.data.sources import parse_data_spec, split_spec, synthetic_paths
+from kpose.data.sources import parse_data_spec, resolve_named, split_spec, synthetic_paths
 from kpose.data.tfrecords import INDEX, verify_shards
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def pack(data, out: str | os.PathLike, *, split: str = "train", shard_size: int 
     """
     if int(shard_size) < 1:
         raise DataError(f"shard_size={shard_size}: need at least 1 image per shard.")
-    spec = split_spec(data, split)
+    spec = resolve_named(split_spec(data, split), split, progress)
     parsed = parse_data_spec(spec)
     if parsed["format"] == "tfrecord":
         raise DataError(f"data spec {spec!r} is already a shard folder. Fix: pack a coco, mpii or "

@@ -10,6 +10,10 @@ Spec strings:
   (A root folder literally named "crowd" is written "synthetic:./crowd".)
 * ``"coco:ANN_JSON:IMAGE_DIR"``: a COCO keypoints file and its image folder.
 * ``"mpii:LIST_JSON:IMAGE_DIR"``: an MPII list file (HRNet/mmpose) and its images.
+* ``"coco2017"``, ``"coco2017-train"``, ``"coco2017-val"``: the real COCO 2017 keypoints by
+  name, downloaded once into the kpose cache (kpose.data.coco2017) and then read as
+  "coco:ANN:IMAGES"; plain "coco2017" reads train2017 for training and val2017 for
+  validation, like "synthetic" reads its own splits.
 * ``"tfrecord:DIR"``: a shard folder written by ``kpose data pack SPEC --out DIR``
   (kpose.data.pack): the same tables as the source spec's reader, images streamed
   from the shards (kpose.data.shards). Top-down and bottom-up (when packed from
@@ -39,6 +43,7 @@ from collections.abc import Mapping
 
 from kpose.data import synthetic
 from kpose.data.coco import read_coco
+from kpose.data.coco2017 import ensure_coco2017
 from kpose.data.coco_images import read_coco_images
 from kpose.data.images import DataError
 from kpose.data.mpii import read_mpii
@@ -52,7 +57,10 @@ FORMATS = {
     "coco": "coco:ANN_JSON:IMAGE_DIR",
     "mpii": "mpii:LIST_JSON:IMAGE_DIR",
     "tfrecord": "tfrecord:SHARD_DIR",
+    "coco2017": "coco2017[-train|-val]",
 }
+# Named datasets: spec -> the split it reads (None: the split asked for).
+NAMED = {"coco2017": None, "coco2017-train": "train", "coco2017-val": "val"}
 SPLITS = ("train", "val")
 CROWD = "crowd"  # "synthetic:crowd[:ROOT]" selects the crowd variant
 
@@ -90,6 +98,8 @@ def parse_data_spec(spec: str) -> dict:
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data spec {spec!r} is not a non-empty string. Fix: use one of {_formats_text()}.")
     spec = spec.strip()
+    if spec.lower() in NAMED:
+        return {"format": "coco2017", "split": NAMED[spec.lower()]}
     prefix, _, rest = spec.partition(":")
     kind = prefix.lower()
     if kind not in FORMATS:
@@ -117,6 +127,15 @@ def parse_data_spec(spec: str) -> dict:
     ann, images = (os.path.abspath(os.path.expanduser(p.strip())) for p in parts)
     key = "ann_file" if kind == "coco" else "list_file"
     return {"format": kind, key: ann, "image_dir": images}
+
+
+def resolve_named(spec: str, split: str, progress: bool = True) -> str:
+    """A named dataset ("coco2017[-train|-val]") as the "coco:ANN:IMAGES" spec of its files,
+    downloaded into the kpose cache first if needed; any other spec as given."""
+    if not isinstance(spec, str) or spec.strip().lower() not in NAMED:
+        return spec
+    ann, images = ensure_coco2017(NAMED[spec.strip().lower()] or split, progress=progress)
+    return f"coco:{ann}:{images}"
 
 
 def split_spec(data: str | Mapping[str, str], split: str) -> str:
@@ -148,6 +167,9 @@ def synthetic_paths(parsed: dict) -> dict:
 
 
 def _warn_if_train_reused(data: str | Mapping[str, str], split: str, spec: str) -> None:
+    parsed = parse_data_spec(spec)
+    if parsed["format"] == "synthetic" or (parsed["format"] == "coco2017" and parsed["split"] is None):
+        return  # each split reads its own part
     if split == "val" and split_spec(data, "train") == spec:
         log.warning("validating on the training data %r: metrics will measure fit, not generalisation. "
                     "Pass data={'train': ..., 'val': ...} for a held-out split.", spec)
@@ -162,12 +184,13 @@ def load_instances(data: str | Mapping[str, str], split: str, *, cache_dir: str 
     (or a SkeletonRequest) reads the file's own keypoints, limbs and flip pairs.
     """
     spec = split_spec(data, split)
+    _warn_if_train_reused(data, split, spec)
+    spec = resolve_named(spec, split, progress)
     parsed = parse_data_spec(spec)
     kw = dict(cache_dir=cache_dir, check_images=check_images, workers=workers, progress=progress)
     if parsed["format"] == "synthetic":
         paths = synthetic_paths(parsed)
         return read_coco(paths[split], paths[f"{split}_images"], skeleton=skeleton, **kw)
-    _warn_if_train_reused(data, split, spec)
     if parsed["format"] == "tfrecord":
         # The skeleton was resolved when packing (from the data where asked) and is stored in full.
         return read_shard_instances(parsed["dir"])
@@ -189,6 +212,9 @@ def load_images(data: str | Mapping[str, str], split: str, *, cache_dir: str | o
     labels one person per record, not every person in the image, so it raises.
     """
     spec = split_spec(data, split)
+    if parse_data_spec(spec)["format"] != "mpii":  # which raises below
+        _warn_if_train_reused(data, split, spec)
+    spec = resolve_named(spec, split, progress)
     parsed = parse_data_spec(spec)
     kw = dict(cache_dir=cache_dir, check_images=check_images, workers=workers, progress=progress)
     if parsed["format"] == "synthetic":
@@ -199,7 +225,6 @@ def load_images(data: str | Mapping[str, str], split: str, *, cache_dir: str | o
                         f"in an image, so they cannot train a bottom-up model (unlabelled people would "
                         f"be taught as background). Fix: use a COCO-format dataset "
                         f"('coco:ANN_JSON:IMAGE_DIR' or 'synthetic'), or train a top-down model.")
-    _warn_if_train_reused(data, split, spec)
     if parsed["format"] == "tfrecord":
         return read_shard_images(parsed["dir"])
     return read_coco_images(parsed["ann_file"], parsed["image_dir"], skeleton=skeleton, **kw)
