@@ -107,7 +107,7 @@ def _ignore_mask(x: dict, m: tf.Tensor, input_size: tuple[int, int]) -> tf.Tenso
 
 def bottom_up_dataset(records: ImageRecords, input_size: tuple[int, int], augment: dict | None,
                       batch_size: int, seed: int = 0, max_people: int = 30, shuffle_buffer: int = 2048,
-                      with_meta: bool = False) -> tf.data.Dataset:
+                      with_meta: bool = False, start: int = 0) -> tf.data.Dataset:
     """Infinite, shuffled, augmented batches of (images, keypoints, ignore masks).
 
     images [B, H, W, 3] float32 in 0..255; keypoints [B, max_people, K, 3]
@@ -116,7 +116,8 @@ def bottom_up_dataset(records: ImageRecords, input_size: tuple[int, int], augmen
     float32, 1 = ignore. input_size is (H, W); augment: see the module
     docstring. with_meta adds a 4th element {"index": [B] record row,
     "matrix": [B, 2, 3] image -> input, "flip": [B] bool}, to check or draw
-    what was done.
+    what was done. start: samples of the stream to skip (a resumed run goes on where the
+    interrupted one was; skipped before any image is decoded).
     """
     if len(records) == 0:
         raise ValueError(f"bottom_up_dataset: no images in {records.source or 'the records'}. "
@@ -172,5 +173,5 @@ def bottom_up_dataset(records: ImageRecords, input_size: tuple[int, int], augmen
     else:
         ds = tf.data.Dataset.from_tensor_slices(cols)
         ds = ds.shuffle(min(shuffle_buffer, len(records)), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate().map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.enumerate().skip(int(start)).map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)

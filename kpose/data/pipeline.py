@@ -43,7 +43,7 @@ def instance_tensors(instances: Instances, input_size: tuple[int, int],
 
 
 def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: dict, seed: int = 0,
-                    shuffle_buffer: int = 2048) -> tf.data.Dataset:
+                    shuffle_buffer: int = 2048, start: int = 0) -> tf.data.Dataset:
     """Infinite, shuffled, augmented (crop [H, W, 3], keypoints [K, 3] in crop pixels) samples.
 
     augment: flip, rotation, rotation_prob, scale, shift, color, box_padding (recipe keys).
@@ -51,7 +51,8 @@ def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: 
 
     The same seed gives the same batches: each sample's augmentation draws from
     stateless random ops keyed by (seed, position in the stream), and the parallel
-    map keeps the order, so a run does not depend on thread timing.
+    map keeps the order, so a run does not depend on thread timing. start: samples of the
+    stream to skip (a resumed run goes on where the interrupted one was; before decoding).
     """
     cols = instance_tensors(instances, input_size, augment["box_padding"])
     flip_index = tf.constant(instances.skeleton.flip_index(), tf.int32)
@@ -84,7 +85,7 @@ def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: 
     else:
         ds = tf.data.Dataset.from_tensor_slices(cols)
         ds = ds.shuffle(min(shuffle_buffer, len(instances)), seed=seed, reshuffle_each_iteration=True).repeat()
-    return ds.enumerate().map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.enumerate().skip(int(start)).map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def eval_dataset(instances: Instances, input_size: tuple[int, int], batch_size: int,

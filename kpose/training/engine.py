@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from kpose import plots
@@ -24,6 +23,7 @@ from kpose.data.coco_skeleton import skeleton_request
 from kpose.skeletons import Skeleton, skeleton_from_entry
 from kpose.training import distribute
 from kpose.training.distribute import Worker, drop_scratch, scratch_dir, shard_by_data, synchronize_batch_norms, worker
+from kpose.training.run_folder import BACKUP_DIR, backup_step, check_same_recipe, new_run_dir, resumed_run
 from kpose.training.fit_stages import any_input_size, precision, size_stages
 from kpose.training.targets import target_specs
 from kpose.training.task_data import TASK_DATA
@@ -46,20 +46,6 @@ class Run:
 
 
 # ---- the one call ----------------------------------------------------------------------
-
-BACKUP_DIR = "backup"
-
-
-def _run_dir(root: str | Path, name: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    d = Path(root) / f"{name}-{stamp}"
-    i = 1
-    while d.exists():
-        i += 1
-        d = Path(root) / f"{name}-{stamp}-{i}"
-    d.mkdir(parents=True)
-    return d
-
 
 def untrained_model(recipe: str = "efficientpose_rt", overrides: dict[str, Any] | None = None) -> PoseModel:
     """The PoseModel a recipe trains, with fresh weights (for export and QAT checks)."""
@@ -149,7 +135,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
         if any(v for v in given.values()):
             raise ValueError(f"resume continues {resume} exactly as its recipe.yaml says; drop "
                              f"{[k for k, v in given.items() if v]}")
-        run_dir, cfg = _resumed_run(Path(resume))
+        run_dir, cfg = resumed_run(Path(resume))
         if strategy is not None:
             cfg["train"]["strategy"] = strategy
         made, me = _distribution(cfg)
@@ -175,7 +161,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     made, me = _distribution(cfg)  # before any other TF op (multi-worker collectives)
     named = None if name is None else Path(runs_dir) / name
     if named is not None and (named / BACKUP_DIR).is_dir():
-        _check_same_recipe(named, cfg)
+        check_same_recipe(named, cfg)
         return _train(named, named if me.chief else scratch_dir(me), cfg, progress, made, me)
     if named is not None and (named / "metrics.json").exists():
         raise ValueError(f"run {named} has finished (metrics.json); give another --name, or drop --name for "
@@ -183,7 +169,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
     if cfg["init"] is not None:
         resolve_init(cfg["init"], cfg["model"])  # fail before any work
     if me.chief:
-        run_dir = out_dir = _run_dir(runs_dir, cfg["name"]) if named is None else named
+        run_dir = out_dir = new_run_dir(runs_dir, cfg["name"]) if named is None else named
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
         out_dir = scratch_dir(me)
@@ -209,34 +195,6 @@ def _lr_factor(tcfg: dict, replicas: int) -> float:
         raise ValueError(f"recipe train.lr_scaling={tcfg['lr_scaling']!r}; known: none (lr as given), "
                          f"linear (lr x replicas)")
     return float(replicas) if tcfg["lr_scaling"] == "linear" else 1.0
-
-
-def _check_same_recipe(run_dir: Path, cfg: dict) -> None:
-    """A named run resumes only with the recipe it was started with."""
-    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    a, b = flat(saved), flat(yaml.safe_load(yaml.safe_dump(cfg)))
-    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    if differ:
-        raise ValueError(f"{run_dir} holds a backup of a run with another recipe ({', '.join(differ)} differ: "
-                         f"{', '.join(f'{k}={a.get(k)!r} there, {b.get(k)!r} now' for k in differ[:3])}); "
-                         f"resume it with the same settings, or give another --name")
-
-
-def _resumed_run(run_dir: Path) -> tuple[Path, dict]:
-    """(run folder, its recipe) for train(resume=...), after checking there is a backup."""
-    if not (run_dir / "recipe.yaml").is_file():
-        raise ValueError(f"{run_dir}: no recipe.yaml, so not a kpose run folder to resume")
-    if not (run_dir / BACKUP_DIR).is_dir():
-        raise ValueError(f"{run_dir}: no {BACKUP_DIR}/ to resume from (the run finished, or was stopped "
-                         f"before its first backup); start a new run")
-    return run_dir, yaml.safe_load((run_dir / "recipe.yaml").read_text())
 
 
 def _train(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strategy: tf.distribute.Strategy,
@@ -354,14 +312,22 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
     ]
     t0 = time.time()
     history: dict = {}
+    # A resumed run takes up each data stream where the backup left it (the same batches as an
+    # uninterrupted run); the steps after the backup, lost with the kill, are redone.
+    done = backup_step(run_dir / BACKUP_DIR) if resuming else 0
     for first, last, size in size_stages(tcfg, input_size):
         stage_trainer, stage_ds, any_size = trainer, ds, contextlib.nullcontext()
+        skip = min(max(done - first * steps, 0), (last - first) * steps)
+        if skip:
+            stage_ds = shard_by_data(task.batches(train_set, size, _targets(cfg, size), cfg, global_batch, seed,
+                                                  start_batch=skip))
         if size != input_size:
             stage_specs = _targets(cfg, size)
             with strategy.scope():
                 stage_trainer = make_trainer(net, stage_specs, cfg["loss"], global_batch)
                 stage_trainer.compile(optimizer=opt)  # the same optimizer: its moments carry over
-            stage_ds = task.batches(train_set, size, stage_specs, cfg, global_batch, seed)
+            stage_ds = shard_by_data(task.batches(train_set, size, stage_specs, cfg, global_batch, seed,
+                                                  start_batch=skip))
             any_size = any_input_size(net)
             print(f"kpose: epochs {first + 1}-{last} at {size[0]}x{size[1]} "
                   f"(train.early_input_size), then {input_size[0]}x{input_size[1]}", flush=True)

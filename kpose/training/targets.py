@@ -79,11 +79,12 @@ def encode_targets(kps: tf.Tensor, input_size, specs: list[TargetSpec], limbs) -
 
 def training_batches(instances: Instances, input_size: tuple[int, int], specs: list[TargetSpec],
                      augment: dict, batch_size: int, seed: int = 0,
-                     shuffle_buffer: int = 2048) -> tf.data.Dataset:
+                     shuffle_buffer: int = 2048, start_batch: int = 0) -> tf.data.Dataset:
     """Infinite batches of (crops, targets, target_weights) for top-down training.
 
     Deterministic for a seed: the crops come from kpose.data.pipeline.augmented_crops
     (stateless augmentation, ordered maps) and encoding is a pure function of them.
+    start_batch: batches of the stream to skip (resuming).
     """
     limbs = np.asarray(instances.skeleton.limbs, np.int32)
 
@@ -91,7 +92,7 @@ def training_batches(instances: Instances, input_size: tuple[int, int], specs: l
         targets, weights = encode_targets(kps, input_size, specs, limbs)
         return img, targets, weights
 
-    ds = augmented_crops(instances, input_size, augment, seed, shuffle_buffer)
+    ds = augmented_crops(instances, input_size, augment, seed, shuffle_buffer, start=start_batch * batch_size)
     ds = ds.map(encode, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
@@ -125,9 +126,10 @@ def encode_people_targets(kps: tf.Tensor, ignore: tf.Tensor, input_size, specs: 
 
 def bottom_up_batches(records: ImageRecords, input_size: tuple[int, int], specs: list[TargetSpec],
                       augment: dict, batch_size: int, seed: int = 0, shuffle_buffer: int = 2048,
-                      max_people: int = 30) -> tf.data.Dataset:
+                      max_people: int = 30, start_batch: int = 0) -> tf.data.Dataset:
     """Infinite batches of (images, targets, pixel weights) for bottom-up training, from the
-    deterministic whole-image augmentation of kpose.data.bottom_up."""
+    deterministic whole-image augmentation of kpose.data.bottom_up; start_batch: batches of the
+    stream to skip (resuming)."""
     limbs = np.asarray(records.skeleton.limbs, np.int32)
 
     def encode(images, kps, ignore):
@@ -139,6 +141,6 @@ def bottom_up_batches(records: ImageRecords, input_size: tuple[int, int], specs:
         return images, targets, weights
 
     ds = bottom_up_dataset(records, input_size, augment, batch_size, seed=seed, max_people=max_people,
-                           shuffle_buffer=shuffle_buffer)
+                           shuffle_buffer=shuffle_buffer, start=start_batch * batch_size)
     return ds.map(encode, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 

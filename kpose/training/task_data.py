@@ -62,9 +62,10 @@ class TopDownData:
     def summary(self, data: Instances) -> str:
         return data.summary()
 
-    def batches(self, data: Instances, size, specs: list[TargetSpec], cfg: dict, batch: int, seed: int):
+    def batches(self, data: Instances, size, specs: list[TargetSpec], cfg: dict, batch: int, seed: int,
+                start_batch: int = 0):
         return training_batches(data, size, specs, cfg["augment"], batch, seed=seed,
-                                shuffle_buffer=int(cfg["train"]["shuffle_buffer"]))
+                                shuffle_buffer=int(cfg["train"]["shuffle_buffer"]), start_batch=start_batch)
 
     def evaluate(self, model: PoseModel, data: Instances, cfg: dict, results_file: Path | None) -> dict:
         return evaluate_instances(model, data, batch_size=cfg["eval"]["batch_size"], results_file=results_file,
@@ -116,11 +117,13 @@ class BottomUpData:
     def summary(self, data: tuple) -> str:
         return data[1].summary()
 
-    def batches(self, data: tuple, size, specs: list[TargetSpec], cfg: dict, batch: int, seed: int):
+    def batches(self, data: tuple, size, specs: list[TargetSpec], cfg: dict, batch: int, seed: int,
+                start_batch: int = 0):
         augment = {k: cfg["augment"][k] for k in BOTTOM_UP_AUGMENT}
         return bottom_up_batches(data[0], size, specs, augment, batch, seed=seed,
                                  shuffle_buffer=int(cfg["train"]["shuffle_buffer"]),
-                                 max_people=min(int(cfg["data"]["max_people"]), max(data[0].max_people, 1)))
+                                 max_people=min(int(cfg["data"]["max_people"]), max(data[0].max_people, 1)),
+                                 start_batch=start_batch)
 
     def evaluate(self, model: PoseModel, data: tuple, cfg: dict, results_file: Path | None) -> dict:
         gt = data[1]
