@@ -35,7 +35,7 @@ import numpy as np
 from kpose._tf import tf
 from kpose.data.pipeline import encoded_image
 from kpose.data.records import ImageRecords
-from kpose.data.shard_stream import in_shards, shard_rows
+from kpose.data.shard_stream import shuffled_rows
 from kpose.data.tf_images import color_jitter_tf, decode_encoded_tf
 from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
 
@@ -165,13 +165,7 @@ def bottom_up_dataset(records: ImageRecords, input_size: tuple[int, int], augmen
             return img, kps, mask, {"index": x["index"], "matrix": m, "flip": flip}
         return img, kps, mask
 
-    if in_shards(records.image_paths):
-        cols.pop("path")
-        cols.pop("ignore")
-        ds = shard_rows(cols, records.image_paths, records.image_ids, seed=seed, repeat=True,
-                        shuffle_buffer=shuffle_buffer)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(cols)
-        ds = ds.shuffle(min(shuffle_buffer, len(records)), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = shuffled_rows(cols, records.image_paths, records.image_ids, seed, shuffle_buffer,
+                       path_columns=("path", "ignore"))
     ds = ds.enumerate().skip(int(start)).map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)

@@ -15,7 +15,7 @@ import numpy as np
 
 from kpose._tf import tf
 from kpose.data.records import Instances
-from kpose.data.shard_stream import in_shards, shard_rows
+from kpose.data.shard_stream import in_shards, shard_rows, shuffled_rows
 from kpose.data.tf_images import color_jitter_tf, decode_encoded_tf
 from kpose.transforms import DEFAULT_CROP_PADDING, box_to_center_scale
 from kpose.transforms_tf import affine_matrix_tf, apply_affine_tf, warp_image_tf
@@ -78,13 +78,7 @@ def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: 
         kps = tf.concat([kps[:, :2], tf.where(inside, kps[:, 2], 0.0)[:, None]], -1)
         return img, kps
 
-    if in_shards(instances.image_paths):
-        cols.pop("path")
-        ds = shard_rows(cols, instances.image_paths, instances.image_ids, seed=seed, repeat=True,
-                        shuffle_buffer=shuffle_buffer)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(cols)
-        ds = ds.shuffle(min(shuffle_buffer, len(instances)), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = shuffled_rows(cols, instances.image_paths, instances.image_ids, seed, shuffle_buffer)
     return ds.enumerate().skip(int(start)).map(sample, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 

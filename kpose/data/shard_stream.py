@@ -94,3 +94,14 @@ def shard_rows(cols: dict[str, np.ndarray], image_paths, image_ids, seed: int | 
     if seed is not None and shuffle_buffer > 1:
         ds = ds.shuffle(min(int(shuffle_buffer), len(ids)), seed=seed, reshuffle_each_iteration=True)
     return ds.map(gather, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def shuffled_rows(cols: dict[str, np.ndarray], image_paths, image_ids, seed: int, shuffle_buffer: int,
+                  path_columns: tuple[str, ...] = ("path",)) -> tf.data.Dataset:
+    """Endless, seeded-shuffled rows of a training table: from the table itself (images read by
+    path later), or streamed from its shards (images inside the rows; `path_columns` dropped)."""
+    if in_shards(image_paths):
+        cols = {k: v for k, v in cols.items() if k not in path_columns}
+        return shard_rows(cols, image_paths, image_ids, seed=seed, repeat=True, shuffle_buffer=shuffle_buffer)
+    ds = tf.data.Dataset.from_tensor_slices(cols)
+    return ds.shuffle(min(shuffle_buffer, len(image_ids)), seed=seed, reshuffle_each_iteration=True).repeat()
