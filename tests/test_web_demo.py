@@ -444,3 +444,42 @@ def test_demo_check_without_chromium_says_so(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and f"CHROMIUM={tmp_path / 'no-chrome'}: no such file" in err, err
     assert not (tmp_path / "demo").exists()  # refused before the model is read or exported
+
+
+# ---------------------------------------------------------------------------
+# tracking on the page and the browser FPS benchmark (benchmarks/browser_fps.py)
+
+def test_browser_fps_benchmark(browser_setup, tmp_path):
+    """tools/browser_fps.mjs times the page's own frame step (upload, warp, network, decode,
+    tracking, smoothing, drawing) on a few frames with the official RT model on wasm, and
+    benchmarks/browser_fps.py turns the measurement into its table and plot."""
+    from PIL import Image
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import browser_fps
+    finally:
+        sys.path.pop(0)
+    s = browser_setup
+    models, frames = tmp_path / "models", tmp_path / "frames"
+    shutil.copytree(s["model_dir"], models / "rt")
+    frames.mkdir()
+    image = Image.open(s["image"]).resize((320, 320))
+    for i in range(3):  # the person moves: tracked across frames with one id
+        Image.fromarray(np.roll(np.asarray(image), 4 * i, axis=1)).save(frames / f"frame_{i:04d}.png")
+    raw = tmp_path / "raw.json"
+    _run(["node", "tools/browser_fps.mjs", "--dist", str(s["dist"]), "--models", str(models), "--frames", str(frames),
+          "--out", str(raw), "--backends", "wasm", "--warmup", "1", "--frames-max", "4", "--seconds", "2"], timeout=300)
+    (r,) = json.loads(raw.read_text())["results"]
+    assert r["backend"] == "wasm" and r["frames"] >= 3 and r["fps"] > 0, r
+    assert r["tracking"]["enableTracking"] and r["tracking"]["enableSmoothing"] and r["trackIds"] == 1, r
+    assert r["medianMs"] >= r["stageMedianMs"]["estimatePoses"] > r["stageMedianMs"]["inference"] > 0
+    report = {"browser": "x", "tfjs": "4", "machine": "m", "machine_short": "m", "frame_size": r["frameSize"],
+              "backends": ["wasm", "cpu"], "timeout_s": 1, "results": [r, {"model": "rt", "backend": "cpu", "error": "timed out"}],
+              "models": {"rt": {"what": "official", "task": "top_down", "input_size": [224, 224], "params": 465608}}}
+    md = browser_fps.markdown(report)
+    assert f"**{r['fps']:.2f}**" in md and "timed out²" in md and "MoveNet" in md, md
+    browser_fps.plot(report, tmp_path / "fps.png")
+    assert (tmp_path / "fps.png").stat().st_size > 10_000
+    print(f"browser FPS, official RT on wasm, 320x320 frames: {r['fps']:.1f} fps "
+          f"(median {r['medianMs']:.0f} ms over {r['frames']} frames)")

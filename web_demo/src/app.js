@@ -1,11 +1,15 @@
 // The demo page: pick a model and a TF.js backend, run on the webcam, an uploaded
 // image/video or ?image=URL, draw every person found with the skeleton of the model's
-// metadata, show the person count, FPS and the active backend.
+// metadata and its track id, show the person count, live FPS and the active backend.
+// Tracking (ids) and smoothing (kpose's Tracker, through the detector's enableTracking /
+// enableSmoothing) are switched on the page; a still image is a video of one frame
+// (the tracker is reset before it: ids from 1, nothing smoothed).
 //
 // URL parameters: model (model.json URL; default the first entry of models/index.json),
 // backend (webgl | wasm | webgpu | cpu; default webgl), image (run once on this image),
 // boxes (JSON [[x, y, w, h], ...]: person boxes for top-down models on that image),
-// flip (1: flip test, top-down models). Bottom-up models find every person in the whole
+// flip (1: flip test, top-down models), tracking=0 / smoothing=0 (start with them off).
+// Bottom-up models find every person in the whole
 // image themselves: boxes or flip=1 with one is reported as an error.
 // window.kposeDemo exposes the state for scripted runs (test/e2e.mjs).
 import * as tf from '@tensorflow/tfjs';
@@ -28,7 +32,7 @@ const DRAW_THRESHOLD = 0.2;
 const $ = (id) => document.getElementById(id);
 const ui = {
   model: $('model-select'), backend: $('backend-select'), webcam: $('webcam-button'), file: $('file-input'),
-  flip: $('flip-input'), fps: $('fps'), backendLabel: $('backend'), timing: $('timing'), info: $('model-info'),
+  flip: $('flip-input'), tracking: $('tracking-input'), smoothing: $('smoothing-input'), fps: $('fps'), backendLabel: $('backend'), timing: $('timing'), info: $('model-info'),
   people: $('people'),
   status: $('status'), canvas: $('view'), video: $('video'),
 };
@@ -38,7 +42,7 @@ const params = new URLSearchParams(location.search);
 const demo = {
   state: 'loading', error: null, result: null, detector: null, modelUrl: null,
   requestedBackend: params.get('backend') || 'webgl', fallbacks: [], source: null, generation: 0,
-  fps: null, runImage, boxes: params.get('boxes') ? JSON.parse(params.get('boxes')) : undefined,
+  fps: null, labels: [], runImage, processFrame, boxes: params.get('boxes') ? JSON.parse(params.get('boxes')) : undefined,
 };
 window.kposeDemo = demo;
 
@@ -92,6 +96,7 @@ async function loadDetector(modelUrl, requested) {
   demo.detector = null;
   demo.fallbacks = [];
   demo.fps = null;
+  demo.lastFrameAt = undefined;
   // Problems with the model itself are reported as they are, not as backend failures.
   const res = await fetch(modelUrl);
   if (!res.ok) throw new Error(`${modelUrl}: HTTP ${res.status}`);
@@ -104,11 +109,12 @@ async function loadDetector(modelUrl, requested) {
     if (!(await startBackend(backend))) continue;
     let detector;
     try {
-      detector = await createDetector(modelUrl);
+      detector = await createDetector(modelUrl, trackingOptions());
       // A warm-up run compiles the kernels (shaders) now, and proves the backend works.
       const [H, W] = detector.inputSize;
       const blank = tf.zeros([H, W, 3], 'int32');
-      try { await detector.estimatePoses(blank); } finally { blank.dispose(); }
+      try { await detector.estimatePoses(blank, {}, 0); } finally { blank.dispose(); }
+      detector.reset();
     } catch (e) {
       detector?.dispose();
       demo.fallbacks.push(`${backend}: ${e.message}`);
@@ -149,6 +155,7 @@ function drawPoses(poses, width, height) {
   ctx.lineCap = 'round';
   const threshold = task === 'bottom_up' ? 0 : DRAW_THRESHOLD;
   const ok = (k) => k && k.x !== null && k.score > threshold;
+  demo.labels = [];
   for (const [i, pose] of poses.entries()) {
     ctx.lineWidth = unit;
     for (const [a, b] of skeleton.limbs) {
@@ -169,19 +176,31 @@ function drawPoses(poses, width, height) {
       ctx.arc(cx(k), cy(k), 1.5 * unit, 0, 2 * Math.PI);
       ctx.fill();
     }
-    if (task === 'bottom_up' && pose.keypoints.some(ok)) labelPerson(i + 1, pose, unit);
+    const shown = pose.keypoints.filter(ok);
+    if (!shown.length) continue;
+    // A tracked person: "id 3" (+ score, bottom-up); untracked bottom-up people: "#n score"
+    // (their order in the codec's list) so that overlapping people are told apart.
+    const score = task === 'bottom_up' ? ` ${pose.score.toFixed(2)}` : '';
+    if (typeof pose.id === 'number') labelPerson(`id ${pose.id}${score}`, shown, unit, idColor(pose.id));
+    else if (task === 'bottom_up') labelPerson(`#${i + 1}${score}`, shown, unit, 'rgba(0, 0, 0, 0.6)');
   }
 }
 
-/** "#n score" above a bottom-up person's keypoints: tells the people apart where they overlap. */
-function labelPerson(n, pose, unit) {
-  const [x, y] = pose.box;
-  const text = `#${n} ${pose.score.toFixed(2)}`;
+/** A colour per track id (golden-angle hues): the same person keeps its colour. */
+function idColor(id) {
+  return `hsla(${(id * 137.508) % 360}, 75%, 32%, 0.85)`;
+}
+
+/** The label above the top-left of a person's drawn keypoints; kept in kposeDemo.labels. */
+function labelPerson(text, keypoints, unit, background) {
+  const x = Math.min(...keypoints.map((k) => k.x));
+  const y = Math.min(...keypoints.map((k) => k.y));
+  demo.labels.push(text);
   ctx.font = `${Math.round(6 * unit)}px system-ui, sans-serif`;
   const w = ctx.measureText(text).width + 2 * unit;
   const h = 8 * unit;
   const top = Math.max(0, y - h - 2 * unit);
-  ctx.fillStyle = 'rgba(0, 0, 0, 0.6)';
+  ctx.fillStyle = background;
   ctx.fillRect(x, top, w, h);
   ctx.fillStyle = '#ffffff';
   ctx.textBaseline = 'middle';
@@ -208,14 +227,30 @@ function showPeople(poses) {
   ui.people.dataset.count = String(poses.length);
 }
 
+/** ms: the time from one shown frame to the next (the live FPS, a running average). */
 function showTimings(ms) {
   const t = demo.detector.lastTimings;
   demo.fps = demo.fps === null ? 1000 / ms : 0.9 * demo.fps + 0.1 * (1000 / ms);
   ui.fps.textContent = `FPS ${demo.fps.toFixed(1)}`;
   if (t) {
     ui.timing.textContent = `crop ${t.crop.toFixed(1)} ms · model ${t.inference.toFixed(1)} ms · ` +
-      `decode ${t.decode.toFixed(1)} ms`;
+      `decode ${t.decode.toFixed(1)} ms · tracking ${t.tracking.toFixed(1)} ms`;
   }
+}
+
+/** The detector's tracking switches as the page's checkboxes set them. */
+function trackingOptions() {
+  return { enableTracking: ui.tracking.checked, enableSmoothing: ui.smoothing.checked };
+}
+
+/** One frame of a video (or of the benchmark, benchmarks/browser_fps.py): poses (tracked,
+ * smoothed) at timestampMs, drawn, counted. Resolves to the poses. */
+async function processFrame(source, timestampMs, width = source.videoWidth ?? source.naturalWidth ?? source.width,
+  height = source.videoHeight ?? source.naturalHeight ?? source.height) {
+  const poses = await demo.detector.estimatePoses(source, { flipTest: ui.flip.checked }, timestampMs);
+  drawFrame(source, width, height, poses);
+  showPeople(poses);
+  return poses;
 }
 
 // ---------------------------------------------------------------------------
@@ -244,7 +279,9 @@ async function runImage() {
   const t = performance.now();
   // URL boxes belong to the top-down model asked for; a model switched to later may be bottom-up.
   const boxes = demo.detector.task === 'top_down' ? demo.boxes : undefined;
-  const poses = await demo.detector.estimatePoses(img, { flipTest: ui.flip.checked, boxes });
+  // A still image is a video of its own: new tracks (ids from 1), nothing to smooth against.
+  demo.detector.reset();
+  const poses = await demo.detector.estimatePoses(img, { flipTest: ui.flip.checked, boxes }, 0);
   const ms = performance.now() - t;
   drawFrame(img, img.naturalWidth, img.naturalHeight, poses, boxes);
   showPeople(poses);
@@ -252,6 +289,7 @@ async function runImage() {
   demo.result = {
     poses, backend: tf.getBackend(), requestedBackend: demo.requestedBackend, fallbacks: [...demo.fallbacks],
     timings: { ...demo.detector.lastTimings, wall: ms }, imageSize: [img.naturalHeight, img.naturalWidth],
+    tracking: { ...demo.detector.trackingOptions }, labels: [...demo.labels],
     modelUrl: demo.modelUrl, metadata: demo.detector.metadata, tfjsVersion: tf.version.tfjs,
     // The wasm backend runs multi-threaded only on a cross-origin isolated page.
     crossOriginIsolated: self.crossOriginIsolated,
@@ -285,14 +323,19 @@ async function showImage(url) {
 async function videoLoop(generation) {
   const v = ui.video;
   if (demo.source?.kind !== 'video' || generation !== demo.generation) return;
-  if (demo.detector && v.readyState >= 2 && !v.paused && !v.ended) {
+  // Each video frame once (its time is the tracker's timestamp: a frame seen twice would
+  // restart the smoothing); a looping video starting over is a new video for the tracker.
+  if (demo.detector && v.readyState >= 2 && !v.paused && !v.ended && v.currentTime !== demo.videoTime) {
+    if (v.currentTime < demo.videoTime) demo.detector.reset();
+    demo.videoTime = v.currentTime;
     const t = performance.now();
     try {
-      const poses = await demo.detector.estimatePoses(v, { flipTest: ui.flip.checked });
+      await processFrame(v, v.currentTime * 1000);
       if (generation !== demo.generation) return;
-      drawFrame(v, v.videoWidth, v.videoHeight, poses);
-      showPeople(poses);
-      showTimings(performance.now() - t);
+      // The live FPS: from one shown frame to the next (the first: its own processing time).
+      const now = performance.now();
+      showTimings(now - (demo.lastFrameAt ?? t));
+      demo.lastFrameAt = now;
     } catch (e) {
       // A model or backend switch disposes the detector under a running call: not an error.
       if (generation === demo.generation) fail(e);
@@ -307,6 +350,9 @@ async function showVideo(setup) {
   await setup(ui.video);
   await ui.video.play();
   demo.source = { kind: 'video', el: ui.video };
+  demo.videoTime = undefined;
+  demo.lastFrameAt = undefined;
+  demo.detector?.reset();
   setState('ready', 'Running on video');
   videoLoop(demo.generation);
 }
@@ -333,6 +379,17 @@ ui.backend.addEventListener('change', () => {
   switchModel(demo.modelUrl).catch(fail);
 });
 ui.flip.addEventListener('change', () => { if (demo.source?.kind === 'image') runImage().catch(fail); });
+for (const box of [ui.tracking, ui.smoothing]) {
+  box.addEventListener('change', () => {
+    try {
+      demo.detector?.setTracking(trackingOptions()); // a new tracker: ids from 1
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    if (demo.source?.kind === 'image') runImage().catch(fail);
+  });
+}
 ui.webcam.addEventListener('click', () => showVideo(async (v) => {
   v.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'user' }, audio: false });
 }).catch(fail));
@@ -348,6 +405,8 @@ ui.file.addEventListener('change', () => {
 
 async function main() {
   ui.flip.checked = params.get('flip') === '1';
+  ui.tracking.checked = params.get('tracking') !== '0';
+  ui.smoothing.checked = params.get('smoothing') !== '0';
   ui.backend.value = demo.requestedBackend;
   const models = await listModels();
   let modelUrl = params.get('model');

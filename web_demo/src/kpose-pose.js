@@ -1,15 +1,19 @@
-// kpose-pose: run exported kpose TF.js models in the browser, in the style of
-// @tensorflow-models/pose-detection.
+// kpose-pose: run exported kpose TF.js models in the browser, with the API of
+// @tensorflow-models/pose-detection (createDetector / estimatePoses / reset / dispose; the
+// options keep its names: pose-options.js maps and checks them).
 //
 //   import { createDetector } from './kpose-pose.js';
-//   const detector = await createDetector('models/efficientpose_rt/model.json', { backend: 'webgl' });
-//   const poses = await detector.estimatePoses(videoElement);           // whole frame = one person
-//   const poses = await detector.estimatePoses(img, { boxes: [[x, y, w, h]] });
-//   // [{score, box: [x, y, w, h], keypoints: [{x, y, score, name}]}] in image pixels
+//   const detector = await createDetector('models/efficientpose_rt/model.json',
+//     { backend: 'webgl', enableTracking: true, trackerType: 'keypoint', enableSmoothing: true, maxPoses: 6 });
+//   const poses = await detector.estimatePoses(videoElement, { flipHorizontal: true });   // timestamp: video.currentTime
+//   const poses = await detector.estimatePoses(img, { boxes: [[x, y, w, h]] }, performance.now());
+//   // [{score, box: [x, y, w, h], keypoints: [{x, y, score, name}], id}] in image pixels; id when tracking
+//   detector.reset();     // a new video: tracks forgotten, ids start again from 1
 //   detector.dispose();
 //
 // Everything a model needs is read from its model.json (userDefinedMetadata.kpose,
-// written by kpose's exporter): input size, skeleton, codec, crop padding.
+// written by kpose's exporter): input size, skeleton (its OKS sigmas for keypoint tracking),
+// codec, crop padding.
 //
 // Top-down models (task "top_down") follow kpose's PoseModel.predict exactly: each
 // person box (default: the whole image, no padding) is grown to the input's aspect
@@ -27,11 +31,16 @@
 // person score; missing keypoints have score 0 and x = y = null; the box is the found
 // keypoints' extent. Person boxes and the flip test are top-down options: passing them
 // to a bottom-up detector raises, as PoseModel.predict does.
+//
+// After decoding (pose-options.js postprocess): poses below scoreThreshold are dropped, the
+// maxPoses best kept, then kpose's Tracker (tracking.js = kpose/tracking.py) gives ids and
+// smooths keypoints, and flipHorizontal mirrors x last.
 import * as tf from '@tensorflow/tfjs';
 
 import {
   cropMatrix, decodeBottomUp, decodeTopDown, fitMatrix, flipAverage, flipIndex, instanceScore, invertAffine,
 } from './decoders.js';
+import { detectorOptions, estimationConfig, frameTimestamp, makeTracking, postprocess } from './pose-options.js';
 
 export const SCHEMA_VERSION = 1;
 // kpose.metrics.instance_scores: keypoints above this count towards the pose score.
@@ -39,6 +48,7 @@ export const INSTANCE_SCORE_THRESHOLD = 0.2;
 // PoseModel.predict raises for both on bottom-up models; so does the detector.
 const BOTTOM_UP_NO_FLIP = 'flipTest: the flip test is for top-down models; bottom-up (PAF) models have none yet ' +
   '(kpose.codecs.paf); leave flipTest unset';
+const TRACKING_KEYS = ['enableTracking', 'trackerType', 'trackerConfig', 'enableSmoothing', 'smoothingConfig'];
 const BOTTOM_UP_NO_BOXES = 'boxes: person boxes are for top-down models; a bottom-up model finds every person ' +
   'in the whole image; leave boxes unset';
 
@@ -92,13 +102,20 @@ export function readMetadata(model, where = 'model.json') {
   return meta;
 }
 
-/** Loads model.json (+ weights) and returns a detector.
- * options: backend ('webgl' | 'wasm' | 'webgpu' | 'cpu'; default: TF.js's current),
+/** Loads model.json (+ weights) and returns a detector. Options (unknown ones raise):
+ *   backend ('webgl' | 'wasm' | 'webgpu' | 'cpu'; default: TF.js's current), loadOptions (tf.loadGraphModel's),
  *   flipTest (top-down: average with the mirrored crop; default false; a bottom-up model raises),
- *   scoreThreshold (drop poses scoring below it; default 0),
+ *   scoreThreshold (drop poses scoring below it; default 0), maxPoses (keep the best; default all),
  *   padding (box padding for top-down crops; default: the metadata's crop.padding, 1.25),
- *   refine ('dark' | 'none'), loadOptions (passed to tf.loadGraphModel). */
+ *   refine ('dark' | 'none'),
+ *   enableTracking (ids; default true), trackerType ('keypoint': OKS with the skeleton's sigmas,
+ *   the default when it has them | 'boundingBox': IoU), trackerConfig ({maxTracks, maxAge (ms),
+ *   minSimilarity, minPoseScore, keypointTrackerParams: {keypointConfidenceThreshold, keypointFalloff,
+ *   minNumberOfKeypoints}, boundingBoxTrackerParams: {keypointConfidenceThreshold}}),
+ *   enableSmoothing (One Euro filter per track; default true), smoothingConfig ({minCutoff, beta,
+ *   dCutoff, outlier, scoreAlpha}). Defaults: kpose's (tracking.js TRACKER_DEFAULTS). */
 export async function createDetector(modelUrl, options = {}) {
+  detectorOptions(options); // unknown options raise before anything loads
   if (options.backend) {
     // setBackend resolves false (it does not throw) when a backend cannot start.
     if (!(await tf.setBackend(options.backend))) throw new Error(`TF.js backend ${options.backend} failed to start`);
@@ -114,18 +131,21 @@ export async function createDetector(modelUrl, options = {}) {
 }
 
 export class KposeDetector {
+  #tracking = null;
+
   constructor(model, metadata, options = {}) {
     this.model = model;
     this.metadata = metadata;
     this.task = metadata.model?.task ?? 'top_down';
-    if (this.task === 'bottom_up' && options.flipTest) throw new Error(BOTTOM_UP_NO_FLIP);
+    const o = detectorOptions(options);
+    if (this.task === 'bottom_up' && o.flipTest) throw new Error(BOTTOM_UP_NO_FLIP);
     this.codec = metadata.codec;
     this.skeleton = metadata.skeleton;
     this.inputSize = metadata.codec.input_size;
-    this.options = {
-      flipTest: false, scoreThreshold: 0, refine: 'dark',
-      padding: metadata.crop?.padding ?? 1.25, ...options,
-    };
+    const tracking = Object.fromEntries(TRACKING_KEYS.map((k) => [k, o[k]]).filter(([, v]) => v !== undefined));
+    for (const k of TRACKING_KEYS) delete o[k];
+    this.options = { padding: metadata.crop?.padding ?? 1.25, ...o };
+    this.setTracking(tracking);
     this.flipIndex = flipIndex(this.skeleton.keypoints.length, this.skeleton.flip_pairs ?? []);
     const names = (metadata.outputs ?? []).map((o) => o.name);
     this.outputNames = this.task === 'bottom_up' ? ['heatmaps', 'pafs'] : ['heatmaps'];
@@ -134,36 +154,76 @@ export class KposeDetector {
     }
     this.inputName = metadata.input?.name ?? 'image';
     this.lastTimings = null;
+    this.disposed = false;
+  }
+
+  /** Replaces the tracking options ({enableTracking, trackerType, trackerConfig, enableSmoothing,
+   * smoothingConfig}, createDetector's; unset ones take their defaults) and starts a new tracker
+   * (ids from 1). Not in tfjs: the demo page's tracking and smoothing switches use it. */
+  setTracking(options = {}) {
+    const tracking = makeTracking(options, this.skeleton.oks_sigmas ?? null, this.skeleton.keypoints.length);
+    this.#tracking = tracking;
+    this.trackingOptions = {
+      enableTracking: tracking?.ids ?? false, enableSmoothing: tracking?.smoothing ?? false,
+      trackerType: tracking?.tracker.config.similarity,
+      ...Object.fromEntries(Object.entries(options).filter(([k]) => k.endsWith('Config'))),
+    };
+  }
+
+  /** The tracker in use (tracking.js Tracker), or null when tracking and smoothing are off. */
+  get tracker() { return this.#tracking?.tracker ?? null; }
+
+  /** Forgets every track (a new video): the next poses get ids from 1 again, unsmoothed.
+   * (tfjs pose-detection keeps counting ids after reset; kpose's Tracker.reset restarts them.) */
+  reset() {
+    this.#tracking?.tracker.reset();
   }
 
   get backend() { return tf.getBackend(); }
 
   /** Poses in an image: HTMLImageElement | HTMLVideoElement | HTMLCanvasElement |
    * ImageBitmap | ImageData | tf.Tensor3D (RGB 0..255, [H, W, 3]).
-   * config.boxes: person boxes [[x, y, w, h], ...] (top-down; default the whole image).
-   * config.flipTest overrides the detector's option. */
-  async estimatePoses(image, config = {}) {
+   * config (unknown keys raise): boxes (person boxes [[x, y, w, h], ...], top-down; default the
+   * whole image), flipTest (overrides the detector's), padding (for boxes), flipHorizontal
+   * (mirror the output: x -> width - 1 - x, for a mirrored webcam view; default false),
+   * maxPoses (overrides the detector's).
+   * timestampMs: the frame's time in milliseconds, for tracking and smoothing; default a video's
+   * currentTime * 1000, else performance.now(). */
+  async estimatePoses(image, config = {}, timestampMs = undefined) {
+    if (this.disposed) throw new Error('estimatePoses: the detector was disposed');
     const t0 = performance.now();
+    const cfg = estimationConfig(config);
+    if (this.task === 'bottom_up') {
+      if (cfg.boxes) throw new Error(BOTTOM_UP_NO_BOXES);
+      if (cfg.flipTest) throw new Error(BOTTOM_UP_NO_FLIP);
+    }
+    const timestamp = frameTimestamp(image, timestampMs);
     const owned = !(image instanceof tf.Tensor);
     const pixels = owned ? tf.browser.fromPixels(image, 3) : image;
     if (pixels.rank !== 3 || pixels.shape[2] !== 3) {
       if (owned) pixels.dispose();
       throw new Error(`image tensor must be [H, W, 3], got [${pixels.shape}]`);
     }
-    const timings = { crop: 0, inference: 0, decode: 0 };
+    const timings = { crop: 0, inference: 0, decode: 0, tracking: 0 };
     try {
-      if (this.task === 'bottom_up') {
-        if (config.boxes) throw new Error(BOTTOM_UP_NO_BOXES);
-        if (config.flipTest) throw new Error(BOTTOM_UP_NO_FLIP);
-      }
-      const poses = this.task === 'bottom_up'
-        ? await this.#bottomUp(pixels, timings)
-        : await this.#topDown(pixels, config, timings);
+      const poses = await this.detect(pixels, cfg, timings);
+      const t = performance.now();
+      const out = postprocess(poses, {
+        scoreThreshold: this.options.scoreThreshold, maxPoses: cfg.maxPoses ?? this.options.maxPoses,
+        flipHorizontal: cfg.flipHorizontal ?? false, width: pixels.shape[1],
+      }, this.#tracking, timestamp);
+      timings.tracking = performance.now() - t;
       this.lastTimings = { ...timings, total: performance.now() - t0 };
-      return poses.filter((p) => p.score >= this.options.scoreThreshold);
+      return out;
     } finally {
       if (owned) pixels.dispose();
     }
+  }
+
+  /** Every pose the model finds in pixels ([H, W, 3] tensor), as decoded: no threshold,
+   * maxPoses, tracking or mirroring (estimatePoses adds those). config: estimatePoses's. */
+  async detect(pixels, config = {}, timings = { crop: 0, inference: 0, decode: 0 }) {
+    return this.task === 'bottom_up' ? this.#bottomUp(pixels, timings) : this.#topDown(pixels, config, timings);
   }
 
   /** The crop fed to the model for image->crop matrix M, as PoseModel.predict makes it. */
@@ -265,6 +325,9 @@ export class KposeDetector {
   }
 
   dispose() {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.#tracking = null;
     this.model.dispose();
   }
 }

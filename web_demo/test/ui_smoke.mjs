@@ -5,8 +5,9 @@
 // finds on the image (the Python reference's count).
 // Checks: the selector lists models/index.json and the first model is loaded; the image
 // is estimated with each model, switched to through the selector, and the page shows
-// that many people (the flip test is offered for top-down models only); the webcam loop
-// runs (FPS shown); a backend switch reloads the last model on the new backend; a
+// that many people (the flip test is offered for top-down models only), with their track ids
+// drawn ("id N"); the tracking and smoothing switches reach the detector (tracking off: no
+// ids); the webcam loop runs (FPS shown); a backend switch reloads the last model on the new backend; a
 // bottom-up model asked for person boxes by URL and a broken model URL are reported as
 // errors.
 import path from 'node:path';
@@ -73,12 +74,42 @@ try {
       state: window.kposeDemo.state, error: window.kposeDemo.error, poses: window.kposeDemo.result?.poses.length,
       shown: document.getElementById('people').dataset.count, task: window.kposeDemo.detector?.task,
       flipDisabled: document.getElementById('flip-input').disabled,
+      ids: window.kposeDemo.result?.poses.map((p) => p.id), labels: window.kposeDemo.labels,
     }));
+    const tracked = got.ids.filter((id) => typeof id === 'number');
+    check(tracked.every((id) => got.labels.some((l) => l.startsWith(`id ${id}`))) &&
+      new Set(tracked).size === tracked.length && (got.task !== 'bottom_up' || tracked.length > 0),
+      `${url}: ids ${JSON.stringify(got.ids)}, labels drawn ${JSON.stringify(got.labels)}`);
     check(got.state === 'done' && got.poses === people && got.shown === String(people) &&
       got.flipDisabled === (got.task === 'bottom_up'),
       `${url} (${got.task}): ${await text(page, 'people')} (expected ${people}), ` +
       `flip test ${got.flipDisabled ? 'off' : 'offered'}${got.error ? `; ${got.error}` : ''}`);
   }
+
+  // The tracking and smoothing switches: on by default; off, the detector gives no ids.
+  const switches = () => page.evaluate(() => ({
+    tracking: document.getElementById('tracking-input')?.checked, smoothing: document.getElementById('smoothing-input')?.checked,
+    options: window.kposeDemo.detector?.trackingOptions }));
+  const rerun = async (id) => {
+    await page.evaluate(() => { window.kposeDemo.result = null; });
+    await page.click(id);
+    await until(page, () => (window.kposeDemo.state === 'done' && window.kposeDemo.result !== null) ||
+      window.kposeDemo.state === 'error');
+    return page.evaluate(() => ({ state: window.kposeDemo.state, poses: window.kposeDemo.result?.poses,
+      labels: window.kposeDemo.labels, tracking: window.kposeDemo.result?.tracking }));
+  };
+  const initial = await switches();
+  check(initial.tracking === true && initial.smoothing === true && initial.options.enableTracking &&
+    initial.options.enableSmoothing, `tracking and smoothing switches on: ${JSON.stringify(initial)}`);
+  const off = await rerun('#tracking-input');
+  check(off.state === 'done' && off.poses.every((p) => !('id' in p)) && !off.labels.some((l) => l.startsWith('id ')) &&
+    off.tracking.enableTracking === false, `tracking off: no ids (${JSON.stringify(off.tracking)})`);
+  const unsmoothed = await rerun('#smoothing-input');
+  check(unsmoothed.tracking.enableSmoothing === false, `smoothing off: ${JSON.stringify(unsmoothed.tracking)}`);
+  await rerun('#smoothing-input');
+  const on = await rerun('#tracking-input');
+  check(on.poses.every((p) => typeof p.id === 'number' || p.id === null) && on.tracking.enableTracking,
+    `tracking on again: ids ${JSON.stringify(on.poses.map((p) => p.id))}`);
 
   await page.click('#webcam-button');
   await until(page, () => window.kposeDemo.source?.kind === 'video' && window.kposeDemo.fps !== null);
