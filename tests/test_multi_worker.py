@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from kpose.data.synthetic import ensure_dataset
 from kpose.training import distribute
 
 # One step per epoch: history.csv then holds the loss of every step.
@@ -63,6 +64,8 @@ def _weights(run) -> list[np.ndarray]:
 
 
 def test_two_workers_on_loopback_train_like_one_process(tmp_path):
+    # The embedded dataset is made once, here, not by three training processes at once.
+    ensure_dataset(progress=False)
     ports = _free_ports(WORKERS)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     workers = [_train(tmp_path / f"worker{i}", PER_REPLICA,

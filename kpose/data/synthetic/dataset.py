@@ -236,12 +236,12 @@ def ensure_dataset(root: str | Path | None = None, *, num_train: int = DEFAULT_N
         generate(tmp, num_train, seed, image_size, "train", progress, workers, crowd)
         generate(tmp, num_val, seed + _VAL_SEED_OFFSET, image_size, "val", progress, workers, crowd)
         (tmp / "dataset.json").write_text(json.dumps(params, sort_keys=True))
-        if root.exists():
-            root.rmdir()  # empty (checked above); rename cannot replace it otherwise on every OS
         try:
+            if root.exists():
+                root.rmdir()  # empty (checked above); rename cannot replace it otherwise on every OS
             os.rename(tmp, root)
         except OSError:
-            # another process finished first; its copy is identical
+            # another process (say a second training worker) finished first; its copy is identical
             if _read_manifest(root) != params:
                 raise
     finally:
