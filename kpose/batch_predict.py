@@ -23,7 +23,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from kpose.codecs import pose_scores
 from kpose.data.image_files import Input, iter_inputs
 from kpose.data.images import ImageError, load_image
 from kpose.data.video import is_video, read_video, video_fps, write_video
@@ -33,7 +32,6 @@ from kpose.plots import annotate_image
 from kpose.pose_model import Pose, PoseModel
 from kpose.results_file import ResultsFile
 from kpose.tracking import Tracker
-from kpose.transforms import affine_matrix, box_to_center_scale, warp_image
 
 
 def pose_record(pose: Pose, track_id: bool = False) -> dict:
@@ -60,18 +58,7 @@ def _cropper(model: PoseModel, boxes) -> Callable[[np.ndarray], _Crops] | None:
     function the decoding threads run; None for bottom-up models, which take whole images."""
     if model.task == BOTTOM_UP:
         return None
-    ih, iw = model.input_size
-    # predict's padding: the model's around given boxes, none around the whole image
-    padding = model.crop_padding if boxes is not None else 1.0
-
-    def crop(img: np.ndarray) -> _Crops:
-        h, w = img.shape[:2]
-        b = np.asarray(boxes if boxes is not None else [[0, 0, w, h]], np.float64).reshape(-1, 4)
-        centers, scales = box_to_center_scale(b, iw / ih, padding)
-        mats = affine_matrix(centers, scales, (ih, iw))
-        return _Crops(np.stack([warp_image(img, m, (ih, iw)) for m in mats]).astype(np.float32), mats, b)
-
-    return crop
+    return lambda img: _Crops(*model.person_crops(img, boxes))
 
 
 def _read(path: str, crop: Callable[[np.ndarray], _Crops] | None) -> tuple[np.ndarray, _Crops | None] | ImageError:
@@ -113,12 +100,8 @@ def _top_down(model: PoseModel, inputs: list[_Crops], flip_test: bool) -> list[l
         return []
     crops = np.concatenate([c.crops for c in inputs])
     kps = model.decode_crops(model.heatmaps(crops, flip_test), np.concatenate([c.mats for c in inputs]))
-    scores, start, out = pose_scores(kps), 0, []
-    for c in inputs:
-        out.append([Pose(kps[start + j], float(scores[start + j]), box, model.skeleton.keypoints)
-                    for j, box in enumerate(c.boxes)])
-        start += len(c.boxes)
-    return out
+    ends = np.cumsum([len(c.boxes) for c in inputs])
+    return [model.poses(k, c.boxes) for k, c in zip(np.split(kps, ends[:-1]), inputs)]
 
 
 def predict_video(model: PoseModel, video: str | os.PathLike, *, save_dir: str | os.PathLike | None = None,

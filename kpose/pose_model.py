@@ -169,7 +169,6 @@ class PoseModel:
         if scales is not None:
             raise ValueError("scales are for bottom-up models; a top-down model sees each person's crop at "
                              "its input size")
-        h, w = img.shape[:2]
         if boxes is None and detector is not None:
             if detector.task != BOTTOM_UP:
                 raise ValueError(f"detector must be a bottom-up model (it finds the people); "
@@ -178,8 +177,14 @@ class PoseModel:
             if not found:
                 return []
             boxes = np.asarray(found, np.float64)
+        crops, mats, boxes = self.person_crops(img, boxes, padding)
+        return self.poses(self.decode_crops(self.heatmaps(crops, flip_test), mats), boxes)
+
+    def person_crops(self, img: np.ndarray, boxes=None, padding: float | None = None):
+        """Top-down inputs of an image: (crops [n, H, W, 3] float32, image->crop matrices [n, 2, 3],
+        boxes [n, 4]) for each person box, or for the whole image (no growth unless `padding`)."""
         if boxes is None:
-            # The whole image is the person's box: no growth unless asked for.
+            h, w = img.shape[:2]
             boxes, padding = np.array([[0, 0, w, h]], np.float64), 1.0 if padding is None else padding
         padding = self.crop_padding if padding is None else padding
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -187,9 +192,12 @@ class PoseModel:
         centers, scales = box_to_center_scale(boxes, iw / ih, padding)
         mats = affine_matrix(centers, scales, (ih, iw))
         crops = np.stack([warp_image(img, m, (ih, iw)) for m in mats]).astype(np.float32)
-        kps = self.decode_crops(self.heatmaps(crops, flip_test), mats)
-        scores = pose_scores(kps)
-        return [Pose(k, float(s), b, self.skeleton.keypoints) for k, s, b in zip(kps, scores, boxes)]
+        return crops, mats, boxes
+
+    def poses(self, keypoints: np.ndarray, boxes: np.ndarray) -> list[Pose]:
+        """Poses of decoded top-down keypoints [n, K, 3] with their person boxes."""
+        scores = pose_scores(keypoints)
+        return [Pose(k, float(s), b, self.skeleton.keypoints) for k, s, b in zip(keypoints, scores, boxes)]
 
     def scaled_input_sizes(self, scales) -> list[tuple[int, int]]:
         """Model input sizes for scale factors of the input size, rounded to the input stride."""

@@ -34,7 +34,7 @@ except ImportError as e:  # an optional dependency: only tracking benchmarks and
 from kpose.data.synthetic.clips import Clip, FrameGT
 from kpose.pose_model import Pose, keypoint_extent
 from kpose.skeletons import COCO17
-from kpose.tracking import KEYPOINT, Tracker
+from kpose.tracking import KEYPOINT, Tracker, iou, keypoint_box
 
 OKS_MAX_DISTANCE = 0.5
 IOU_MAX_DISTANCE = 0.5
@@ -44,12 +44,8 @@ MOT_METRICS = ("mota", "idf1", "num_switches", "num_false_positives", "num_misse
 
 def labelled_boxes(keypoints: np.ndarray, threshold: float) -> np.ndarray:
     """[N, 4] (x0, y0, x1, y1) around the keypoints [N, K, 3] whose third value is >= threshold
-    (zeros for a pose with none)."""
-    ok = keypoints[..., 2] >= threshold
-    xy = keypoints[..., :2]
-    lo = np.where(ok[..., None], xy, np.inf).min(-2)
-    hi = np.where(ok[..., None], xy, -np.inf).max(-2)
-    return np.where(ok.any(-1)[..., None], np.concatenate([lo, hi], -1), 0.0)
+    (zeros for a pose with none): the tracker's keypoint box of each pose."""
+    return np.array([keypoint_box(k, threshold) for k in keypoints], np.float64).reshape(-1, 4)
 
 
 def oks_matrix(gt: np.ndarray, pred: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
@@ -63,13 +59,8 @@ def oks_matrix(gt: np.ndarray, pred: np.ndarray, sigmas: np.ndarray) -> np.ndarr
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[A, B] IoU of (x0, y0, x1, y1) boxes."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.maximum(w, 0) * np.maximum(h, 0)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    """[A, B] IoU of (x0, y0, x1, y1) boxes, as the tracker's box similarity computes it."""
+    return np.array([[iou(x, y) for y in b] for x in a], np.float64).reshape(len(a), len(b))
 
 
 def distances(gt: np.ndarray, pred: np.ndarray, similarity: str, threshold: float = 0.3,
