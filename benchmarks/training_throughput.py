@@ -99,7 +99,7 @@ def measure(recipe: str, mixed: bool, steps: int, repeats: int, batch: int | Non
         float(logs["loss"])  # wait for the device
         times.append((time.perf_counter() - t0) / steps)
     step_s = statistics.median(times)
-    flops_per_image = 2 * 3 * count_flops(build_network(ncfg, training_outputs=True), size)
+    flops_per_image = 2 * 3 * count_flops(net, size)
     return {"recipe": recipe, "precision": "mixed" if mixed else "float32", "input": f"{size[0]}x{size[1]}",
             "batch": batch, "step_ms": round(step_s * 1e3, 2), "images_per_s": round(batch / step_s, 1),
             "gflops_per_image": round(flops_per_image / 1e9, 2),

@@ -21,10 +21,6 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def sha256_of(path: Path) -> str:
-    return file_digest(path, "sha256")
-
-
 def download(url: str, target: Path, sha256: str | None = None, what: str = "", progress: bool = True,
              *, md5: str | None = None, size: int | None = None) -> Path:
     """Fetch `url` into `target` (atomically, resuming a partial `target.part` with an HTTP

@@ -122,7 +122,7 @@ def worker(made: tf.distribute.Strategy) -> Worker:
         return Worker(0, 1, True)
     resolver = made.cluster_resolver
     spec = resolver.cluster_spec().as_dict()
-    count = sum(len(spec.get(job, [])) for job in ("chief", "worker"))
+    count = cluster_workers({"cluster": spec})
     task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
     # With a "chief" job the chief is that task; without one, worker 0 plays it (TF's rule).
     chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in spec)

@@ -318,16 +318,14 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
     for first, last, size in size_stages(tcfg, input_size):
         stage_trainer, stage_ds, any_size = trainer, ds, contextlib.nullcontext()
         skip = min(max(done - first * steps, 0), (last - first) * steps)
-        if skip:
-            stage_ds = shard_by_data(task.batches(train_set, size, _targets(cfg, size), cfg, global_batch, seed,
+        stage_specs = specs if size == input_size else _targets(cfg, size)
+        if skip or size != input_size:
+            stage_ds = shard_by_data(task.batches(train_set, size, stage_specs, cfg, global_batch, seed,
                                                   start_batch=skip))
         if size != input_size:
-            stage_specs = _targets(cfg, size)
             with strategy.scope():
                 stage_trainer = make_trainer(net, stage_specs, cfg["loss"], global_batch)
                 stage_trainer.compile(optimizer=opt)  # the same optimizer: its moments carry over
-            stage_ds = shard_by_data(task.batches(train_set, size, stage_specs, cfg, global_batch, seed,
-                                                  start_batch=skip))
             any_size = any_input_size(net)
             print(f"kpose: epochs {first + 1}-{last} at {size[0]}x{size[1]} "
                   f"(train.early_input_size), then {input_size[0]}x{input_size[1]}", flush=True)
