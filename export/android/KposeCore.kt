@@ -259,10 +259,7 @@ class HeatmapCodec(val inputH: Int, val inputW: Int, val heatmapH: Int, val heat
     companion object {
         /** codec.to_dict(): {type: "heatmap", input_size [H, W], heatmap_size [h, w], sigma, dark_radius}. */
         fun fromJson(o: JsonObject): HeatmapCodec {
-            if (o.string("type") != "heatmap") o.fail("type", "is '${o.string("type")}', expected 'heatmap'")
-            val input = o.ints("input_size")
-            val grid = o.ints("heatmap_size")
-            if (input.size != 2 || grid.size != 2) o.fail("input_size", "and heatmap_size must be [height, width]")
+            val (input, grid) = o.codecSizes("heatmap")
             return o.build { HeatmapCodec(input[0], input[1], grid[0], grid[1], o.double("sigma"), o.intOrNull("dark_radius")) }
         }
     }

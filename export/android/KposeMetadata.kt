@@ -271,6 +271,15 @@ class JsonObject(val map: Map<String, Any?>, val where: String, val path: String
         return DoubleArray(l.size) { l[it] as? Double ?: fail(key, "item $it is not a number") }
     }
 
+    /** A codec entry's input and heatmap sizes, [height, width] each, after checking its type. */
+    fun codecSizes(type: String, hint: String = ""): Pair<IntArray, IntArray> {
+        if (string("type") != type) fail("type", "is '${string("type")}', expected '$type'$hint")
+        val input = ints("input_size")
+        val grid = ints("heatmap_size")
+        if (input.size != 2 || grid.size != 2) fail("input_size", "and heatmap_size must be [height, width]")
+        return Pair(input, grid)
+    }
+
     fun ints(key: String): IntArray {
         val d = doubles(key)
         return IntArray(d.size) { if (d[it] == Math.rint(d[it])) d[it].toInt() else fail(key, "item $it is not an integer") }

@@ -117,10 +117,7 @@ class PafCodec(val inputH: Int, val inputW: Int, val heatmapH: Int, val heatmapW
     companion object {
         /** PafCodec.to_dict() (the metadata's codec of a bottom-up model); absent settings take the defaults. */
         fun fromJson(o: JsonObject): PafCodec {
-            if (o.string("type") != "paf") o.fail("type", "is '${o.string("type")}', expected 'paf' (a bottom-up model)")
-            val input = o.ints("input_size")
-            val grid = o.ints("heatmap_size")
-            if (input.size != 2 || grid.size != 2) o.fail("input_size", "and heatmap_size must be [height, width]")
+            val (input, grid) = o.codecSizes("paf", " (a bottom-up model)")
             val d = PafCodec(1, 1, 3, 3, emptyList())
             fun num(key: String, def: Double) = if (o.has(key)) o.double(key) else def
             fun int(key: String, def: Int) = if (o.has(key)) o.int(key) else def
