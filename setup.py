@@ -74,6 +74,7 @@ setup(
         "pillow",
         "pycocotools",
         "pyyaml",
+        "scipy",
         "tqdm",
         "matplotlib",
         "h5py",

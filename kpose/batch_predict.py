@@ -53,10 +53,11 @@ class _Crops:
     boxes: np.ndarray
 
 
-def _cropper(model: PoseModel, boxes) -> Callable[[np.ndarray], _Crops] | None:
+def _cropper(model: PoseModel, boxes, detector: PoseModel | None) -> Callable[[np.ndarray], _Crops] | None:
     """PoseModel.predict's top-down crops of an image (each box, or the whole image), as a
-    function the decoding threads run; None for bottom-up models, which take whole images."""
-    if model.task == BOTTOM_UP:
+    function the decoding threads run; None for bottom-up models, which take whole images,
+    and with a detector, whose boxes come from the image."""
+    if model.task == BOTTOM_UP or detector is not None:
         return None
     return lambda img: _Crops(*model.person_crops(img, boxes))
 
@@ -106,18 +107,22 @@ def _top_down(model: PoseModel, inputs: list[_Crops], flip_test: bool) -> list[l
 
 def predict_video(model: PoseModel, video: str | os.PathLike, *, save_dir: str | os.PathLike | None = None,
                   track: bool = False, smooth: bool = False, flip_test: bool = False, scales=None,
-                  max_frames: int | None = None, threshold: float = 0.2, progress: bool = True) -> dict:
+                  max_frames: int | None = None, threshold: float = 0.2, progress: bool = True,
+                  detector: PoseModel | None = None) -> dict:
     """Every frame of a video, tracked (and One Euro smoothed) when asked, drawn into
     <save_dir>/<name>_pose.mp4 when save_dir is given. Frames stream through; only the poses
-    are kept: {"file", "width", "height", "fps", "frames": [{"timestamp_ms", "poses"}], "drawn"}."""
+    are kept: {"file", "width", "height", "fps", "frames": [{"timestamp_ms", "poses"}], "drawn"}.
+    detector (top-down models): a bottom-up model that finds the people; with tracking it runs
+    only when nobody is tracked and every person_boxes.DETECT_EVERY_MS (PoseModel.track)."""
     fps = video_fps(video)
     # tee: the drawing and the model read the same frames, at most one frame apart
     frames, for_model = itertools.tee(read_video(video, max_frames=max_frames))
     if track or smooth:
         per_frame = model.track(for_model, Tracker.for_skeleton(model.skeleton, smoothing=smooth),
-                                flip_test=flip_test, scales=scales)
+                                flip_test=flip_test, scales=scales, detector=detector)
     else:
-        per_frame = (model.predict(image, flip_test=flip_test, scales=scales) for image, _ in for_model)
+        per_frame = (model.predict(image, flip_test=flip_test, scales=scales, detector=detector)
+                     for image, _ in for_model)
     record = {"file": str(video), "width": 0, "height": 0, "fps": fps, "frames": []}
 
     def drawn():
@@ -136,9 +141,15 @@ def predict_video(model: PoseModel, video: str | os.PathLike, *, save_dir: str |
     return record
 
 
-def _check(model: PoseModel, boxes, scales, jsonl, coco: bool, resume: bool, json_files: bool, save_dir) -> None:
-    if model.task == BOTTOM_UP and boxes is not None:
-        raise ValueError("boxes are for top-down models; a bottom-up model finds every person in the whole image")
+def _check(model: PoseModel, boxes, scales, jsonl, coco: bool, resume: bool, json_files: bool, save_dir,
+           detector: PoseModel | None) -> None:
+    if model.task == BOTTOM_UP and (boxes is not None or detector is not None):
+        raise ValueError(f"{'boxes are' if boxes is not None else 'a detector is'} for top-down models; a "
+                         f"bottom-up model finds every person in the whole image")
+    if detector is not None and detector.task != BOTTOM_UP:
+        raise ValueError(f"the detector must be a bottom-up model (it finds the people); got a {detector.task} model")
+    if detector is not None and boxes is not None:
+        raise ValueError("give boxes or a detector, not both: the detector's people replace the boxes")
     if model.task != BOTTOM_UP and scales is not None:
         raise ValueError("scales are for bottom-up models; a top-down model sees each person's crop at its "
                          "input size")
@@ -179,11 +190,12 @@ class _Run:
                 tqdm.write(f"skipped: {read}", file=sys.stderr)
         good = [(i, inp, read) for i, inp, read in batch if not isinstance(read, ImageError)]
         o = self.o
-        if self.model.task == BOTTOM_UP:
+        if self.model.task == BOTTOM_UP or o["detector"] is not None:
             # One image at a time: PAF grouping (the slow part on CPU), flip-test and multi-scale
             # inference are per image in PoseModel.predict; batching only the network call would
             # give the same poses for a second copy of that code.
-            per_image = [self.model.predict(img, flip_test=o["flip_test"], scales=o["scales"])
+            # (a detector too: its boxes decide the crops).
+            per_image = [self.model.predict(img, flip_test=o["flip_test"], scales=o["scales"], detector=o["detector"])
                          for _, _, (img, _) in good]
         else:
             per_image = _top_down(self.model, [crops for _, _, (_, crops) in good], o["flip_test"])
@@ -201,7 +213,8 @@ class _Run:
                              f"predict videos in a run of their own")
         rec = predict_video(self.model, inp.path, save_dir=self.save and self.save / Path(inp.rel).parent,
                             track=o["track"], smooth=o["smooth"], flip_test=o["flip_test"], scales=o["scales"],
-                            max_frames=o["max_frames"], threshold=o["threshold"], progress=o["progress"])
+                            max_frames=o["max_frames"], threshold=o["threshold"], progress=o["progress"],
+                            detector=o["detector"])
         self.output(index, inp, rec, None, [])
         poses = sum(len(f["poses"]) for f in rec["frames"])
         ids = {p["track_id"] for f in rec["frames"] for p in f["poses"] if p["track_id"] is not None}
@@ -239,7 +252,8 @@ def predict_sources(model: PoseModel | str | os.PathLike, sources: Iterable[str 
                     boxes=None, flip_test: bool = False, scales=None, threshold: float = 0.2,
                     track: bool = False, smooth: bool = False, max_frames: int | None = None,
                     workers: int | None = None, progress: bool = True, print_limit: int = 0,
-                    on_result: Callable[[dict], None] | None = None) -> dict:
+                    on_result: Callable[[dict], None] | None = None,
+                    detector: PoseModel | str | os.PathLike | None = None) -> dict:
     """Predict every image and video the sources name (see kpose.data.image_files.iter_inputs).
 
     model: a PoseModel or anything kpose.load reads. Top-down models run batch_size images'
@@ -249,6 +263,8 @@ def predict_sources(model: PoseModel | str | os.PathLike, sources: Iterable[str 
     folder's or glob's relative path; json_files: also <name>_pose.json there. Unreadable
     images are named on stderr, skipped and counted. print_limit: print every pose when
     the sources hold at most this many files. on_result: called with each file's record.
+    detector (top-down models): a bottom-up model (or anything kpose.load reads) whose people
+    are cropped instead of the whole image; on videos see predict_video.
     Returns counts: images, failed, resumed, videos, frames, poses, seconds, images_per_s.
     """
     boxes = boxes if boxes is not None and len(boxes) else None  # as predict: no boxes, the whole image
@@ -257,7 +273,9 @@ def predict_sources(model: PoseModel | str | os.PathLike, sources: Iterable[str 
                 on_result=on_result)
     name = None if isinstance(model, PoseModel) else str(model)
     model = model if isinstance(model, PoseModel) else load(model)
-    _check(model, boxes, scales, jsonl, coco, resume, json_files, save_dir)
+    detector = detector if detector is None or isinstance(detector, PoseModel) else load(detector)
+    opts["detector"] = detector
+    _check(model, boxes, scales, jsonl, coco, resume, json_files, save_dir, detector)
     if batch_size < 1 or (workers is not None and workers < 1):
         raise ValueError(f"batch size {batch_size}, workers {workers}: give 1 or more")
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else sources
@@ -273,7 +291,7 @@ def predict_sources(model: PoseModel | str | os.PathLike, sources: Iterable[str 
     start = time.perf_counter()
     try:
         for kind, batch in _loaded(run.todo(itertools.chain(head, inputs)), batch_size,
-                                   workers or min(4, os.cpu_count() or 1), _cropper(model, boxes)):
+                                   workers or min(4, os.cpu_count() or 1), _cropper(model, boxes, detector)):
             if kind == "video":
                 run.video(*batch)
             else:

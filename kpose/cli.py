@@ -71,7 +71,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     s = predict_sources(a.model, a.sources, batch_size=a.batch_size, jsonl=jsonl, coco=a.coco, save_dir=a.save,
                         json_files=a.json is True, resume=a.resume, boxes=a.box, flip_test=a.flip_test,
                         scales=a.scales, threshold=a.threshold, track=a.track, smooth=a.smooth,
-                        max_frames=a.max_frames, workers=a.workers, print_limit=PRINT_LIMIT)
+                        max_frames=a.max_frames, workers=a.workers, print_limit=PRINT_LIMIT, detector=a.detector)
     print(summary_line(s, jsonl, a.save))
     # Unreadable images do not fail a run of many; a run where nothing could be read does.
     return 1 if s["failed"] and not (s["images"] or s["videos"]) else 0
@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=int, help="image decoding threads (default: up to 4)")
     pr.add_argument("--box", type=_parse_box, action="append", metavar="X,Y,W,H",
                     help="a person box in image pixels (repeatable; top-down models; every image)")
+    pr.add_argument("--detector", metavar="MODEL",
+                    help="top-down models: a bottom-up model (anything kpose.load reads) that finds the "
+                    "people to crop; on videos with --track it runs when nobody is tracked and once a "
+                    "second, the tracks' previous poses giving the other frames' boxes")
     pr.add_argument("--flip-test", action="store_true",
                     help="average with the prediction on the mirrored input (2x slower)")
     pr.add_argument("--scales", type=_parse_scales, metavar="S,S,...",

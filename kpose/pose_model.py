@@ -27,6 +27,8 @@ from kpose.data.pipeline import eval_dataset
 from kpose.data.records import Instances
 from kpose.models import BOTTOM_UP, TOP_DOWN, build_network, get_family
 from kpose.skeletons import Skeleton, skeleton_from_entry
+from kpose.person_boxes import (BOX_MARGIN, DETECT_EVERY_MS, DUPLICATE_SIMILARITY, add_detected, grown,
+                                 needs_detection, pose_boxes)
 from kpose.tracking import Tracker
 from kpose.transforms import (DEFAULT_CROP_PADDING, affine_matrix, apply_affine, box_to_center_scale,
                               fit_matrix, invert_affine, pixel_scale_matrix, warp_image)
@@ -152,7 +154,8 @@ class PoseModel:
 
         Top-down models: boxes are person boxes [[x, y, w, h], ...] in image pixels; without
         them, the people a bottom-up `detector` model finds (each refined from its own
-        crop), else the whole image as one person's box. padding: box growth before
+        crop: their keypoint boxes grown by person_boxes.BOX_MARGIN per side), else the whole
+        image as one person's box. padding: box growth before
         cropping (default: the model's crop_padding for given or found boxes, 1 for the
         whole image).
         Bottom-up models: every person in the image; boxes, padding and detector do not apply.
@@ -176,7 +179,7 @@ class PoseModel:
             found = [p.box for p in detector.predict(img) if p.box[2] > 0 and p.box[3] > 0]
             if not found:
                 return []
-            boxes = np.asarray(found, np.float64)
+            boxes = grown(found)
         crops, mats, boxes = self.person_crops(img, boxes, padding)
         return self.poses(self.decode_crops(self.heatmaps(crops, flip_test), mats), boxes)
 
@@ -284,13 +287,45 @@ class PoseModel:
             out[idx.numpy()] = self.decode_crops(self.heatmaps(crops, flip_test), mats.numpy())
         return out
 
-    def track(self, frames, tracker: Tracker | None = None, flip_test: bool = False, scales=None):
+    def track(self, frames, tracker: Tracker | None = None, flip_test: bool = False, scales=None,
+              detector: "PoseModel | None" = None, detect_every_ms: float = DETECT_EVERY_MS,
+              box_margin: float = BOX_MARGIN):
         """Poses with stable `track_id`s (and smoothed keypoints) for each frame of a video:
         frames are (image, timestamp_ms) pairs (kpose.data.video.read_video yields them).
-        Top-down models find people with the whole frame as one box. Yields a list per frame."""
+        Yields a list per frame.
+
+        Top-down models crop each frame where the tracks' people were in the previous one
+        (keypoint boxes grown by `box_margin` per side; kpose.person_boxes); poses from those
+        boxes scoring below the tracker's min_pose_score are dropped (the person left). While
+        nobody is tracked, a bottom-up `detector` finds people (it also runs every
+        `detect_every_ms` for people who entered), else the whole frame is one person's box.
+        """
         tracker = tracker or Tracker.for_skeleton(self.skeleton)
+        if self.task == BOTTOM_UP:
+            if detector is not None:
+                raise ValueError("detector is for top-down models; a bottom-up model finds every person itself")
+            for image, timestamp_ms in frames:
+                yield tracker.update(self.predict(image, flip_test=flip_test, scales=scales), float(timestamp_ms))
+            return
+        if detector is not None and detector.task != BOTTOM_UP:
+            raise ValueError(f"detector must be a bottom-up model (it finds the people); got a {detector.task} model")
+        last_detection = None
         for image, timestamp_ms in frames:
-            yield tracker.update(self.predict(image, flip_test=flip_test, scales=scales), float(timestamp_ms))
+            img, t = load_image(image), float(timestamp_ms)
+            boxes = pose_boxes(tracker.expected_poses(t), tracker.config.keypoint_threshold, box_margin)
+            if detector is not None and needs_detection(len(boxes), last_detection, t, detect_every_ms):
+                found = grown([p.box for p in detector.predict(img)], box_margin)
+                boxes, last_detection = add_detected(boxes, found), t
+            if len(boxes):
+                # A box whose person is gone gives a pose below min_pose_score: no detection.
+                found = [p for p in self.predict(img, boxes=boxes, flip_test=flip_test)
+                         if p.score >= tracker.config.min_pose_score]
+                poses = tracker.distinct(found, DUPLICATE_SIMILARITY)
+            elif detector is None:
+                poses = self.predict(img, flip_test=flip_test)
+            else:
+                poses = []
+            yield tracker.update(poses, t)
 
     # ---- persistence -----------------------------------------------------
     def save(self, directory: str | Path) -> Path:

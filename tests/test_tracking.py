@@ -124,3 +124,99 @@ def test_predict_video_tracks_and_draws(shared, tmp_path):
     assert [round(f["timestamp_ms"], 3) for f in record["frames"]] == [0.0, 33.333, 66.667, 100.0, 133.333]
     best = [max(f["poses"], key=lambda p: p["score"]) for f in record["frames"]]
     assert len({p["track_id"] for p in best}) == 1 and best[0]["track_id"] == 1
+
+
+def _box_person(x0: float, x1: float) -> Pose:
+    """A 'person' whose four keypoints are the corners of the box [x0, x1] x [0, 10]."""
+    kp = np.array([[x0, 0, 1], [x1, 0, 1], [x0, 10, 1], [x1, 10, 1]], np.float32)
+    return Pose(kp, 1.0, np.zeros(4, np.float32), ("a", "b", "c", "d"))
+
+
+@pytest.mark.parametrize("matching, x_takes", [("greedy", 1), ("hungarian", 2)])
+def test_hungarian_matching_maximises_the_total_similarity(matching, x_takes):
+    # Box IoU of new people x=[1, 11] and y=[-2, 8] with tracks A=[0, 10] (id 1), B=[3, 13] (id 2):
+    # A-x 0.818, B-x 0.667, A-y 0.667, B-y 0.333. Greedy takes the best pair (A-x) first, total
+    # 1.15; Hungarian gives x to B and y to A, total 1.33.
+    tracker = Tracker(None, TrackerConfig(similarity="box", smoothing=False, matching=matching))
+    assert [p.track_id for p in tracker.update([_box_person(0, 10), _box_person(3, 13)], 0.0)] == [1, 2]
+    x, y = tracker.update([_box_person(1, 11), _box_person(-2, 8)], 33.0)
+    assert (x.track_id, y.track_id) == (x_takes, 3 - x_takes)
+
+
+@pytest.mark.parametrize("motion", [False, True])
+def test_constant_velocity_keeps_ids_of_people_who_cross_fast(motion):
+    """Two people at the same height walking through each other at 10 px per frame: compared
+    with where each was, the right-walker's new pose is nearer the left-walker's last one
+    and ids swap; compared with where each is expected to be (motion=True), they do not."""
+    tracker = Tracker(SIGMAS, TrackerConfig(smoothing=False, motion=motion))
+    swaps = 0
+    for i in range(30):
+        a, b = _person(5 + 10 * i, 300), _person(300 - 10 * i, 300)
+        ids = [p.track_id for p in tracker.update([a, b], 33.0 * i)]
+        swaps += ids != [1, 2]
+    assert (swaps == 0) == motion, swaps
+
+
+def test_person_boxes_from_poses_and_detections():
+    from kpose.person_boxes import add_detected, needs_detection, pose_boxes
+
+    kp = np.array([[10, 20, 0.9], [30, 60, 0.8], [500, 500, 0.1]], np.float32)   # the last one is weak
+    pose = Pose(kp, 0.9, np.array([0, 0, 20, 40], np.float32), ("a", "b", "c"))
+    assert np.allclose(pose_boxes([pose], 0.3, margin=0.25), [[5, 10, 30, 60]])
+    # found in a box of 60 x 100: the next crop shrinks to 0.9 of it, no further
+    wide = Pose(kp, 0.9, np.array([0, 0, 60, 100], np.float32), ("a", "b", "c"))
+    assert np.allclose(pose_boxes([wide], 0.3, margin=0.25, keep=0.9), [[-7, -5, 54, 90]])
+    weak = Pose(kp[[0, 2]], 0.9, np.zeros(4, np.float32), ("a", "c"))
+    assert pose_boxes([weak], 0.3).shape == (0, 4)          # one confident keypoint: no extent
+    tracked = np.array([[0, 0, 100, 200]], np.float64)
+    found = np.array([[10, 10, 100, 200], [300, 0, 90, 180], [0, 0, 0, 0]], np.float64)
+    assert np.allclose(add_detected(tracked, found), [[0, 0, 100, 200], [300, 0, 90, 180]])
+    assert needs_detection(0, 500.0, 600.0) and needs_detection(2, None, 0.0)
+    assert not needs_detection(2, 0.0, 999.0) and needs_detection(2, 0.0, 1000.0)
+
+
+def test_top_down_video_crops_where_the_tracks_were(shared, monkeypatch):
+    """A top-down model on video: the bottom-up detector finds the people on the first frame
+    (and again every detect_every_ms), the other frames are cropped around each track's
+    previous pose; without a detector the first frame is one whole-frame box."""
+    from kpose.data.video import read_video
+    from kpose import load
+    from kpose.person_boxes import BOX_MARGIN, pose_boxes
+
+    video = shared / "data" / "videos" / "posetrack18_000001_mpiinew_test.mp4"
+    top_down = load(shared / "peers" / "efficientpose" / "EfficientPoseRT.h5")
+    detector = load(shared / "peers" / "tf_pose_estimation" / "openpose_mobilenet_v2_small.pb")
+    frame, detected_on = [0], []
+    predict = detector.predict
+    monkeypatch.setattr(detector, "predict", lambda img, **kw: detected_on.append(frame[0]) or predict(img, **kw))
+
+    def run(**kw):
+        frame[0], out, frames = 0, [], list(read_video(video))
+        detected_on.clear()
+        tracker = Tracker.for_skeleton(top_down.skeleton, smoothing=False)
+        for poses in top_down.track(frames, tracker, **kw):
+            out.append(poses)
+            frame[0] += 1
+        return out, list(detected_on), frames
+
+    per_frame, detected_on, frames = run(detector=detector)
+    assert detected_on == [0]                           # 133 ms of video: one detection
+    first = [p for p in per_frame[0] if p.track_id is not None]
+    assert len(first) >= 2 and len({p.track_id for p in first}) == len(first)
+    # frame 1's crops are frame 0's tracked poses' keypoint boxes, grown by the margin
+    expected = pose_boxes(first, 0.3, BOX_MARGIN)
+    got = np.array(sorted(p.box.tolist() for p in per_frame[1]))
+    assert len(per_frame[1]) <= len(expected)                   # duplicates dropped, nobody added
+    assert all(np.isclose(expected, b).all(1).any() for b in got)
+    # the clearly seen runner on the left keeps id 1 (the jumping player's lower body is
+    # blurred: his few confident keypoints make a new box-IoU track now and then)
+    left = [min(f, key=lambda p: p.box[0]) for f in per_frame]
+    assert [p.track_id for p in left] == [1] * len(per_frame)
+    _, detected_on, _ = run(detector=detector, detect_every_ms=60.0)
+    assert detected_on == [0, 2, 4]
+    # No detector, frames cut around the runner: the whole first frame is his box, then his pose's.
+    runner = [(image[200:620, 330:600], t) for image, t in frames]
+    alone = list(top_down.track(runner, Tracker.for_skeleton(top_down.skeleton, smoothing=False)))
+    assert np.allclose(alone[0][0].box, [0, 0, 270, 420]) and alone[0][0].track_id == 1
+    assert [len(f) for f in alone] == [1] * len(frames) and {f[0].track_id for f in alone} == {1}
+    assert not np.allclose(alone[1][0].box, [0, 0, 270, 420])
