@@ -37,6 +37,9 @@ KEYPOINT = "keypoint"
 BOX = "box"
 GREEDY = "greedy"
 HUNGARIAN = "hungarian"
+# TrackerConfig fields the browser and Android trackers do not have (their behaviour is these
+# fields' defaults); the golden traces they are tested against leave them out.
+PYTHON_ONLY = ("matching", "motion")
 
 
 @dataclass(frozen=True)
