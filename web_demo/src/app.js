@@ -11,11 +11,13 @@
 // flip (1: flip test, top-down models), tracking=0 / smoothing=0 (start with them off).
 // Bottom-up models find every person in the whole
 // image themselves: boxes or flip=1 with one is reported as an error.
-// window.kposeDemo exposes the state for scripted runs (test/e2e.mjs).
+// window.kposeDemo exposes the state for scripted runs (test/e2e.mjs): the last result, and
+// what was drawn (drawn: per pose, the limbs [a, b] and keypoint indices; labels).
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu';
 
+import { drawPlan, keypointSides } from './drawing.js';
 import { createDetector } from './kpose-pose.js';
 
 // The wasm binaries are copied beside the bundle by `npm run build`: no CDN, works offline.
@@ -42,7 +44,7 @@ const params = new URLSearchParams(location.search);
 const demo = {
   state: 'loading', error: null, result: null, detector: null, modelUrl: null,
   requestedBackend: params.get('backend') || 'webgl', fallbacks: [], source: null, generation: 0,
-  fps: null, labels: [], runImage, processFrame, boxes: params.get('boxes') ? JSON.parse(params.get('boxes')) : undefined,
+  fps: null, labels: [], drawn: [], sides: [], runImage, processFrame, boxes: params.get('boxes') ? JSON.parse(params.get('boxes')) : undefined,
 };
 window.kposeDemo = demo;
 
@@ -122,6 +124,7 @@ async function loadDetector(modelUrl, requested) {
     }
     if (generation !== demo.generation) { detector.dispose(); return null; }
     demo.detector = detector;
+    demo.sides = keypointSides(detector.skeleton);
     // The flip test exists for top-down models only (kpose-pose.js raises otherwise).
     ui.flip.disabled = detector.task !== 'top_down';
     if (ui.flip.disabled) ui.flip.checked = false;
@@ -140,12 +143,11 @@ async function loadDetector(modelUrl, requested) {
 // ---------------------------------------------------------------------------
 // drawing
 
-function color(name) {
-  if (name.startsWith('left')) return '#35c759';
-  if (name.startsWith('right')) return '#ff9f0a';
-  return '#0a84ff';
-}
+// The colour of each side (drawing.js keypointSides: from the skeleton's names and flip pairs).
+const SIDE_COLORS = { left: '#35c759', right: '#ff9f0a', centre: '#0a84ff' };
 
+/** Draws the poses; what was drawn (limbs [a, b] and keypoint indices, per pose) is kept in
+ * kposeDemo.drawn. */
 function drawPoses(poses, width, height) {
   const { skeleton, task } = demo.detector;
   // kpose puts pixel centres at integers, the canvas at i + 0.5.
@@ -153,30 +155,28 @@ function drawPoses(poses, width, height) {
   const cy = (k) => k.y + 0.5;
   const unit = Math.max(2, Math.max(width, height) / 320);
   ctx.lineCap = 'round';
-  const threshold = task === 'bottom_up' ? 0 : DRAW_THRESHOLD;
-  const ok = (k) => k && k.x !== null && k.score > threshold;
+  const plan = drawPlan(poses, skeleton, demo.sides, task === 'bottom_up' ? 0 : DRAW_THRESHOLD);
+  demo.drawn = plan.map(({ limbs, keypoints }) => ({ limbs: limbs.map(([a, b]) => [a, b]), keypoints: keypoints.map(([k]) => k) }));
   demo.labels = [];
   for (const [i, pose] of poses.entries()) {
     ctx.lineWidth = unit;
-    for (const [a, b] of skeleton.limbs) {
+    for (const [a, b, side] of plan[i].limbs) {
       const ka = pose.keypoints[a];
       const kb = pose.keypoints[b];
-      if (!ok(ka) || !ok(kb)) continue;
-      // A limb takes its side's colour (e.g. the neck-to-left-shoulder limb is "left").
-      ctx.strokeStyle = color([ka.name, kb.name].find((n) => /^(left|right)/.test(n)) ?? ka.name);
+      ctx.strokeStyle = SIDE_COLORS[side];
       ctx.beginPath();
       ctx.moveTo(cx(ka), cy(ka));
       ctx.lineTo(cx(kb), cy(kb));
       ctx.stroke();
     }
-    for (const k of pose.keypoints) {
-      if (!ok(k)) continue;
-      ctx.fillStyle = color(k.name);
+    for (const [j, side] of plan[i].keypoints) {
+      const k = pose.keypoints[j];
+      ctx.fillStyle = SIDE_COLORS[side];
       ctx.beginPath();
       ctx.arc(cx(k), cy(k), 1.5 * unit, 0, 2 * Math.PI);
       ctx.fill();
     }
-    const shown = pose.keypoints.filter(ok);
+    const shown = plan[i].keypoints.map(([j]) => pose.keypoints[j]);
     if (!shown.length) continue;
     // A tracked person: "id 3" (+ score, bottom-up); untracked bottom-up people: "#n score"
     // (their order in the codec's list) so that overlapping people are told apart.
@@ -281,7 +281,16 @@ async function runImage() {
   const boxes = demo.detector.task === 'top_down' ? demo.boxes : undefined;
   // A still image is a video of its own: new tracks (ids from 1), nothing to smooth against.
   demo.detector.reset();
-  const poses = await demo.detector.estimatePoses(img, { flipTest: ui.flip.checked, boxes }, 0);
+  // The detector gets the image's stored pixel values, as kpose (Pillow) reads the file; the canvas
+  // shows it colour-managed. (A photo with an ICC profile, e.g. a phone's Display P3, is otherwise
+  // converted to sRGB before the model sees it, and its keypoints move away from PoseModel.predict's.)
+  const stored = await createImageBitmap(img, { colorSpaceConversion: 'none' });
+  let poses;
+  try {
+    poses = await demo.detector.estimatePoses(stored, { flipTest: ui.flip.checked, boxes }, 0);
+  } finally {
+    stored.close();
+  }
   const ms = performance.now() - t;
   drawFrame(img, img.naturalWidth, img.naturalHeight, poses, boxes);
   showPeople(poses);
@@ -289,7 +298,7 @@ async function runImage() {
   demo.result = {
     poses, backend: tf.getBackend(), requestedBackend: demo.requestedBackend, fallbacks: [...demo.fallbacks],
     timings: { ...demo.detector.lastTimings, wall: ms }, imageSize: [img.naturalHeight, img.naturalWidth],
-    tracking: { ...demo.detector.trackingOptions }, labels: [...demo.labels],
+    tracking: { ...demo.detector.trackingOptions }, labels: [...demo.labels], drawn: demo.drawn,
     modelUrl: demo.modelUrl, metadata: demo.detector.metadata, tfjsVersion: tf.version.tfjs,
     // The wasm backend runs multi-threaded only on a cross-origin isolated page.
     crossOriginIsolated: self.crossOriginIsolated,
