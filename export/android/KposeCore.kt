@@ -314,3 +314,18 @@ fun toPose(rows: Array<DoubleArray>, names: List<String>, score: Double, box: Fl
     require(rows.size == names.size) { "${rows.size} keypoints decoded but the skeleton names ${names.size}" }
     return Pose(rows.mapIndexed { i, r -> Keypoint(names[i], r[0].toFloat(), r[1].toFloat(), r[2].toFloat()) }, score, box)
 }
+
+/** PoseModel.predict for a top-down model: a pose per person box (x, y, w, h), cropped at the
+ * metadata's crop padding, or of the whole image (boxes null) unpadded. heatmaps(imageToCrop):
+ * the network's [h, w, K] output for the crop that affine makes (KposePose warps and runs it). */
+fun topDownPoses(meta: KposeMetadata, imageW: Int, imageH: Int, boxes: List<DoubleArray>?,
+                 heatmaps: (Affine) -> FloatArray): List<Pose> {
+    val codec = meta.heatmapCodec
+    val padding = if (boxes == null) meta.wholeImagePadding else meta.cropPadding
+    return (boxes ?: listOf(doubleArrayOf(0.0, 0.0, imageW.toDouble(), imageH.toDouble()))).map { box ->
+        val crop = Affine.forBox(box, codec.inputH, codec.inputW, padding)
+        val rows = decodeTopDown(heatmaps(crop), codec, crop)
+        toPose(rows, meta.skeleton.keypoints, instanceScore(DoubleArray(rows.size) { rows[it][2] }),
+               FloatArray(4) { box[it].toFloat() })
+    }
+}

@@ -1,9 +1,10 @@
 // kpose on Android: load an exported .tflite with the GPU delegate, read its metadata, run it
 // and decode. Only the Android / LiteRT calls live here; the metadata reading (K, names,
 // limbs, sigmas, codec, crop padding), the crop geometry, the heatmap (argmax + DARK) and
-// PAF decoders and the tracker are plain Kotlin beside it (KposeMetadata.kt, KposeCore.kt,
-// KposePaf.kt, KposeTracking.kt), tested off-device against the golden vectors of kpose's
-// Python reference (tests/test_android_kotlin.py). Copy the five files into the app.
+// PAF decoders, the tracker and top-down video's person boxes are plain Kotlin beside it
+// (KposeMetadata.kt, KposeCore.kt, KposePaf.kt, KposeTracking.kt), tested off-device against
+// the golden vectors of kpose's Python reference (tests/test_android_kotlin.py). Copy the five
+// files into the app.
 //
 // Gradle: implementation("com.google.ai.edge.litert:litert:1.+")
 //         implementation("com.google.ai.edge.litert:litert-gpu:1.+")
@@ -45,27 +46,34 @@ class KposePose(context: Context, asset: String) : AutoCloseable {
      * estimates one person per box (x, y, w, h; none: the whole image); a bottom-up model finds
      * everyone in the whole image. */
     fun estimate(image: Bitmap, boxes: List<FloatArray>? = null): List<Pose> {
-        val w = image.width
-        val h = image.height
-        val px = IntArray(w * h).also { image.getPixels(it, 0, w, 0, 0, w, h) }
-        val codec = meta.heatmapCodec
-        val names = meta.skeleton.keypoints
         val paf = meta.pafCodec
-        if (paf != null) {
-            require(boxes == null) { "${meta.modelName} is a bottom-up model: it finds every person, it takes no boxes" }
-            val fit = Affine.fit(h, w, codec.inputH, codec.inputW)
-            val out = run(warpBilinear(px, w, h, fit, codec.inputH, codec.inputW))
-            return decodeBottomUp(out[0], out[1], paf, fit)
-                .map { (rows, score) -> toPose(rows, names, score) }
-        }
-        // Without boxes the whole image is the person's box, unpadded (PoseModel.predict).
-        val padding = if (boxes == null) meta.wholeImagePadding else meta.cropPadding
-        return (boxes ?: listOf(floatArrayOf(0f, 0f, w.toFloat(), h.toFloat()))).map { box ->
-            val crop = Affine.forBox(DoubleArray(4) { box[it].toDouble() }, codec.inputH, codec.inputW, padding)
-            val rows = decodeTopDown(run(warpBilinear(px, w, h, crop, codec.inputH, codec.inputW))[0], codec, crop)
-            toPose(rows, names, instanceScore(DoubleArray(rows.size) { rows[it][2] }), box.copyOf())
-        }
+        if (paf == null) return topDown(image, boxes?.map { b -> DoubleArray(4) { b[it].toDouble() } })
+        require(boxes == null) { "${meta.modelName} is a bottom-up model: it finds every person, it takes no boxes" }
+        val (w, h) = image.width to image.height
+        val codec = meta.heatmapCodec
+        val fit = Affine.fit(h, w, codec.inputH, codec.inputW)
+        val out = run(warpBilinear(pixels(image), w, h, fit, codec.inputH, codec.inputW))
+        return decodeBottomUp(out[0], out[1], paf, fit).map { (rows, score) -> toPose(rows, meta.skeleton.keypoints, score) }
     }
+
+    /** One video frame at timestampMs, as PoseModel.track: the poses with the tracker's ids and
+     * smoothed keypoints. A top-down model crops the frame where the tracker's people were (the
+     * whole image while nobody is tracked; trackTopDown); a bottom-up model sees the whole image.
+     * Use one tracker per video (tracker(); reset() it for a new one). */
+    fun track(image: Bitmap, tracker: Tracker, timestampMs: Double): List<Pose> =
+        if (meta.pafCodec != null) tracker.update(estimate(image), timestampMs)
+        else trackTopDown(tracker, timestampMs) { boxes -> topDown(image, boxes) }
+
+    /** Top-down poses of person boxes (null: the whole image, unpadded, as PoseModel.predict). */
+    private fun topDown(image: Bitmap, boxes: List<DoubleArray>?): List<Pose> {
+        val (w, h) = image.width to image.height
+        val px = pixels(image)
+        val codec = meta.heatmapCodec
+        return topDownPoses(meta, w, h, boxes) { crop -> run(warpBilinear(px, w, h, crop, codec.inputH, codec.inputW))[0] }
+    }
+
+    private fun pixels(image: Bitmap): IntArray =
+        IntArray(image.width * image.height).also { image.getPixels(it, 0, image.width, 0, 0, image.width, image.height) }
 
     /** One inference: input float32 [1, H, W, 3] RGB 0..255 (normalisation is in the graph) ->
      * the outputs in the metadata's order (heatmaps [h, w, K], then pafs [h, w, 2L]). */

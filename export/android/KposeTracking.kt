@@ -1,7 +1,9 @@
 // Pose tracking and smoothing for video in plain Kotlin: a port of kpose/tracking.py (the
 // reference), tested against its golden traces (web_demo/test/golden/tracking.json) like the
 // JS port (web_demo/src/tracking.js). Same algorithm, same defaults, time in milliseconds
-// (SystemClock.elapsedRealtime(), or a video frame's presentation time).
+// (SystemClock.elapsedRealtime(), or a video frame's presentation time). Also top-down video
+// (kpose/person_boxes.py, PoseModel.track without a detector: an app holds one model): each
+// frame cropped where the tracks' people were, tested against person_boxes.json.
 package dev.kpose
 
 import kotlin.math.PI
@@ -121,6 +123,48 @@ fun iou(a: DoubleArray, b: DoubleArray): Double {
     return if (union > 0) inter / union else 0.0
 }
 
+// kpose/person_boxes.py's constants. The golden vectors carry Python's values and the tests
+// compare them with these (and JS's), so a change on one side fails until all agree.
+/** A keypoint box grown by this fraction of its width and height on each side: keypoints lie
+ * inside the body (head top, hands, feet reach past them) and the person moves between frames. */
+const val BOX_MARGIN = 0.15
+/** A crop box shrinks to at most this fraction of the last one per frame: when a person's lower
+ * body scores low, the confident keypoints alone would shrink the crop onto the head. */
+const val KEEP_SIZE = 0.9
+/** Poses at least this similar (the tracker's OKS, or box IoU) to a stronger one are duplicates. */
+const val DUPLICATE_SIMILARITY = 0.7
+
+/** pose_boxes: (x, y, w, h) crop boxes for the next frame from poses (each with the box it was
+ * found in): the box around the keypoints scoring at least threshold, grown by margin of its
+ * size per side, and at least keep times the width and height of the pose's own box (same
+ * centre). A pose with fewer than two such keypoints, or all of them at one spot, gives none. */
+fun poseBoxes(poses: List<Pose>, threshold: Double, margin: Double = BOX_MARGIN, keep: Double = KEEP_SIZE): List<DoubleArray> {
+    val boxes = ArrayList<DoubleArray>()
+    for (pose in poses) {
+        if (pose.keypoints.count { it.score >= threshold } < 2) continue
+        val (x0, y0, x1, y1) = keypointBox(pose.keypoints, threshold)
+        if (x1 - x0 <= 0 && y1 - y0 <= 0) continue
+        val prev = requireNotNull(pose.box) { "poseBoxes: a pose needs the box it was found in (Pose.box)" }
+        val w = max((x1 - x0) * (1 + 2 * margin), keep * prev[2])
+        val h = max((y1 - y0) * (1 + 2 * margin), keep * prev[3])
+        boxes.add(doubleArrayOf((x0 + x1 - w) / 2, (y0 + y1 - h) / 2, w, h))
+    }
+    return boxes
+}
+
+/** One video frame of a top-down model, as PoseModel.track without a detector: crops where the
+ * tracker's people were (the whole image while nobody is tracked), drops poses below
+ * minPoseScore (a crop whose person has gone) and duplicates (two crops on one person), and
+ * returns tracker.update's poses. estimate(boxes): the poses of those (x, y, w, h) person boxes,
+ * or of the whole image (null); KposePose.track passes its model's. */
+fun trackTopDown(tracker: Tracker, timestampMs: Double, estimate: (List<DoubleArray>?) -> List<Pose>): List<Pose> {
+    val c = tracker.config
+    val boxes = poseBoxes(tracker.expectedPoses(timestampMs), c.keypointThreshold)
+    val poses = if (boxes.isEmpty()) estimate(null)
+                else tracker.distinct(estimate(boxes).filter { it.score >= c.minPoseScore }, DUPLICATE_SIMILARITY)
+    return tracker.update(poses, timestampMs)
+}
+
 /** Stable ids and smoothed keypoints for the poses of consecutive frames:
  *
  *     val tracker = Tracker(meta.skeleton.sigmas)   // null sigmas: box similarity
@@ -146,11 +190,27 @@ class Tracker(val sigmas: DoubleArray?, val config: TrackerConfig =
         nextId = 1
     }
 
-    private fun similarity(track: Track, pose: Pose): Double {
+    /** The tracker's similarity of keypoints a and b: OKS (area from b's box), or IoU of their boxes. */
+    fun similarity(a: List<Keypoint>, b: List<Keypoint>): Double {
         val c = config
-        val last = track.pose.keypoints
-        if (c.similarity == "keypoint") return oks(last, pose.keypoints, sigmas!!, c.keypointThreshold, c.minKeypoints)
-        return iou(keypointBox(last, c.keypointThreshold), keypointBox(pose.keypoints, c.keypointThreshold))
+        if (c.similarity == "keypoint") return oks(a, b, sigmas!!, c.keypointThreshold, c.minKeypoints)
+        return iou(keypointBox(a, c.keypointThreshold), keypointBox(b, c.keypointThreshold))
+    }
+
+    /** The last raw pose (with the box it was found in) of each track still live at timestampMs,
+     * in track order: where a top-down model crops its next frame (poseBoxes). */
+    fun expectedPoses(timestampMs: Double): List<Pose> =
+        tracks.filter { timestampMs - it.lastMs <= config.maxAgeMs }.map { it.pose }
+
+    /** The poses without duplicates, in their order: a pose at least minSimilarity similar to a
+     * higher-scoring one (an equal score: an earlier one) is dropped (two crops found one person). */
+    fun distinct(poses: List<Pose>, minSimilarity: Double): List<Pose> {
+        val kept = ArrayList<Pose>()
+        // sortedByDescending is stable: equal scores keep their order, as Python's sorted.
+        for (pose in poses.sortedByDescending { it.score }) {
+            if (kept.all { similarity(it.keypoints, pose.keypoints) < minSimilarity }) kept.add(pose)
+        }
+        return poses.filter { p -> kept.any { it === p } }
     }
 
     /** This frame's poses with trackId set and smoothed keypoints, in the input order; a pose
@@ -162,7 +222,9 @@ class Tracker(val sigmas: DoubleArray?, val config: TrackerConfig =
         class Match(val sim: Double, val ti: Int, val pi: Int)
         val pairs = ArrayList<Match>()
         tracks.forEachIndexed { ti, t ->
-            poses.forEachIndexed { pi, p -> if (p.score >= c.minPoseScore) pairs.add(Match(similarity(t, p), ti, pi)) }
+            poses.forEachIndexed { pi, p ->
+                if (p.score >= c.minPoseScore) pairs.add(Match(similarity(t.pose.keypoints, p.keypoints), ti, pi))
+            }
         }
         pairs.sortWith(Comparator { x, y ->
             when {

@@ -8,11 +8,13 @@
 // URL parameters: model (model.json URL; default the first entry of models/index.json),
 // backend (webgl | wasm | webgpu | cpu; default webgl), image (run once on this image),
 // boxes (JSON [[x, y, w, h], ...]: person boxes for top-down models on that image),
-// flip (1: flip test, top-down models), tracking=0 / smoothing=0 (start with them off).
+// flip (1: flip test, top-down models), tracking=0 / smoothing=0 (start with them off),
+// names=1 (start with keypoint names drawn). On video a top-down model crops each frame where
+// the tracks' people were (kpose-pose.js), the whole frame while nobody is tracked.
 // Bottom-up models find every person in the whole
 // image themselves: boxes or flip=1 with one is reported as an error.
 // window.kposeDemo exposes the state for scripted runs (test/e2e.mjs): the last result, and
-// what was drawn (drawn: per pose, the limbs [a, b] and keypoint indices; labels).
+// what was drawn (drawn: per pose, the limbs [a, b], keypoint indices and names [k, name]; labels).
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu';
@@ -34,7 +36,7 @@ const DRAW_THRESHOLD = 0.2;
 const $ = (id) => document.getElementById(id);
 const ui = {
   model: $('model-select'), backend: $('backend-select'), webcam: $('webcam-button'), file: $('file-input'),
-  flip: $('flip-input'), tracking: $('tracking-input'), smoothing: $('smoothing-input'), fps: $('fps'), backendLabel: $('backend'), timing: $('timing'), info: $('model-info'),
+  flip: $('flip-input'), tracking: $('tracking-input'), smoothing: $('smoothing-input'), names: $('names-input'), fps: $('fps'), backendLabel: $('backend'), timing: $('timing'), info: $('model-info'),
   people: $('people'),
   status: $('status'), canvas: $('view'), video: $('video'),
 };
@@ -146,8 +148,8 @@ async function loadDetector(modelUrl, requested) {
 // The colour of each side (drawing.js keypointSides: from the skeleton's names and flip pairs).
 const SIDE_COLORS = { left: '#35c759', right: '#ff9f0a', centre: '#0a84ff' };
 
-/** Draws the poses; what was drawn (limbs [a, b] and keypoint indices, per pose) is kept in
- * kposeDemo.drawn. */
+/** Draws the poses; what was drawn (limbs [a, b], keypoint indices and names, per pose) is kept
+ * in kposeDemo.drawn. */
 function drawPoses(poses, width, height) {
   const { skeleton, task } = demo.detector;
   // kpose puts pixel centres at integers, the canvas at i + 0.5.
@@ -155,8 +157,10 @@ function drawPoses(poses, width, height) {
   const cy = (k) => k.y + 0.5;
   const unit = Math.max(2, Math.max(width, height) / 320);
   ctx.lineCap = 'round';
-  const plan = drawPlan(poses, skeleton, demo.sides, task === 'bottom_up' ? 0 : DRAW_THRESHOLD);
-  demo.drawn = plan.map(({ limbs, keypoints }) => ({ limbs: limbs.map(([a, b]) => [a, b]), keypoints: keypoints.map(([k]) => k) }));
+  const plan = drawPlan(poses, skeleton, demo.sides, task === 'bottom_up' ? 0 : DRAW_THRESHOLD, { names: ui.names.checked });
+  demo.drawn = plan.map(({ limbs, keypoints, names }) => ({
+    limbs: limbs.map(([a, b]) => [a, b]), keypoints: keypoints.map(([k]) => k), names,
+  }));
   demo.labels = [];
   for (const [i, pose] of poses.entries()) {
     ctx.lineWidth = unit;
@@ -176,6 +180,7 @@ function drawPoses(poses, width, height) {
       ctx.arc(cx(k), cy(k), 1.5 * unit, 0, 2 * Math.PI);
       ctx.fill();
     }
+    for (const [j, name] of plan[i].names) writeName(name, pose.keypoints[j], unit);
     const shown = plan[i].keypoints.map(([j]) => pose.keypoints[j]);
     if (!shown.length) continue;
     // A tracked person: "id 3" (+ score, bottom-up); untracked bottom-up people: "#n score"
@@ -184,6 +189,18 @@ function drawPoses(poses, width, height) {
     if (typeof pose.id === 'number') labelPerson(`id ${pose.id}${score}`, shown, unit, idColor(pose.id));
     else if (task === 'bottom_up') labelPerson(`#${i + 1}${score}`, shown, unit, 'rgba(0, 0, 0, 0.6)');
   }
+}
+
+/** A keypoint's name, up and to the right of it: white on a dark outline, readable on any image. */
+function writeName(name, k, unit) {
+  ctx.font = `${Math.round(5 * unit)}px system-ui, sans-serif`;
+  ctx.textBaseline = 'bottom';
+  ctx.lineJoin = 'round';
+  ctx.lineWidth = unit;
+  ctx.strokeStyle = 'rgba(0, 0, 0, 0.75)';
+  ctx.fillStyle = '#ffffff';
+  ctx.strokeText(name, k.x + 0.5 + 2 * unit, k.y + 0.5 - unit);
+  ctx.fillText(name, k.x + 0.5 + 2 * unit, k.y + 0.5 - unit);
 }
 
 /** A colour per track id (golden-angle hues): the same person keeps its colour. */
@@ -208,6 +225,7 @@ function labelPerson(text, keypoints, unit, background) {
 }
 
 function drawFrame(source, width, height, poses, boxes) {
+  demo.lastFrame = { source, width, height, poses, boxes };
   if (ui.canvas.width !== width || ui.canvas.height !== height) {
     ui.canvas.width = width;
     ui.canvas.height = height;
@@ -388,6 +406,14 @@ ui.backend.addEventListener('change', () => {
   switchModel(demo.modelUrl).catch(fail);
 });
 ui.flip.addEventListener('change', () => { if (demo.source?.kind === 'image') runImage().catch(fail); });
+// Names change only the drawing: a still image is drawn again, not estimated again (a video's
+// next frame draws them).
+ui.names.addEventListener('change', () => {
+  const f = demo.lastFrame;
+  if (demo.source?.kind !== 'image' || !f || !demo.detector) return;
+  drawFrame(f.source, f.width, f.height, f.poses, f.boxes);
+  if (demo.result) Object.assign(demo.result, { drawn: demo.drawn, labels: [...demo.labels] });
+});
 for (const box of [ui.tracking, ui.smoothing]) {
   box.addEventListener('change', () => {
     try {
@@ -416,6 +442,7 @@ async function main() {
   ui.flip.checked = params.get('flip') === '1';
   ui.tracking.checked = params.get('tracking') !== '0';
   ui.smoothing.checked = params.get('smoothing') !== '0';
+  ui.names.checked = params.get('names') === '1';
   ui.backend.value = demo.requestedBackend;
   const models = await listModels();
   let modelUrl = params.get('model');

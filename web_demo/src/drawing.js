@@ -6,7 +6,9 @@
 // LeftHand, left-ear: kpose.data.coco_skeleton's spellings) is left, its mirror right; a
 // pair whose names say neither ("lhip"/"rhip") takes kpose's order, left first. A keypoint
 // outside the flip pairs is left or right when its name says so, else centre. A limb takes
-// the side of its first sided end (the neck-to-left-shoulder limb is left).
+// the side of its first sided end (the neck-to-left-shoulder limb is left). With the page's
+// "names" switch, each drawn keypoint's name (the metadata's skeleton.keypoints) is written
+// beside it: a custom skeleton's keypoints are told apart without a legend.
 
 const LEFT = new Set(['left', 'l', 'lft', 'lt']);
 const RIGHT = new Set(['right', 'r', 'rgt', 'rt']);
@@ -34,10 +36,18 @@ export function keypointSides(skeleton) {
   return sides;
 }
 
-/** What to draw of each pose: [{limbs: [[a, b, side]], keypoints: [[k, side]]}], one entry per
- * pose. A keypoint is drawn when it has a position and scores above `threshold`; a limb when
- * both its ends are drawn. sides: keypointSides(skeleton). */
-export function drawPlan(poses, skeleton, sides, threshold) {
+const PLAN_OPTIONS = ['names'];
+
+/** What to draw of each pose: [{limbs: [[a, b, side]], keypoints: [[k, side]], names: [[k, name]]}],
+ * one entry per pose. A keypoint is drawn when it has a position and scores above `threshold`;
+ * a limb when both its ends are drawn. sides: keypointSides(skeleton). options.names (default
+ * false): each drawn keypoint's name from skeleton.keypoints, to write beside it (else none).
+ * An unknown option raises. */
+export function drawPlan(poses, skeleton, sides, threshold, options = {}) {
+  const unknown = Object.keys(options).filter((k) => !PLAN_OPTIONS.includes(k));
+  if (unknown.length) throw new Error(`drawPlan: unknown option ${unknown.join(', ')}; known: ${PLAN_OPTIONS.join(', ')}`);
+  const { names = false } = options;
+  if (typeof names !== 'boolean') throw new Error(`drawPlan: names must be true or false, got ${JSON.stringify(names)}`);
   const ok = (k) => k !== undefined && k.x !== null && k.score > threshold;
   return poses.map((pose) => {
     const kps = pose.keypoints;
@@ -45,6 +55,6 @@ export function drawPlan(poses, skeleton, sides, threshold) {
       .filter(([a, b]) => ok(kps[a]) && ok(kps[b]))
       .map(([a, b]) => [a, b, [sides[a], sides[b]].find((s) => s !== 'centre') ?? 'centre']);
     const keypoints = kps.flatMap((k, i) => (ok(k) ? [[i, sides[i]]] : []));
-    return { limbs, keypoints };
+    return { limbs, keypoints, names: names ? keypoints.map(([i]) => [i, String(skeleton.keypoints[i])]) : [] };
   });
 }

@@ -8,6 +8,7 @@
 //   const poses = await detector.estimatePoses(videoElement, { flipHorizontal: true });   // timestamp: video.currentTime
 //   const poses = await detector.estimatePoses(img, { boxes: [[x, y, w, h]] }, performance.now());
 //   // [{score, box: [x, y, w, h], keypoints: [{x, y, score, name}], id}] in image pixels; id when tracking
+//   detector.lastBoxes    // top-down: the person boxes that frame was cropped at
 //   detector.reset();     // a new video: tracks forgotten, ids start again from 1
 //   detector.dispose();
 //
@@ -22,6 +23,11 @@
 // read 0), rounded back to 8-bit like kpose's warp of uint8 images; the heatmaps are
 // decoded with argmax + DARK (decoders.js) and mapped back through the inverse affine.
 // Pose score = mean score of the keypoints scoring > 0.2 (kpose.metrics.instance_scores).
+// On video (a tracker running: tracking or smoothing on) a top-down model follows
+// PoseModel.track without a detector (person-boxes.js): each frame is cropped where the live
+// tracks' people were (their keypoint boxes grown by BOX_MARGIN per side, at least KEEP_SIZE of
+// the last crop), poses below the tracker's minPoseScore are dropped and duplicates too; while
+// nobody is tracked the whole frame is the box. Boxes given to estimatePoses override it.
 //
 // Bottom-up models (task "bottom_up", outputs heatmaps + pafs) see the whole image
 // fitted into the input exactly as kpose.transforms.fit_matrix does it (decoders.js
@@ -40,6 +46,7 @@ import * as tf from '@tensorflow/tfjs';
 import {
   cropMatrix, decodeBottomUp, decodeTopDown, fitMatrix, flipAverage, flipIndex, instanceScore, invertAffine,
 } from './decoders.js';
+import { topDownFrame } from './person-boxes.js';
 import { detectorOptions, estimationConfig, frameTimestamp, makeTracking, postprocess } from './pose-options.js';
 
 export const SCHEMA_VERSION = 1;
@@ -154,6 +161,8 @@ export class KposeDetector {
     }
     this.inputName = metadata.input?.name ?? 'image';
     this.lastTimings = null;
+    // Top-down: the person boxes [[x, y, w, h]] the last frame was cropped at; null for bottom-up.
+    this.lastBoxes = null;
     this.disposed = false;
   }
 
@@ -183,8 +192,8 @@ export class KposeDetector {
 
   /** Poses in an image: HTMLImageElement | HTMLVideoElement | HTMLCanvasElement |
    * ImageBitmap | ImageData | tf.Tensor3D (RGB 0..255, [H, W, 3]).
-   * config (unknown keys raise): boxes (person boxes [[x, y, w, h], ...], top-down; default the
-   * whole image), flipTest (overrides the detector's), padding (for boxes), flipHorizontal
+   * config (unknown keys raise): boxes (person boxes [[x, y, w, h], ...], top-down; default: where
+   * the tracks' people were on video, else the whole image), flipTest (overrides the detector's), padding (for boxes), flipHorizontal
    * (mirror the output: x -> width - 1 - x, for a mirrored webcam view; default false),
    * maxPoses (overrides the detector's).
    * timestampMs: the frame's time in milliseconds, for tracking and smoothing; default a video's
@@ -206,7 +215,7 @@ export class KposeDetector {
     }
     const timings = { crop: 0, inference: 0, decode: 0, tracking: 0 };
     try {
-      const poses = await this.detect(pixels, cfg, timings);
+      const poses = await this.#framePoses(pixels, cfg, timings, timestamp);
       const t = performance.now();
       const out = postprocess(poses, {
         scoreThreshold: this.options.scoreThreshold, maxPoses: cfg.maxPoses ?? this.options.maxPoses,
@@ -218,6 +227,15 @@ export class KposeDetector {
     } finally {
       if (owned) pixels.dispose();
     }
+  }
+
+  /** The decoded poses of one frame for the tracker. A top-down model with a tracker running and
+   * no boxes given crops where the tracks' people were, as PoseModel.track (person-boxes.js). */
+  async #framePoses(pixels, config, timings, timestampMs) {
+    if (this.task !== 'top_down' || !this.#tracking || config.boxes) return this.detect(pixels, config, timings);
+    const { poses } = await topDownFrame(this.#tracking.tracker, timestampMs,
+      (boxes) => this.detect(pixels, boxes ? { ...config, boxes } : config, timings));
+    return poses;
   }
 
   /** Every pose the model finds in pixels ([H, W, 3] tensor), as decoded: no threshold,
@@ -278,6 +296,7 @@ export class KposeDetector {
     // PoseModel.predict: without boxes, the whole image with no padding.
     const padding = config.boxes ? (config.padding ?? this.options.padding) : 1.0;
     const flipTest = config.flipTest ?? this.options.flipTest;
+    this.lastBoxes = boxes.map((b) => b.map(Number));
     const poses = [];
     for (const box of boxes) {
       let t = performance.now();
@@ -303,6 +322,7 @@ export class KposeDetector {
   }
 
   async #bottomUp(pixels, timings) {
+    this.lastBoxes = null;
     let t = performance.now();
     const M = fitMatrix(pixels.shape.slice(0, 2), this.inputSize);
     const input = this.crop(pixels, M);

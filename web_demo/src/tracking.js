@@ -5,6 +5,8 @@
 // coordinate whose speed is measured in person sizes per second, restarted on a jump of more
 // than `outlier` person sizes or a keypoint lost; an exponential average on keypoint scores.
 // Poses are {keypoints: [{x, y, score, name?}], score, ...}; tracked poses gain `id`.
+// For top-down video (person-boxes.js), expectedPoses gives where each live track's person
+// was and distinct drops duplicate poses, as Tracker.expected_poses / Tracker.distinct.
 
 export const TRACKER_DEFAULTS = Object.freeze({
   similarity: 'keypoint', minPoseScore: 0.15, minSimilarity: 0.15, maxTracks: 18, maxAgeMs: 1000,
@@ -110,10 +112,29 @@ export class Tracker {
     this.nextId = 1;
   }
 
-  similarity(track, pose) {
+  /** The tracker's similarity of keypoints a and b: OKS (area from b's box), or IoU of their boxes. */
+  similarity(a, b) {
     const c = this.config;
-    if (c.similarity === 'keypoint') return oks(track.pose.keypoints, pose.keypoints, this.sigmas, c.keypointThreshold, c.minKeypoints);
-    return iou(keypointBox(track.pose.keypoints, c.keypointThreshold), keypointBox(pose.keypoints, c.keypointThreshold));
+    if (c.similarity === 'keypoint') return oks(a, b, this.sigmas, c.keypointThreshold, c.minKeypoints);
+    return iou(keypointBox(a, c.keypointThreshold), keypointBox(b, c.keypointThreshold));
+  }
+
+  /** The last raw pose (with the `box` it was found in) of each track still live at
+   * timestampMs, in track order: where a top-down model crops its next frame. (Python's
+   * `motion` option, which moves them by their velocity, is Python-only.) */
+  expectedPoses(timestampMs) {
+    return this.tracks.filter((t) => timestampMs - t.lastMs <= this.config.maxAgeMs).map((t) => t.pose);
+  }
+
+  /** The poses without duplicates, in their order: a pose at least minSimilarity similar to a
+   * higher-scoring one (an equal score: an earlier one) is dropped (two crops found one person). */
+  distinct(poses, minSimilarity) {
+    const kept = [];
+    // Array.prototype.sort is stable: equal scores keep their order, as Python's sorted.
+    for (const pose of [...poses].sort((a, b) => b.score - a.score)) {
+      if (kept.every((k) => this.similarity(k.keypoints, pose.keypoints) < minSimilarity)) kept.push(pose);
+    }
+    return poses.filter((p) => kept.includes(p));
   }
 
   /** This frame's poses with `id` (null: untracked) and smoothed keypoints, in input order. */
@@ -122,7 +143,7 @@ export class Tracker {
     this.tracks = this.tracks.filter((t) => timestampMs - t.lastMs <= c.maxAgeMs);
     const pairs = [];
     this.tracks.forEach((t, ti) => poses.forEach((p, pi) => {
-      if (p.score >= c.minPoseScore) pairs.push([this.similarity(t, p), ti, pi]);
+      if (p.score >= c.minPoseScore) pairs.push([this.similarity(t.pose.keypoints, p.keypoints), ti, pi]);
     }));
     pairs.sort((a, b) => b[0] - a[0] || a[1] - b[1] || a[2] - b[2]);
     const trackOf = new Map();

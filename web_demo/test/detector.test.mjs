@@ -1,7 +1,9 @@
 // kpose-pose.js's pose-detection API (createDetector options, estimatePoses(image, config,
 // timestampMs), reset, dispose) around a stand-in network: the detector's `detect` step returns
 // given poses, everything after it (threshold, maxPoses, tracking, smoothing, flipHorizontal)
-// is the detector's own code. Its tracking must reproduce kpose/tracking.py's golden traces
+// is the detector's own code. The stand-in is a bottom-up model's, whose poses go to the
+// tracker as found (a top-down model's video frames are cropped where the tracks were:
+// test/person-boxes.test.mjs). Its tracking must reproduce kpose/tracking.py's golden traces
 // through the tfjs-style options, i.e. give what the Tracker gives fed directly.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -31,7 +33,7 @@ function metadata({ task = 'top_down', sigmas = golden.sigmas } = {}) {
 }
 
 /** A detector whose network is replaced by `frames` (one list of poses per call). */
-function standIn(options = {}, meta = metadata()) {
+function standIn(options = {}, meta = metadata({ task: 'bottom_up' })) {
   const model = { disposed: 0, dispose() { this.disposed += 1; } };
   const detector = new KposeDetector(model, meta, options);
   detector.frames = [];

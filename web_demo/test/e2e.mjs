@@ -1,8 +1,8 @@
 // Browser end-to-end run of the built demo (npm run build first):
 //
 //   node test/e2e.mjs --model DIR --image PATH --out result.json --screenshot shot.png
-//                     [--backend webgl|wasm|webgpu|cpu] [--boxes '[[x,y,w,h]]'] [--flip] [--timeout 180]
-//   node test/e2e.mjs --cases cases.json     # [{model, image, out, screenshot?, boxes?, flip?, backend?}, ...]
+//                     [--backend webgl|wasm|webgpu|cpu] [--boxes '[[x,y,w,h]]'] [--flip] [--names] [--timeout 180]
+//   node test/e2e.mjs --cases cases.json     # [{model, image, out, screenshot?, boxes?, flip?, names?, backend?}, ...]
 //
 // Serves web_demo/dist plus each model folder (/models/e2e-N/) and image (/input/N/...)
 // on a random localhost port, opens the demo page in headless Chromium (playwright-core;
@@ -11,7 +11,7 @@
 // and writes result.json (poses, the person count the page shows, the skeleton the detector
 // read from the model's metadata, the page's model line, the limbs and keypoints it drew,
 // the backend actually used, fallbacks, timings) and a screenshot of the page with the
-// skeletons drawn. With --cases, every case runs in turn in the one browser (a page each).
+// skeletons drawn (--names: with the keypoint names, the page's names switch). With --cases, every case runs in turn in the one browser (a page each).
 // The page falls back from webgl to wasm (then cpu) when a backend does not start or run;
 // result.json records what ran.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -27,12 +27,12 @@ const { values: args } = parseArgs({
   options: {
     model: { type: 'string' }, image: { type: 'string' }, out: { type: 'string' }, cases: { type: 'string' },
     screenshot: { type: 'string' }, backend: { type: 'string', default: 'webgl' },
-    flip: { type: 'boolean', default: false }, boxes: { type: 'string' }, timeout: { type: 'string', default: '180' },
+    flip: { type: 'boolean', default: false }, names: { type: 'boolean', default: false }, boxes: { type: 'string' }, timeout: { type: 'string', default: '180' },
     dist: { type: 'string', default: path.join(here, 'dist') }, help: { type: 'boolean', short: 'h' },
   },
 });
 const USAGE = 'usage: node test/e2e.mjs --model DIR --image PATH --out result.json [--screenshot shot.png] ' +
-  '[--backend webgl|wasm|webgpu|cpu] [--boxes JSON] [--flip] [--timeout SECONDS]\n' +
+  '[--backend webgl|wasm|webgpu|cpu] [--boxes JSON] [--flip] [--names] [--timeout SECONDS]\n' +
   '       node test/e2e.mjs --cases cases.json [--backend ...] [--timeout SECONDS]';
 if (args.help || !(args.cases || (args.model && args.image && args.out))) {
   console.log(USAGE);
@@ -45,11 +45,11 @@ function die(message) {
 }
 
 // One case per model + image: from the flags, or each entry of --cases (its keys: the flags' names;
-// backend and flip default to the flags').
+// backend, flip and names default to the flags').
 function readCases() {
   if (!args.cases) {
     return [{ model: args.model, image: args.image, out: args.out, screenshot: args.screenshot,
-      boxes: args.boxes ? JSON.parse(args.boxes) : undefined, flip: args.flip, backend: args.backend }];
+      boxes: args.boxes ? JSON.parse(args.boxes) : undefined, flip: args.flip, names: args.names, backend: args.backend }];
   }
   let list;
   try {
@@ -61,7 +61,7 @@ function readCases() {
   return list.map((c, i) => {
     const missing = ['model', 'image', 'out'].filter((k) => typeof c[k] !== 'string');
     if (missing.length) die(`${args.cases}: case ${i} lacks ${missing.join(', ')} (paths; see the usage line)`);
-    return { backend: args.backend, flip: args.flip, ...c };
+    return { backend: args.backend, flip: args.flip, names: args.names, ...c };
   });
 }
 
@@ -102,6 +102,7 @@ async function runCase(c) {
     page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
     const query = new URLSearchParams({ model: `${c.modelUrl}model.json`, image: c.imageUrl, backend: c.backend });
     if (c.flip) query.set('flip', '1');
+    if (c.names) query.set('names', '1');
     if (c.boxes) query.set('boxes', JSON.stringify(c.boxes));
     const started = Date.now();
     await page.goto(`${server.url}/index.html?${query}`);
@@ -118,7 +119,7 @@ async function runCase(c) {
     const r = first.result;
     const report = {
       model: c.modelDir, image: c.image, requested_backend: c.backend, backend: r.backend,
-      fallbacks: r.fallbacks, flip_test: Boolean(c.flip), boxes: c.boxes ?? null, tfjs_version: r.tfjsVersion,
+      fallbacks: r.fallbacks, flip_test: Boolean(c.flip), names: Boolean(c.names), boxes: c.boxes ?? null, tfjs_version: r.tfjsVersion,
       browser: browser.version(), cross_origin_isolated: r.crossOriginIsolated, image_size: r.imageSize, model_name: r.metadata.model.name,
       task: r.metadata.model.task, poses: r.poses, people_shown: Number(first.people),
       // The skeleton the detector decodes and draws with, the page's model line, and what it drew.

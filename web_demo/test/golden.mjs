@@ -31,3 +31,30 @@ export class MaxDiff {
     return [...this.max].map(([k, v]) => `${k}: ${v.toExponential(2)}`).join(', ');
   }
 }
+
+// kpose.tracking.TrackerConfig's names (as the golden files hold them) -> tracking.js Tracker options.
+const TRACKER_NAMES = {
+  similarity: 'similarity', min_pose_score: 'minPoseScore', min_similarity: 'minSimilarity',
+  max_tracks: 'maxTracks', max_age_ms: 'maxAgeMs', keypoint_threshold: 'keypointThreshold',
+  min_keypoints: 'minKeypoints', smoothing: 'smoothing', min_cutoff: 'minCutoff', beta: 'beta',
+  d_cutoff: 'dCutoff', outlier: 'outlier', score_alpha: 'scoreAlpha',
+};
+
+/** A golden file's Python TrackerConfig as tracking.js Tracker options (similarity 'box' ->
+ * 'boundingBox'); a setting the port does not know raises. */
+export function trackerOptions(config) {
+  const out = {};
+  for (const [k, v] of Object.entries(config)) {
+    if (!(k in TRACKER_NAMES)) throw new Error(`Python tracker setting ${k} has no JS name`);
+    out[TRACKER_NAMES[k]] = k === 'similarity' && v === 'box' ? 'boundingBox' : v;
+  }
+  return out;
+}
+
+/** Poses {score, box?, keypoints: [{x, y, score}]} from golden poses [{keypoints: [[x, y, s]], score?, box?}]. */
+export function goldenPoses(poses) {
+  return poses.map((p) => ({
+    ...(p.score === undefined ? {} : { score: p.score }), ...(p.box === undefined ? {} : { box: p.box }),
+    keypoints: p.keypoints.map(([x, y, score]) => ({ x, y, score })),
+  }));
+}

@@ -4,21 +4,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { TRACKER_DEFAULTS, Tracker } from '../src/tracking.js';
-import { decodeArray, loadGolden, MaxDiff } from './golden.mjs';
+import { decodeArray, loadGolden, MaxDiff, trackerOptions } from './golden.mjs';
 
 const golden = loadGolden('tracking');
-const NAMES = {
-  similarity: 'similarity', min_pose_score: 'minPoseScore', min_similarity: 'minSimilarity',
-  max_tracks: 'maxTracks', max_age_ms: 'maxAgeMs', keypoint_threshold: 'keypointThreshold',
-  min_keypoints: 'minKeypoints', smoothing: 'smoothing', min_cutoff: 'minCutoff', beta: 'beta',
-  d_cutoff: 'dCutoff', outlier: 'outlier', score_alpha: 'scoreAlpha',
-};
-
-function options(config) {
-  const out = {};
-  for (const [k, v] of Object.entries(config)) out[NAMES[k]] = k === 'similarity' && v === 'box' ? 'boundingBox' : v;
-  return out;
-}
 
 function poses(frame) {
   const kps = decodeArray(frame.keypoints);
@@ -32,14 +20,14 @@ function poses(frame) {
 }
 
 test('defaults are the Python defaults', () => {
-  const mine = options(golden.defaults);
+  const mine = trackerOptions(golden.defaults);
   assert.equal(mine.similarity, 'keypoint');
   for (const [k, v] of Object.entries(mine)) if (k !== 'similarity') assert.equal(TRACKER_DEFAULTS[k], v, k);
 });
 
 for (const c of golden.cases) {
   test(`tracking trace: ${c.name}`, () => {
-    const opts = options(c.config);
+    const opts = trackerOptions(c.config);
     const tracker = new Tracker(opts.similarity === 'keypoint' ? golden.sigmas : null, opts);
     const diff = new MaxDiff();
     golden.frames.forEach((frame, f) => {

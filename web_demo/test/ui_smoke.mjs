@@ -7,7 +7,8 @@
 // is estimated with each model, switched to through the selector, and the page shows
 // that many people (the flip test is offered for top-down models only), with their track ids
 // drawn ("id N"); the tracking and smoothing switches reach the detector (tracking off: no
-// ids); the webcam loop runs (FPS shown); a backend switch reloads the last model on the new backend; a
+// ids); the names switch (off by default) writes each drawn keypoint's metadata name and
+// redraws the image without estimating it again; the webcam loop runs (FPS shown); a backend switch reloads the last model on the new backend; a
 // bottom-up model asked for person boxes by URL and a broken model URL are reported as
 // errors.
 import path from 'node:path';
@@ -110,6 +111,23 @@ try {
   const on = await rerun('#tracking-input');
   check(on.poses.every((p) => typeof p.id === 'number' || p.id === null) && on.tracking.enableTracking,
     `tracking on again: ids ${JSON.stringify(on.poses.map((p) => p.id))}`);
+
+  // The names switch: off by default; on, each drawn keypoint's name from the model's skeleton.
+  const names = (click) => page.evaluate((c) => {
+    const d = window.kposeDemo;
+    const result = d.result;
+    if (c) document.getElementById('names-input').click();
+    return { checked: document.getElementById('names-input').checked, drawn: d.drawn,
+      skeleton: d.detector.skeleton.keypoints, same: d.result === result, resultDrawn: d.result.drawn };
+  }, click);
+  const unnamed = await names(false);
+  check(!unnamed.checked && unnamed.drawn.every((p) => p.names.length === 0), 'names off by default: none drawn');
+  const named = await names(true);
+  check(named.checked && named.same && named.resultDrawn === named.drawn && named.drawn.some((p) => p.keypoints.length) &&
+    named.drawn.every((p) => JSON.stringify(p.names) === JSON.stringify(p.keypoints.map((k) => [k, named.skeleton[k]]))),
+    `names on: ${JSON.stringify(named.drawn.map((p) => p.names.map(([, n]) => n)))} (image redrawn, not estimated again)`);
+  const unnamedAgain = await names(true);
+  check(!unnamedAgain.checked && unnamedAgain.drawn.every((p) => p.names.length === 0), 'names off again');
 
   await page.click('#webcam-button');
   await until(page, () => window.kposeDemo.source?.kind === 'video' && window.kposeDemo.fps !== null);

@@ -3,9 +3,10 @@
 Every expected value comes from kpose's Python reference code (HeatmapCodec.decode,
 PafCodec.decode and its steps, flip_back, limb_order, the affine helpers,
 PoseModel.predict with a stand-in network for top-down and bottom-up models, fit_matrix,
-instance_scores, kpose.tracking.Tracker's traces from golden_tracking.py, and the metadata an
-export carries, for the Android reader). The Kotlin ports (export/android/) are tested against
-the same files. Run with the kpose environment from the repository root:
+instance_scores, kpose.tracking.Tracker's traces from golden_tracking.py, top-down video
+(kpose.person_boxes.pose_boxes, Tracker.distinct and a PoseModel.track trace) from
+golden_person_boxes.py, and the metadata an export carries, for the Android reader). The
+Kotlin ports (export/android/) are tested against the same files. Run with the kpose environment from the repository root:
 
     python web_demo/tools/write_golden.py [--out web_demo/test/golden]
 
@@ -43,7 +44,8 @@ from kpose.models import BOTTOM_UP, TOP_DOWN
 from kpose.skeletons import CMU18, COCO17, MPII16, Skeleton
 from kpose.transforms import affine_matrix, apply_affine, box_to_center_scale, fit_matrix, invert_affine
 
-from golden_tracking import tracking_traces  # noqa: E402  (this folder: run as a script)
+from golden_person_boxes import person_box_vectors  # noqa: E402  (this folder: run as a script)
+from golden_tracking import tracking_traces  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "test" / "golden"
 
@@ -648,6 +650,7 @@ def main() -> None:
                                  # Own generator: the vectors above stay as they were.
                                  "fit": fit_cases(), "bottom_up": bottom_up_cases(np.random.default_rng(20240615))})
     write(args.out, "tracking", tracking_traces())
+    write(args.out, "person_boxes", person_box_vectors())
     write(args.out, "metadata", metadata_cases())
     sizes = {p.name: p.stat().st_size for p in sorted(args.out.glob("*.json"))}
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))

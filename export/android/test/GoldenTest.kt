@@ -2,7 +2,8 @@
 // Python reference writes (web_demo/tools/write_golden.py; the same files the JS ports are
 // tested against): heatmap + DARK decode, PAF grouping step by step, crop geometry and the
 // top-down / bottom-up pipelines, tracking traces (identical ids, smoothed keypoints within
-// 1e-4 px) and the exported metadata. Prints the largest differences; exits 1 on a mismatch.
+// 1e-4 px), top-down video (PersonBoxesTest.kt) and the exported metadata. Prints the largest
+// differences; exits 1 on a mismatch.
 //
 //     kotlinc export/android/*.kt export/android/test/*.kt export/android/test/stubs/*.kt \
 //         -include-runtime -d golden.jar && java -jar golden.jar web_demo/test/golden
@@ -362,6 +363,7 @@ fun main(args: Array<String>) {
     paf(dir)
     geometry(dir)
     tracking(dir)
+    personBoxes(dir)  // PersonBoxesTest.kt
     metadata(dir)
     println("# ${c.checks} checks, ${c.failures} mismatches")
     exitProcess(if (c.failures == 0) 0 else 1)
