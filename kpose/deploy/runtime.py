@@ -19,6 +19,7 @@ from kpose.deploy.tfjs import TfjsRunner
 from kpose.deploy.tfjs import read_metadata as tfjs_metadata
 from kpose.deploy.tflite import TFLiteRunner
 from kpose.model_io import load_model
+from kpose.models.official_tflite import is_official_tflite
 from kpose.pose_model import PoseModel
 
 
@@ -88,8 +89,9 @@ def load_exported(path: str | Path, num_threads: int | None = None) -> PoseModel
 
 
 def load(path: str | Path, weights: str | Path | None = None) -> PoseModel:
-    """`kpose.load`: a kpose run or model folder, an official EfficientPose .h5, or an
-    exported model (.tflite, .onnx, TF.js folder), which then runs in its own runtime."""
-    if is_exported(path):
+    """`kpose.load`: a kpose run or model folder, an official EfficientPose .h5 or .tflite
+    (its weights in kpose's Keras model), or an exported model (.tflite, .onnx, TF.js
+    folder), which then runs in its own runtime."""
+    if is_exported(path) and not is_official_tflite(path):
         return load_exported(path)
     return load_model(path, weights)

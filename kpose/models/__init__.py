@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from kpose.models.efficientpose import DETECTION_STRIDE, VARIANTS, build_efficientpose, efficientpose_outputs
+from kpose.models.efficientpose_cost import efficientpose_cost
 from kpose.models.official import official_weights_path
 from kpose.models.openpose import (LIGHTWEIGHT_VARIANTS, OUTPUT_STRIDE, VGG19_VARIANTS, build_openpose_lightweight,
                                    build_openpose_vgg19, openpose_lightweight_outputs, openpose_vgg19_outputs)
@@ -17,6 +18,9 @@ from kpose.models.openpose_mobilenet_v2 import adapt_weights as adapt_mobilenet_
 from kpose.models.openpose_mobilenet_v2 import (build_openpose_mobilenet_v2, openpose_mobilenet_v2_outputs,
                                                 released_weights_path)
 from kpose.models.registry import BOTTOM_UP, TASKS, TOP_DOWN, Family, OutputSpec
+from kpose.models.simplebaseline import BACKBONE_STRIDE, REFERENCE_INPUT_SIZE as SIMPLEBASELINE_SIZE
+from kpose.models.simplebaseline import VARIANTS as SIMPLEBASELINE_VARIANTS
+from kpose.models.simplebaseline import backbone_weights, build_simplebaseline, simplebaseline_outputs
 from kpose.skeletons import skeleton_from_entry
 
 
@@ -25,12 +29,18 @@ def _efficientpose(variant: str, num_keypoints: int, num_limbs: int, input_size,
                                training_outputs=training_outputs, num_limbs=num_limbs)
 
 
+def _efficientpose_cost(variant: str, num_keypoints: int, num_limbs: int, input_size, training_outputs: bool):
+    return efficientpose_cost(variant, input_size, num_keypoints, num_limbs, training_outputs)
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family(name="efficientpose", task=TOP_DOWN, variants=tuple(VARIANTS), build=_efficientpose,
            outputs=efficientpose_outputs, input_stride=DETECTION_STRIDE,
            detection_output="pass3_detection2_confs", pretrained=official_weights_path,
            reference_input_size=(224, 224),
-           description="EfficientPose RT / RT_LITE (Groos et al. 2020): person crop -> keypoint heatmaps"),
+           variant_input_sizes={v: (c["input_size"],) * 2 for v, c in VARIANTS.items()},
+           cost=_efficientpose_cost,
+           description="EfficientPose RT, I-IV and Lite (Groos et al. 2020): person crop -> keypoint heatmaps"),
     Family(name="openpose_lightweight", task=BOTTOM_UP, variants=tuple(LIGHTWEIGHT_VARIANTS),
            build=build_openpose_lightweight, outputs=openpose_lightweight_outputs, input_stride=OUTPUT_STRIDE,
            description="Lightweight OpenPose (Osokin 2018): MobileNetV1 + CPM + 2 stages, heatmaps + PAFs"),
@@ -43,6 +53,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            pretrained=released_weights_path,
            weights_from={"small_bn": ("small",), "small_bn_int8": ("small", "small_bn")}, adapt_weights=adapt_mobilenet_v2_weights,
            description="OpenPose on MobileNetV2 (tf-pose-estimation's mobilenet_v2_small): heatmaps + PAFs"),
+    Family(name="simplebaseline", task=TOP_DOWN, variants=tuple(SIMPLEBASELINE_VARIANTS), build=build_simplebaseline,
+           outputs=simplebaseline_outputs, input_stride=BACKBONE_STRIDE, backbone_weights=backbone_weights,
+           reference_input_size=SIMPLEBASELINE_SIZE,
+           description="Simple Baselines (Xiao et al. 2018, top-down): backbone + 3 deconvs -> stride-4 heatmaps"),
 )}
 
 

@@ -1,9 +1,29 @@
-"""EfficientPose RT / RT_LITE (Groos et al., 2020) as a plain tf_keras functional model.
+"""EfficientPose (Groos et al., 2020) RT, I-IV and the Lite variants as plain tf_keras
+functional models, from one builder parameterised by the paper's compound scaling.
 
-The architecture and layer names follow the official release (daniegr/EfficientPose,
-`EfficientPoseRT.h5`, `EfficientPoseRT_LITE.h5`) so its weights can be assigned by
-layer name (see `kpose.models.official`). Differences from the release, none of which
-change the function computed:
+Structure (read from the official releases, daniegr/EfficientPose: the Keras configs of
+RT, RT_LITE, I, I_LITE, the TFLite graphs of II, II_LITE, and for III and IV, which have
+no released weights, the layer lists of the repository's PyTorch conversions):
+
+* RT and the Lite variants: one stream, the first three stages (stride 8) of
+  EfficientNet-B0 (RT) or EfficientNet-Lite0/2/4 (RT_LITE, I_LITE, II_LITE).
+* I-IV: two streams concatenated at stride 8: a high-resolution one, the first three
+  stages of EfficientNet-B2/B4/B5/B7 on the input, and a low-resolution one, the first
+  two stages of EfficientNet-B0/B0/B1/B3 on the 2x2 average-pooled input (layer
+  `input_res2`). The releases' low-resolution stream ends at its last block's
+  projection, without that block's residual add.
+* Three detection passes (pass 1 skeleton PAFs, passes 2 and 3 keypoint maps), each
+  1/1/2/3/4 MobileDenseNet blocks (RT/I/II/III/IV; RT_LITE/I_LITE/II_LITE 1/1/2) of
+  three MBConvs (as wide as the high-resolution stream's stride-8 stage, expansion 6,
+  5x5 depthwise) whose outputs are densely concatenated; from the second block on, a
+  block's output is added to its input (`passN_blockB_skip_*`). Passes 2 and 3 take
+  the previous pass's output concatenated with the stream features.
+* Three fixed stride-2 bilinear transposed convolutions bring the pass-3 maps to the
+  input resolution.
+
+The layer names are the releases' so weights can be assigned by name (see
+`kpose.models.official`). Differences from the releases, none of which change the
+function computed:
 
 * the custom `Swish` layer is `Activation("swish")`; E-swish (beta = 1.25) is
   `Activation("swish")` followed by `Rescaling(1.25)`, which carries the official name;
@@ -15,21 +35,17 @@ change the function computed:
   takes RGB float pixels in 0..255. A convolution rather than a `Rescaling` layer
   because it quantises as one int8 op (a Rescaling is a MUL and an ADD with no
   range between them, which QAT cannot give and the converter leaves in float).
-
-Geometry: stem and backbone downsample by 8; the three detection passes work at
-stride 8; three stride-2 transposed convolutions bring the confidence maps back to
-the input resolution (stride 1).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from kpose._tf import keras
+from kpose.models.efficientnet_stem import SE_RATIO, activation, efficientnet_stem, is_lite, stem_blocks
 from kpose.models.registry import OutputSpec, input_hw
 
-ESWISH_BETA = 1.25
-# Stride of the backbone features and the three detection passes; the upscaled
-# output is stride 1 but carries no finer information than this grid.
+# Stride of the stream features and the three detection passes; the upscaled output
+# is stride 1 but carries no finer information than this grid.
 DETECTION_STRIDE = 8
 INPUT_NORMALIZATION = "input_normalization"
 
@@ -45,6 +61,7 @@ NORMALIZATIONS = {
                   "formula": "x / 127.5 - 1"},
 }
 
+
 def normalization_scale_offset(kind: str) -> tuple[list[float], list[float]]:
     """Per-channel (scale, offset) with normalised = x * scale + offset for RGB 0..255."""
     if kind == "imagenet":
@@ -55,63 +72,47 @@ def normalization_scale_offset(kind: str) -> tuple[list[float], list[float]]:
     raise ValueError(f"unknown normalization {kind!r}; known: {sorted(NORMALIZATIONS)}")
 
 
-# EfficientNet MBConv stages up to stride 8:
-# (official block name, expand ratio, kernel, stride, output filters).
-_B0_STRIDE8_BLOCKS = (
-    ("block1a", 1, 3, 1, 16),
-    ("block2a", 6, 3, 2, 24),
-    ("block2b", 6, 3, 1, 24),
-    ("block3a", 6, 5, 2, 40),
-    ("block3b", 6, 5, 1, 40),
-)
-
-# EfficientPose I-IV are not listed: their releases add a second, low-resolution
-# backbone (`*_res2` layers, merged by an extra concatenation) and deeper EfficientNet
-# stages, so they are not a change of numbers in this config.
-VARIANTS: dict[str, dict] = {
-    "rt": {
-        "input_size": 224,
-        "input_name": "input_res1",
-        "normalization": "imagenet",
-        "backbone": {
-            "naming": "keras_res1",        # stem_conv_res1, block2a_expand_conv_res1, ...
-            "stem_filters": 32,
-            "blocks": _B0_STRIDE8_BLOCKS,
-            "se_ratio": 0.25,              # of the block's input filters
-            "activation": "swish",
-        },
-        "detection": {
-            "blocks": 3,                   # MobileDenseNet: MBConvs with dense concatenation
-            "filters": 40,
-            "expand": 6,
-            "kernel": 5,
-            "se_ratio": 0.25,              # of `filters`
-            "activation": "eswish",
-        },
-        "upscale_layers": 3,
-    },
-    "rt_lite": {
-        "input_size": 224,
-        "input_name": "input_1_0",
-        "normalization": "symmetric",
-        "backbone": {
-            "naming": "tf_lite0",          # efficientnet-lite0/model/blocks_1/conv2d/Conv2D_0, ...
-            "stem_filters": 32,
-            "blocks": _B0_STRIDE8_BLOCKS,
-            "se_ratio": None,
-            "activation": "relu6",
-        },
-        "detection": {
-            "blocks": 3,
-            "filters": 40,
-            "expand": 6,
-            "kernel": 5,
-            "se_ratio": None,
-            "activation": "relu6",
-        },
-        "upscale_layers": 3,
-    },
+# The paper's compound scaling: variant -> (input size, high-resolution EfficientNet,
+# low-resolution EfficientNet or None for one stream, MobileDenseNet blocks per pass).
+SCALING = {
+    "rt": (224, "b0", None, 1),
+    "i": (256, "b2", "b0", 1),
+    "ii": (368, "b4", "b0", 2),
+    "iii": (480, "b5", "b1", 3),
+    "iv": (600, "b7", "b3", 4),
+    "rt_lite": (224, "lite0", None, 1),
+    "i_lite": (256, "lite2", None, 1),
+    "ii_lite": (368, "lite4", None, 2),
 }
+MBCONVS_PER_BLOCK = 3
+DETECTION_EXPAND = 6
+DETECTION_KERNEL = 5
+
+
+def _variant(size: int, high: str, low: str | None, blocks: int) -> dict:
+    lite = is_lite(high)
+    _, high_blocks = stem_blocks(high, 3)
+    return {
+        "input_size": size,
+        "input_name": "input_1_0" if lite else "input_res1",
+        # The releases' preprocessing: Keras preprocess_input "torch" mode, "tf" for Lite.
+        "normalization": "symmetric" if lite else "imagenet",
+        "high": high,
+        "low": low,
+        "detection": {
+            "blocks": blocks,
+            # The passes keep the width of the high-resolution stream's stride-8 stage.
+            "filters": high_blocks[-1].filters_out,
+            "expand": DETECTION_EXPAND,
+            "kernel": DETECTION_KERNEL,
+            "se_ratio": None if lite else SE_RATIO,
+            "activation": "relu6" if lite else "eswish",
+        },
+        "upscale_layers": 3,
+    }
+
+
+VARIANTS: dict[str, dict] = {name: _variant(*spec) for name, spec in SCALING.items()}
 
 # Official MPII model: 14 limbs -> 28 PAF channels.
 DEFAULT_NUM_LIMBS = 14
@@ -119,116 +120,22 @@ DEFAULT_NUM_LIMBS = 14
 OUTPUT_NAMES = ("pass1_skeleton_pafs", "pass2_detection1_confs",
                 "pass3_detection2_confs", "upscaled_confs")
 
-_BACKBONE_INIT = {"class_name": "VarianceScaling",
-                  "config": {"scale": 2.0, "mode": "fan_out", "distribution": "normal"}}
-
-
-
-
-def _activation(x, kind: str, name: str):
-    """Apply an activation whose output layer carries `name`."""
-    if kind == "swish":
-        return keras.layers.Activation("swish", name=name)(x)
-    if kind == "relu6":
-        return keras.layers.ReLU(max_value=6.0, name=name)(x)
-    if kind == "eswish":
-        # beta * x * sigmoid(x) from two standard layers, so no custom object is needed
-        # to load, convert or export the model.
-        x = keras.layers.Activation("swish", name=name + "_swish")(x)
-        return keras.layers.Rescaling(ESWISH_BETA, name=name)(x)
-    raise ValueError(f"unknown activation {kind!r}")
-
-
-def _lite_names(scope: str, roles: list[str]) -> dict[str, str]:
-    """Layer names of the official Lite release (a TF graph converted to Keras).
-
-    TF numbered repeated op types inside a scope (conv2d, conv2d_1, ...), so a name
-    depends on how many layers of its type the block created before it.
-    """
-    ops = {"conv": ("conv2d", "Conv2D"), "bn": ("tpu_batch_normalization", "FusedBatchNormV3"),
-           "act": ("Relu6", None), "dw": ("depthwise_conv2d", "depthwise")}
-    counts: dict[str, int] = {}
-    names = {}
-    for role in roles:
-        kind = role.split("_")[-1]
-        scope_name, op = ops[kind]
-        n = counts.get(kind, 0)
-        counts[kind] = n + 1
-        base = scope_name if n == 0 else f"{scope_name}_{n}"
-        names[role] = f"{scope}/{base}_0" if op is None else f"{scope}/{base}/{op}_0"
-    names["add"] = f"{scope}/Add_0"
-    return names
-
-
-def _block_names(naming: str, index: int, block: str, has_expand: bool) -> dict[str, str]:
-    """Official layer name for each role of backbone block `index` (`block` = 'block2a', ...)."""
-    roles = (["expand_conv", "expand_bn", "expand_act"] if has_expand else []) + [
-        "dw", "dw_bn", "dw_act", "project_conv", "project_bn"]
-    if naming == "tf_lite0":
-        return _lite_names(f"efficientnet-lite0/model/blocks_{index}", roles)
-    keras_roles = {"expand_conv": "expand_conv", "expand_bn": "expand_bn", "expand_act": "expand_activation",
-                   "dw": "dwconv", "dw_bn": "bn", "dw_act": "activation",
-                   "project_conv": "project_conv", "project_bn": "project_bn", "add": "add"}
-    return {role: f"{block}_{suffix}_res1" for role, suffix in keras_roles.items()}
-
-
-def _backbone(x, cfg: dict):
-    act = cfg["activation"]
-    conv_kw = {"padding": "same", "use_bias": False, "kernel_initializer": _BACKBONE_INIT}
-
-    if cfg["naming"] == "tf_lite0":
-        names = _lite_names("efficientnet-lite0/model/stem", ["stem_conv", "stem_bn", "stem_act"])
-    else:
-        names = {"stem_conv": "stem_conv_res1", "stem_bn": "stem_bn_res1", "stem_act": "stem_activation_res1"}
-    x = keras.layers.Conv2D(cfg["stem_filters"], 3, strides=2, name=names["stem_conv"], **conv_kw)(x)
-    x = keras.layers.BatchNormalization(name=names["stem_bn"])(x)
-    x = _activation(x, act, names["stem_act"])
-
-    filters_in = cfg["stem_filters"]
-    for i, (block, expand, kernel, stride, filters_out) in enumerate(cfg["blocks"]):
-        names = _block_names(cfg["naming"], i, block, expand != 1)
-        inputs = x
-        expanded = filters_in * expand
-        if expand != 1:
-            x = keras.layers.Conv2D(expanded, 1, name=names["expand_conv"], **conv_kw)(x)
-            x = keras.layers.BatchNormalization(name=names["expand_bn"])(x)
-            x = _activation(x, act, names["expand_act"])
-        x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
-                                         depthwise_initializer=_BACKBONE_INIT, name=names["dw"])(x)
-        x = keras.layers.BatchNormalization(name=names["dw_bn"])(x)
-        x = _activation(x, act, names["dw_act"])
-        if cfg["se_ratio"]:
-            se = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{block}_se_squeeze_res1")(x)
-            se = keras.layers.Conv2D(max(1, int(filters_in * cfg["se_ratio"])), 1, padding="same",
-                                     kernel_initializer=_BACKBONE_INIT, name=f"{block}_se_reduce_res1")(se)
-            se = _activation(se, act, f"{block}_se_reduce_swish_res1")
-            se = keras.layers.Conv2D(expanded, 1, padding="same", activation="sigmoid",
-                                     kernel_initializer=_BACKBONE_INIT, name=f"{block}_se_expand_res1")(se)
-            x = keras.layers.Multiply(name=f"{block}_se_excite_res1")([x, se])
-        x = keras.layers.Conv2D(filters_out, 1, name=names["project_conv"], **conv_kw)(x)
-        x = keras.layers.BatchNormalization(name=names["project_bn"])(x)
-        if stride == 1 and filters_in == filters_out:
-            x = keras.layers.Add(name=names["add"])([x, inputs])
-        filters_in = filters_out
-    return x
-
 
 def _mbconv(x, cfg: dict, prefix: str):
     """One MBConv of a detection pass; `prefix` like 'pass1_block1_mbconv1_skeleton'."""
     act = cfg["activation"]
-    suffix = "eswish" if act == "eswish" else act
     expanded = cfg["filters"] * cfg["expand"]
     x = keras.layers.Conv2D(expanded, 1, padding="same", use_bias=False, name=f"{prefix}_conv1")(x)
     x = keras.layers.BatchNormalization(name=f"{prefix}_conv1_bn")(x)
-    x = _activation(x, act, f"{prefix}_conv1_{suffix}")
+    x = activation(x, act, f"{prefix}_conv1_{act}")
     x = keras.layers.DepthwiseConv2D(cfg["kernel"], padding="same", use_bias=False, name=f"{prefix}_dconv1")(x)
     x = keras.layers.BatchNormalization(name=f"{prefix}_dconv1_bn")(x)
-    x = _activation(x, act, f"{prefix}_dconv1_{suffix}")
+    x = activation(x, act, f"{prefix}_dconv1_{act}")
     if cfg["se_ratio"]:
         se = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}_se_se_squeeze_lambda")(x)
         se = keras.layers.Conv2D(max(1, int(cfg["filters"] * cfg["se_ratio"])), 1, padding="same",
                                  name=f"{prefix}_se_se_squeeze_conv")(se)
-        se = _activation(se, act, f"{prefix}_se_se_squeeze_{suffix}")
+        se = activation(se, act, f"{prefix}_se_se_squeeze_{act}")
         se = keras.layers.Conv2D(expanded, 1, padding="same", name=f"{prefix}_se_se_excite_conv")(se)
         se = keras.layers.Activation("sigmoid", name=f"{prefix}_se_se_excite_sigmoid")(se)
         x = keras.layers.Multiply(name=f"{prefix}_se_se_multiply")([se, x])
@@ -237,13 +144,16 @@ def _mbconv(x, cfg: dict, prefix: str):
 
 
 def _detection_pass(x, cfg: dict, pass_index: int, tag: str):
-    """MobileDenseNet: each MBConv's output is concatenated with all earlier ones."""
-    dense = None
-    for j in range(1, cfg["blocks"] + 1):
-        prefix = f"pass{pass_index}_block1_mbconv{j}_{tag}"
-        y = _mbconv(x if dense is None else dense, cfg, prefix)
-        dense = y if dense is None else keras.layers.Concatenate(name=f"{prefix}_dense")([y, dense])
-    return dense
+    """MobileDenseNet blocks: within a block each MBConv's output is concatenated with all
+    earlier ones; from the second block on, the block's output is added to its input."""
+    for b in range(1, cfg["blocks"] + 1):
+        dense = None
+        for j in range(1, MBCONVS_PER_BLOCK + 1):
+            prefix = f"pass{pass_index}_block{b}_mbconv{j}_{tag}"
+            y = _mbconv(x if dense is None else dense, cfg, prefix)
+            dense = y if dense is None else keras.layers.Concatenate(name=f"{prefix}_dense")([y, dense])
+        x = dense if b == 1 else keras.layers.Add(name=f"pass{pass_index}_block{b}_skip_{tag}")([dense, x])
+    return x
 
 
 def bilinear_upsampling_kernel(size: int, channels: int) -> np.ndarray:
@@ -266,18 +176,18 @@ def build_efficientpose(
     normalization: str | None = "default",
     name: str | None = None,
 ) -> keras.Model:
-    """Build EfficientPose `variant` ("rt" or "rt_lite") as a functional tf_keras model.
+    """Build EfficientPose `variant` (one of VARIANTS) as a functional tf_keras model.
 
     input_size: int or (h, w), multiples of 8 (None for any size); input is RGB float 0..255.
     training_outputs: if True the outputs are, in this order and with these names,
       pass1_skeleton_pafs (stride 8, 2*num_limbs), pass2_detection1_confs (stride 8, K),
       pass3_detection2_confs (stride 8, K), upscaled_confs (stride 1, K); else only
       upscaled_confs. Channel order is whatever the targets use (kpose: MPII16).
-    normalization: "default" (the variant's: "imagenet" for rt, "symmetric" for rt_lite),
+    normalization: "default" (the variant's: "imagenet", "symmetric" for the Lite ones),
       one of NORMALIZATIONS, or None for a model that takes already-normalised input.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown EfficientPose variant {variant!r}; known: {sorted(VARIANTS)}")
+        raise ValueError(f"unknown EfficientPose variant {variant!r}; known: {', '.join(VARIANTS)}")
     cfg = VARIANTS[variant]
     h, w = input_hw(input_size, DETECTION_STRIDE)
     if normalization == "default":
@@ -291,19 +201,30 @@ def build_efficientpose(
         x = keras.layers.DepthwiseConv2D(1, use_bias=True, trainable=False,
                                          name=INPUT_NORMALIZATION)(x)
 
-    features = _backbone(x, cfg["backbone"])
+    features = [efficientnet_stem(x, cfg["high"], 3, "_res1")]
+    if cfg["low"] is not None:
+        # Per-channel normalisation commutes with the average pooling, so pooling the
+        # normalised image is the release's pooling of its (normalised) input.
+        low = keras.layers.AveragePooling2D(2, strides=2, padding="same", name="input_res2")(x)
+        features.append(efficientnet_stem(low, cfg["low"], 2, "_res2", last_residual=False))
+    n_concat = 0
+
+    def concat(tensors):
+        nonlocal n_concat
+        n_concat += 1
+        return keras.layers.Concatenate(name=f"concatenate_{n_concat}")(tensors)
+
     det = cfg["detection"]
-    skeleton = _detection_pass(features, det, 1, "skeleton")
-    x = keras.layers.Concatenate(name="concatenate_1")([skeleton, features])
-    detection1 = _detection_pass(x, det, 2, "detection1")
-    x = keras.layers.Concatenate(name="concatenate_2")([detection1, features])
-    detection2 = _detection_pass(x, det, 3, "detection2")
+    x = features[0] if len(features) == 1 else concat(features)
+    skeleton = _detection_pass(x, det, 1, "skeleton")
+    detection1 = _detection_pass(concat([skeleton, *features]), det, 2, "detection1")
+    detection2 = _detection_pass(concat([detection1, *features]), det, 3, "detection2")
 
     confs = keras.layers.Conv2D(num_keypoints, 1, padding="same", name="pass3_detection2_confs")(detection2)
     up = confs
     n_up = cfg["upscale_layers"]
     for k in range(1, n_up + 1):
-        # Fixed bilinear upsampling, as in the release (its three kernels are exactly
+        # Fixed bilinear upsampling, as in the releases (their three kernels are exactly
         # bilinear_upsampling_kernel): training them only mixes keypoint channels and
         # costs a full-resolution filter gradient each step.
         up = keras.layers.Conv2DTranspose(

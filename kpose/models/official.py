@@ -1,11 +1,13 @@
 """Load the official EfficientPose Keras releases into kpose's own model.
 
 Only the file's JSON config and weight arrays are read (h5py); the released model is
-never deserialised, since it contains marshalled Lambda code.
+never deserialised, since it contains marshalled Lambda code. The TFLite releases
+(II and II_LITE have no Keras file) are read by `kpose.models.official_tflite`.
 
-Input convention found in the release: the official graphs (.h5 and .tflite) start
-directly with the stem convolution and expect *already normalised* RGB input:
-RT = torch-style ImageNet normalisation (x / 255 - mean) / std, RT_LITE = x / 127.5 - 1
+Input convention found in the releases: the official graphs (.h5 and .tflite) start
+directly with the stem convolution (and, for I-IV, the average pooling of the
+low-resolution stream) and expect *already normalised* RGB input: RT and I-IV =
+torch-style ImageNet normalisation (x / 255 - mean) / std, the Lite ones = x / 127.5 - 1
 (the official `preprocess` uses Keras' `preprocess_input` modes "torch" and "tf").
 kpose puts that normalisation inside the graph (`input_normalization`, a frozen 1x1
 depthwise convolution), so kpose's models take RGB float pixels in 0..255.
@@ -19,21 +21,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+from typing import Iterable
 
 import h5py
 import numpy as np
 
 from kpose._tf import keras
+from kpose.models.efficientnet_stem import is_lite, stem_blocks
 from kpose.models.efficientpose import (
-    INPUT_NORMALIZATION, NORMALIZATIONS, VARIANTS, build_efficientpose, normalization_scale_offset,
+    DETECTION_STRIDE, INPUT_NORMALIZATION, NORMALIZATIONS, VARIANTS, build_efficientpose,
+    normalization_scale_offset,
 )
 from kpose.models.weights import Release, find_weights
 from kpose.skeletons import EFFICIENTPOSE_MPII_ORDER, MPII16, efficientpose_to_mpii
 
 # Layers whose output channels are keypoints (the official heads after pass 1).
-_CONF_CONVS = ("pass2_detection1_confs", "pass3_detection2_confs")
-_TRAINING_ONLY = ("pass1_skeleton_pafs", "pass2_detection1_confs")
+CONF_CONVS = ("pass2_detection1_confs", "pass3_detection2_confs")
+TRAINING_ONLY = ("pass1_skeleton_pafs", "pass2_detection1_confs")
 
 
 def read_official_config(path: str) -> dict:
@@ -50,28 +56,49 @@ def read_official_config(path: str) -> dict:
 
 
 # What kpose.load accepts, for errors about what it was given.
-LOADABLE = ("kpose.load takes a kpose run or model folder, an official EfficientPose RT / RT_LITE .h5, "
-            "a tf-pose-estimation .pb, or an exported .tflite / .onnx / TF.js folder")
+LOADABLE = ("kpose.load takes a kpose run or model folder, an official EfficientPose .h5 (RT, RT_LITE, I, "
+            "I_LITE) or .tflite (any release), a tf-pose-estimation .pb, or an exported .tflite / .onnx / "
+            "TF.js folder")
+
+
+def _signature(variant: str) -> tuple:
+    """What tells a variant's release apart by its layer names: the Lite network's scope,
+    else (two streams?, blocks in the high-resolution stream's stride-8 stage)."""
+    cfg = VARIANTS[variant]
+    if is_lite(cfg["high"]):
+        return ("lite", cfg["high"])
+    _, blocks = stem_blocks(cfg["high"], 3)
+    return ("keras", cfg["low"] is not None, sum(b.name.startswith("block3") for b in blocks))
+
+
+def variant_from_names(names: Iterable[str]) -> str:
+    """The EfficientPose variant whose release has these layer (or tensor) names."""
+    names = list(names)
+    scopes = {n.split("/")[0] for n in names if n.startswith("efficientnet-lite")}
+    if scopes:
+        found = ("lite", scopes.pop()[len("efficientnet-"):])
+    else:
+        stage3 = {m.group(1) for n in names if (m := re.match(r"block3([a-z])_project_conv_res1(/|$)", n))}
+        found = ("keras", any("_res2" in n for n in names), len(stage3))
+    for variant in VARIANTS:
+        if _signature(variant) == found:
+            return variant
+    raise ValueError(f"not an EfficientPose {' / '.join(v.upper() for v in VARIANTS)} model "
+                     "(unrecognised layer names)")
 
 
 def detect_variant(config: dict) -> str:
-    """'rt' or 'rt_lite' from the layer names of an official model config."""
-    names = [layer.get("name") or layer.get("config", {}).get("name", "")
-             for layer in config.get("config", {}).get("layers", [])]
-    if any("_res2" in n for n in names):
-        raise ValueError("multi-resolution EfficientPose (I-IV) is not supported; only RT and RT_LITE")
-    if any(n.startswith("efficientnet-lite0/") for n in names):
-        return "rt_lite"
-    if "stem_conv_res1" in names and "block3b_add_res1" in names and "block3c_add_res1" not in names:
-        return "rt"
-    raise ValueError("not an EfficientPose RT / RT_LITE config (unrecognised layer names)")
+    """The EfficientPose variant ('rt', 'i', ..., 'ii_lite') of an official model config."""
+    return variant_from_names(layer.get("name") or layer.get("config", {}).get("name", "")
+                              for layer in config.get("config", {}).get("layers", []))
 
 
 def _input_size(config: dict, variant: str) -> tuple[int, int]:
     shape = config["config"]["layers"][0]["config"]["batch_input_shape"]
     h, w = shape[1], shape[2]
     if h is None or w is None:
-        # RT_LITE is stored fully convolutional; its release (TFLite) runs at 224.
+        # The Lite .h5 files are stored fully convolutional; their TFLite releases run
+        # at the variant's size.
         size = VARIANTS[variant]["input_size"]
         return size, size
     return int(h), int(w)
@@ -82,11 +109,11 @@ def _short(weight_name: str) -> str:
     return weight_name.split("/")[-1].split(":")[0]
 
 
-def _permute_keypoints(layer_name: str, arrays: dict[str, np.ndarray], perm: np.ndarray) -> dict:
+def permute_keypoints(layer_name: str, arrays: dict[str, np.ndarray], perm: np.ndarray) -> dict:
     out = dict(arrays)
     if "bias" in out:
         out["bias"] = out["bias"][perm]
-    if layer_name in _CONF_CONVS:
+    if layer_name in CONF_CONVS:
         out["kernel"] = out["kernel"][..., perm]
     else:
         # Conv2DTranspose kernels are (h, w, out, in); both sides are keypoint channels.
@@ -104,9 +131,10 @@ def load_official_h5(
 
     keypoint_order: "mpii16" (kpose's order, see module docstring) or "efficientpose_mpii"
       (the official channel order, unchanged weights).
-    training_outputs: also build the pass-1 PAF and pass-2 heads; the RT_LITE release
-      does not contain them, so this raises for RT_LITE.
-    input_size: defaults to the release's resolution (224 for RT and RT_LITE).
+    training_outputs: also build the pass-1 PAF and pass-2 heads; the Lite releases do
+      not contain them, so this raises for them.
+    input_size: defaults to the release's resolution (VARIANTS[variant]["input_size"]
+      where the file does not fix it).
     Returns (model, info); info records variant, input size, normalisation, order.
     Raises ValueError naming the layer on any missing or mismatched weight.
     """
@@ -122,7 +150,7 @@ def load_official_h5(
     model = build_efficientpose(variant, num_keypoints=16, input_size=size,
                                 training_outputs=training_outputs, num_limbs=len(MPII16.limbs))
     perm = efficientpose_to_mpii()
-    permuted = set(_CONF_CONVS) | {layer.name for layer in model.layers
+    permuted = set(CONF_CONVS) | {layer.name for layer in model.layers
                                    if isinstance(layer, keras.layers.Conv2DTranspose)}
 
     with h5py.File(path, "r") as f:
@@ -141,7 +169,7 @@ def load_official_h5(
                 wname = wname.decode() if isinstance(wname, bytes) else wname
                 arrays[_short(wname)] = np.asarray(g[wname])
             if keypoint_order == "mpii16" and layer.name in permuted:
-                arrays = _permute_keypoints(layer.name, arrays, perm)
+                arrays = permute_keypoints(layer.name, arrays, perm)
             values = []
             for w in layer.weights:
                 key = _short(w.name)
@@ -158,13 +186,18 @@ def load_official_h5(
             layer.set_weights(values)
             used.add(layer.name)
         unused = sorted(official_with_weights - used)
-        unexpected = [n for n in unused if n not in _TRAINING_ONLY]
+        unexpected = [n for n in unused if n not in TRAINING_ONLY]
         if unexpected:
             raise ValueError(f"official layers not matched by kpose's model: {unexpected}")
 
+    return model, official_info(variant, size, keypoint_order, unused, os.path.basename(path))
+
+
+def official_info(variant: str, size, keypoint_order: str, unused: list[str], source: str) -> dict:
+    """What a loaded official model records: variant, input size, normalisation, order."""
     h, w = (size, size) if np.isscalar(size) else size
     norm = VARIANTS[variant]["normalization"]
-    info = {
+    return {
         "variant": variant,
         "input_size": [int(h), int(w)],
         "input": "RGB float32 pixels in 0..255, NHWC; normalisation is inside the model",
@@ -174,12 +207,11 @@ def load_official_h5(
         "keypoint_order": keypoint_order,
         "keypoints": list(MPII16.keypoints if keypoint_order == "mpii16" else EFFICIENTPOSE_MPII_ORDER),
         "num_limbs": len(MPII16.limbs),
-        "output_stride": {"pass1_skeleton_pafs": 8, "pass2_detection1_confs": 8,
-                          "pass3_detection2_confs": 8, "upscaled_confs": 1},
+        "output_stride": {"pass1_skeleton_pafs": DETECTION_STRIDE, "pass2_detection1_confs": DETECTION_STRIDE,
+                          "pass3_detection2_confs": DETECTION_STRIDE, "upscaled_confs": 1},
         "unused_official_layers": unused,
-        "source": os.path.basename(path),
+        "source": source,
     }
-    return model, info
 
 
 def official_to_mpii(maps: np.ndarray) -> np.ndarray:
@@ -199,15 +231,25 @@ def normalize_like_official(image: np.ndarray, variant: str) -> np.ndarray:
 OFFICIAL_HEATMAP_SIGMA = 8.0
 
 
-# The release files, by variant (github.com/daniegr/EfficientPose @78e4bd1, Apache-2.0);
-# the repository names RT_LITE's Keras file EfficientPoseRTLite.h5.
-OFFICIAL_URL = "https://github.com/daniegr/EfficientPose/tree/master/models/keras"
-_RAW = "https://github.com/daniegr/EfficientPose/raw/78e4bd1/models/keras/"
+# The release files, by variant (github.com/daniegr/EfficientPose @78e4bd1, Apache-2.0):
+# Keras files where the repository has them, else its TFLite files (II, II_LITE), whose
+# float16 weights kpose.models.official_tflite reads; the repository names RT_LITE's
+# Keras file EfficientPoseRTLite.h5.
+OFFICIAL_URL = "https://github.com/daniegr/EfficientPose/tree/master/models"
+_RAW = "https://github.com/daniegr/EfficientPose/raw/78e4bd1/models/"
 OFFICIAL_RELEASES = {
-    "rt": Release(("EfficientPoseRT.h5",), _RAW + "EfficientPoseRT.h5",
+    "rt": Release(("EfficientPoseRT.h5",), _RAW + "keras/EfficientPoseRT.h5",
                   "508943cfdeb1d102d69aff4280b805c023585b0d9ae530344fb4c4fad3a175f1"),
-    "rt_lite": Release(("EfficientPoseRT_LITE.h5", "EfficientPoseRTLite.h5"), _RAW + "EfficientPoseRTLite.h5",
+    "rt_lite": Release(("EfficientPoseRT_LITE.h5", "EfficientPoseRTLite.h5"), _RAW + "keras/EfficientPoseRTLite.h5",
                        "ce0c91259b075180177d070d0be1e71ff8695d7c123745efb950743aa90699ae"),
+    "i": Release(("EfficientPoseI.h5",), _RAW + "keras/EfficientPoseI.h5",
+                 "003aea100c30c68103fb4c383fb8782f78adbea7a45451af85334327b79fc5bd"),
+    "i_lite": Release(("EfficientPoseI_LITE.h5",), _RAW + "keras/EfficientPoseI_LITE.h5",
+                      "3eb6eb2a595e47d3104590e6484533d64534e4b994397a9dd2bd3e5a11430516"),
+    "ii": Release(("EfficientPoseII.tflite",), _RAW + "tflite/EfficientPoseII.tflite",
+                  "0659b687e8c0d33f63855c2b196d355b317490a586275609e20787861a305ac3"),
+    "ii_lite": Release(("EfficientPoseII_LITE.tflite",), _RAW + "tflite/EfficientPoseII_LITE.tflite",
+                       "e0d23ecf1f689e9394a2f3768d5e9aebc8457c5e88ef418fea35fe727f5c92cc"),
 }
 
 
@@ -215,6 +257,7 @@ def official_weights_path(variant: str) -> Path:
     """The official release file of an EfficientPose variant; FileNotFoundError with the fix."""
     if variant not in OFFICIAL_RELEASES:
         raise ValueError(f"no official release for EfficientPose variant {variant!r}; "
-                         f"released: {', '.join(sorted(OFFICIAL_RELEASES))}")
+                         f"released: {', '.join(OFFICIAL_RELEASES)} (set the recipe's init to a run "
+                         f"folder or null)")
     return find_weights(OFFICIAL_RELEASES[variant], "efficientpose",
                         f"the official EfficientPose {variant.upper()} weights", OFFICIAL_URL)

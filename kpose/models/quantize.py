@@ -23,6 +23,15 @@ models also use layers it has no entry for; each of them gets an explicit
 * ``ResizeBilinearLike``: bilinear resizing keeps its input's scale in int8
   TFLite (the converter gives the output the input's range), so it is wrapped
   without quantizers of its own.
+* ``HardSigmoid`` (MobileNetV3's relu6(x + 3) / 6): the QAT copy is
+  `QuantizedHardSigmoid`, the relu6 output fake-quantised to its fixed range [0, 6]
+  before the division, so int8 TFLite has a range there too.
+* A ``BatchNormalization`` after a ``Conv2DTranspose`` (Simple Baselines' head):
+  tfmot folds batch norms into Conv2D / DepthwiseConv2D only, and an unfolded one
+  stays a float MUL and ADD in int8 TFLite. The QAT copy is
+  `QuantizedBatchNormalization`: the same function (batch statistics in training,
+  moving ones at inference) as x * scale + shift with the product fake-quantised,
+  so int8 TFLite has a range for both ops.
 
 A layer type that is neither supported by tfmot nor listed here raises an error
 naming it, instead of leaving it in float.
@@ -173,6 +182,53 @@ class QuantizedInstanceNormalization(_SteppedLayer):
         return dict(super().get_config(), epsilon=self.epsilon)
 
 
+class QuantizedHardSigmoid(_SteppedLayer):
+    """The QAT copy of kpose's HardSigmoid: relu6(x + 3) fake-quantised to [0, 6], then / 6
+    (the output's range is the wrapper's)."""
+
+    def call(self, x, training=None):
+        return self._fixed(tf.nn.relu6(x + 3.0), 0.0, 6.0) * (1.0 / 6.0)
+
+
+class QuantizedBatchNormalization(_SteppedLayer):
+    """The QAT copy of a BatchNormalization tfmot cannot fold: x * scale + shift with
+    scale = gamma / sqrt(variance + epsilon), shift = beta - mean * scale, the batch's
+    statistics in training (moving ones updated as Keras does) and the moving ones at
+    inference; weights in the float layer's order (gamma, beta, moving mean, variance)."""
+
+    STEPS = ("scaled",)
+
+    def __init__(self, epsilon: float = 1e-3, momentum: float = 0.99, fake_quant: bool = True, **kwargs) -> None:
+        super().__init__(fake_quant, **kwargs)
+        self.epsilon, self.momentum = float(epsilon), float(momentum)
+
+    def build(self, input_shape) -> None:
+        shape = (int(input_shape[-1]),)
+        self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
+        self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones",
+                                               trainable=False)
+        super().build(input_shape)
+
+    def call(self, x, training=None):
+        t = self._training(training)
+
+        def batch_statistics():
+            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+            return mean, variance
+
+        mean, variance = tfmot_utils.smart_cond(t, batch_statistics,
+                                                lambda: (self.moving_mean, self.moving_variance))
+        scale = self.gamma * tf.math.rsqrt(variance + self.epsilon)
+        return self._q(x * scale, "scaled", t) + (self.beta - mean * scale)
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), epsilon=self.epsilon, momentum=self.momentum)
+
+
 class NoQuantizeConfig(OutputQuantizeConfig):
     """Wrap a layer without quantizers: int8 TFLite gives its output its input's range."""
 
@@ -188,13 +244,16 @@ REPLACED_LAYERS = {
     "ELU": lambda c: IntegerELU(alpha=c.get("alpha", 1.0), fake_quant=True, name=c["name"]),
     "InstanceNormalization": lambda c: QuantizedInstanceNormalization(c["epsilon"], fake_quant=True,
                                                                       name=c["name"]),
+    "HardSigmoid": lambda c: QuantizedHardSigmoid(fake_quant=True, name=c["name"]),
 }
 # Same-scale ops in int8 TFLite: wrapped, no range of their own.
 SAME_SCALE_LAYERS = ("ResizeBilinearLike",)
 # Handled by tfmot's model transforms (folded into the preceding convolution).
 FOLDED_LAYERS = ("BatchNormalization",)
 CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig, "NoQuantizeConfig": NoQuantizeConfig,
-                  "IntegerELU": IntegerELU, "QuantizedInstanceNormalization": QuantizedInstanceNormalization}
+                  "IntegerELU": IntegerELU, "QuantizedInstanceNormalization": QuantizedInstanceNormalization,
+                  "QuantizedHardSigmoid": QuantizedHardSigmoid,
+                  "QuantizedBatchNormalization": QuantizedBatchNormalization}
 
 
 def quantize_scope():
@@ -202,9 +261,24 @@ def quantize_scope():
     return tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS)
 
 
-def _annotate(layer):
+def _unfoldable_batch_norms(net: keras.Model) -> set[str]:
+    """Names of the batch norms tfmot cannot fold: those a Conv2DTranspose feeds (with gamma
+    and beta; any other lone batch norm fails in quantize_apply, loudly)."""
+    names = set()
+    for layer in net.layers:
+        if type(layer) is keras.layers.BatchNormalization and layer.center and layer.scale and any(
+                type(node.inbound_layers) is keras.layers.Conv2DTranspose for node in layer._inbound_nodes):
+            names.add(layer.name)
+    return names
+
+
+def _annotate(layer, unfoldable: set[str]):
     annotate = tfmot.quantization.keras.quantize_annotate_layer
     kind = type(layer).__name__
+    if layer.name in unfoldable:
+        c = layer.get_config()
+        return annotate(QuantizedBatchNormalization(c["epsilon"], c["momentum"], name=c["name"]),
+                        OutputQuantizeConfig())
     if kind in REPLACED_LAYERS:
         return annotate(REPLACED_LAYERS[kind](layer.get_config()), OutputQuantizeConfig())
     fresh = layer.__class__.from_config(layer.get_config())
@@ -227,8 +301,9 @@ def _annotate(layer):
 
 def quantize_model(net: keras.Model) -> keras.Model:
     """A QAT copy of `net` (fake-quant nodes everywhere, BN folded), carrying `net`'s weights."""
+    unfoldable = _unfoldable_batch_norms(net)
     with quantize_scope():
-        annotated = keras.models.clone_model(net, clone_function=_annotate)
+        annotated = keras.models.clone_model(net, clone_function=lambda layer: _annotate(layer, unfoldable))
         _copy_weights(net, annotated)
         return tfmot.quantization.keras.quantize_apply(annotated)
 
@@ -316,4 +391,5 @@ def calibrate_ranges(qat_net: keras.Model, batches, strategy=None) -> int:
 
 
 __all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "CALIBRATION_BATCHES", "float_layer_names",
-           "integer_network", "IntegerELU", "QuantizedInstanceNormalization"]
+           "integer_network", "IntegerELU", "QuantizedInstanceNormalization", "QuantizedHardSigmoid",
+           "QuantizedBatchNormalization"]

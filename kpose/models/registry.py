@@ -65,8 +65,17 @@ class Family:
     weights_from: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # (source variant, variant, {layer name: weights}) -> the same for `variant`, same function.
     adapt_weights: Callable[[str, str, dict], dict] | None = None
+    # (variant, model.backbone_weights: "imagenet" or a file) -> loader (network -> summary) of
+    # pretrained backbone weights; raises at once where they cannot be had. None: no backbone.
+    backbone_weights: Callable[[str, str], Callable] | None = None
     # (h, w) the family's paper or release reports its size at (`kpose models`).
     reference_input_size: tuple[int, int] = (368, 368)
+    # variant -> (h, w) where a variant is reported at another size than reference_input_size.
+    variant_input_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # (variant, num_keypoints, num_limbs, (h, w), training_outputs) -> (parameters, multiply-adds)
+    # without building the network, equal to kpose.models.flops' counts of the built one
+    # (tests check it for every recipe); None: `kpose models` builds the network to count.
+    cost: Callable[[str, int, int, tuple[int, int], bool], tuple[int, int]] | None = None
     description: str = ""
 
     def __post_init__(self) -> None:

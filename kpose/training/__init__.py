@@ -4,6 +4,6 @@ targets (declared outputs -> tf.data targets), trainer (losses, schedule), trans
 (starting from trained weights), validation (the evaluation callback), engine (the
 one call), distill (label-free QAT of a float model).
 """
-from kpose.training.engine import Run, train, untrained_model
+from kpose.training.engine import Run, train, untrained_model, untrained_networks
 
-__all__ = ["Run", "train", "untrained_model"]
+__all__ = ["Run", "train", "untrained_model", "untrained_networks"]

@@ -28,7 +28,7 @@ from kpose.training.fit_stages import any_input_size, precision, size_stages
 from kpose.training.targets import target_specs
 from kpose.training.task_data import TASK_DATA
 from kpose.training.trainer import WarmupCosine, make_trainer
-from kpose.training.transfer import init_weights, resolve_init, save_training_heads
+from kpose.training.transfer import backbone_loader, init_weights, resolve_init, save_training_heads
 from kpose.training.validation import EvalCallback, SaveLast
 
 log = logging.getLogger("kpose")
@@ -49,10 +49,17 @@ class Run:
 
 def untrained_model(recipe: str = "efficientpose_rt", overrides: dict[str, Any] | None = None) -> PoseModel:
     """The PoseModel a recipe trains, with fresh weights (for export and QAT checks)."""
+    return untrained_networks(recipe, overrides)[1]
+
+
+def untrained_networks(recipe: str = "efficientpose_rt",
+                       overrides: dict[str, Any] | None = None) -> tuple[keras.Model, PoseModel]:
+    """(training network, PoseModel of its inference outputs) of a recipe, with fresh weights
+    they share: one build for a training step and a prediction."""
     cfg = load_recipe(recipe, overrides)
     net = build_network(_network_config(cfg), training_outputs=True)
     config = _model_config(cfg, {"train": cfg["data"]["train"], "val": cfg["data"]["val"]})
-    return PoseModel(inference_network(net, cfg), config)
+    return net, PoseModel(inference_network(net, cfg), config)
 
 
 def _skeleton(cfg: dict) -> Skeleton:
@@ -168,6 +175,7 @@ def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
                          f"a dated folder")
     if cfg["init"] is not None:
         resolve_init(cfg["init"], cfg["model"])  # fail before any work
+    backbone_loader(cfg["model"])  # the same: no such backbone weights, file or network
     if me.chief:
         run_dir = out_dir = new_run_dir(runs_dir, cfg["name"]) if named is None else named
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -265,6 +273,8 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
                          "float32; train in mixed precision, then --init that run with --qat")
     with strategy.scope(), precision(mixed):
         net = build_network(_network_config(cfg), training_outputs=True)
+        if not resuming and (backbone := backbone_loader(mcfg)) is not None:
+            print(f"kpose: initialised {backbone(net)}", flush=True)
         if init is not None:
             summary = init_weights(net, init, skeleton, mcfg, calibration=ds.take(CALIBRATION_BATCHES))
             print(f"kpose: initialised {summary}", flush=True)

@@ -43,6 +43,8 @@ class PoseTrainer(keras.Model):
         return self.net(x, training=training)
 
     def _pass_losses(self, targets, weights, outputs):
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]  # a network with one supervised output (Simple Baselines)
         per_sample, parts = 0.0, {}
         for spec, out, pw in zip(self.specs, outputs, self.pass_weights):
             t, w = targets[spec.name], weights[spec.name]

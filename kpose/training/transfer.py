@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -79,6 +79,19 @@ def resolve_init(init: str | Path, mcfg: dict) -> Path:
                              f"set init to a run folder or null")
         return family.pretrained(mcfg["variant"])
     return Path(os.path.expandvars(str(init)))
+
+
+def backbone_loader(mcfg: dict) -> Callable[[keras.Model], str] | None:
+    """The loader of a recipe's model.backbone_weights (network -> summary), None when unset.
+    Raises at once where the weights cannot be had (and downloads them where they can)."""
+    source = mcfg.get("backbone_weights")
+    if source is None:
+        return None
+    family = get_family(mcfg["family"])
+    if family.backbone_weights is None:
+        raise ValueError(f"recipe model.backbone_weights={source!r}: {family.name} has no separate backbone "
+                         f"to load weights into; set it to null (init: starts from a whole trained model)")
+    return family.backbone_weights(mcfg["variant"], str(source))
 
 
 TRAINING_HEADS_FILE = "training_heads.npz"
