@@ -1,12 +1,15 @@
 """Person boxes for a top-down model on video: where the previous frame's people were.
 
-A top-down model needs a box per person. On video the tracker knows where each live
-track's person was one frame ago (moved by its velocity with `TrackerConfig.motion`), so
+A top-down model needs a box per person. On video the tracker knows where each person
+matched on the previous frame was (moved by its velocity with `TrackerConfig.motion`), so
 those boxes crop the next frame (MoveNet crops its next frame the same way; Simple Baselines
-propagates boxes to recover people its detector misses). A bottom-up `detector` model finds
-people when there are no tracks and, every `detect_every_ms`, people who entered since;
-without one, the whole frame is the box while nobody is tracked. Two boxes that converge
-on one person give two poses; the weaker is dropped (`Tracker.distinct`).
+propagates boxes to recover people its detector misses). A pose found in a track's box
+counts only if it scores at least min_pose_score and resembles a tracked person: a box left
+on the background or on half a passer-by starts no track. New people come from a bottom-up
+`detector` model (when nobody is tracked, and every `detect_every_ms`) or, without one, from
+the whole frame while nobody is tracked. Two boxes that converge on one person give two
+poses; the weaker is dropped (`Tracker.distinct`). PoseModel.track runs these steps; the
+browser (web_demo/src/person-boxes.js) and Android (KposeTracking.kt) ports follow them.
 """
 from __future__ import annotations
 

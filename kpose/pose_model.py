@@ -294,11 +294,11 @@ class PoseModel:
         frames are (image, timestamp_ms) pairs (kpose.data.video.read_video yields them).
         Yields a list per frame.
 
-        Top-down models crop each frame where the tracks' people were in the previous one
-        (keypoint boxes grown by `box_margin` per side; kpose.person_boxes); poses from those
-        boxes scoring below the tracker's min_pose_score are dropped (the person left). While
-        nobody is tracked, a bottom-up `detector` finds people (it also runs every
-        `detect_every_ms` for people who entered), else the whole frame is one person's box.
+        Top-down models crop each frame where the people matched on the previous frame were
+        (keypoint boxes grown by `box_margin` per side; kpose.person_boxes); a pose from such a
+        box counts if it scores at least the tracker's min_pose_score and resembles a tracked
+        person. New people come from a bottom-up `detector` (run while nobody is tracked and
+        every `detect_every_ms`), else from the whole frame while nobody is tracked.
         """
         tracker = tracker or Tracker.for_skeleton(self.skeleton)
         if self.task == BOTTOM_UP:
@@ -309,22 +309,30 @@ class PoseModel:
             return
         if detector is not None and detector.task != BOTTOM_UP:
             raise ValueError(f"detector must be a bottom-up model (it finds the people); got a {detector.task} model")
-        last_detection = None
+        last_detection = previous = None
         for image, timestamp_ms in frames:
             img, t = load_image(image), float(timestamp_ms)
-            boxes = pose_boxes(tracker.expected_poses(t), tracker.config.keypoint_threshold, box_margin)
-            if detector is not None and needs_detection(len(boxes), last_detection, t, detect_every_ms):
+            # Only the people matched on the previous frame give boxes: a lost track's last box
+            # stays where the person was and would crop the background or a passer-by.
+            expected = tracker.expected_poses(t, matched_since_ms=previous) if previous is not None else []
+            boxes = tracked = pose_boxes(expected, tracker.config.keypoint_threshold, box_margin)
+            if detector is not None and needs_detection(len(tracked), last_detection, t, detect_every_ms):
                 found = grown([p.box for p in detector.predict(img)], box_margin)
-                boxes, last_detection = add_detected(boxes, found), t
+                boxes, last_detection = add_detected(tracked, found), t
             if len(boxes):
-                # A box whose person is gone gives a pose below min_pose_score: no detection.
-                found = [p for p in self.predict(img, boxes=boxes, flip_test=flip_test)
-                         if p.score >= tracker.config.min_pose_score]
+                # A box a track proposed holds that track's person or nobody: a pose there that
+                # scores below min_pose_score, or resembles no track (the box is left on the
+                # background or half a person), is not a detection. New people come from the
+                # detector's boxes (the first len(tracked) boxes are the tracks').
+                found = [p for i, p in enumerate(self.predict(img, boxes=boxes, flip_test=flip_test))
+                         if p.score >= tracker.config.min_pose_score
+                         and (i >= len(tracked) or tracker.resembles_any(p.keypoints, expected))]
                 poses = tracker.distinct(found, DUPLICATE_SIMILARITY)
             elif detector is None:
                 poses = self.predict(img, flip_test=flip_test)
             else:
                 poses = []
+            previous = t
             yield tracker.update(poses, t)
 
     # ---- persistence -----------------------------------------------------

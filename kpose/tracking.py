@@ -211,14 +211,19 @@ class Tracker:
             return oks(a, b, self.sigmas, cfg.keypoint_threshold, cfg.min_keypoints)
         return iou(keypoint_box(a, cfg.keypoint_threshold), keypoint_box(b, cfg.keypoint_threshold))
 
-    def expected_poses(self, timestamp_ms: float) -> list:
-        """The poses of the tracks still live at `timestamp_ms`, where each expects its person:
-        the last raw pose (its `box` is where it was found), keypoints moved by the track's
-        velocity with `motion`. A top-down model crops its next boxes from them
-        (kpose.person_boxes.pose_boxes)."""
+    def expected_poses(self, timestamp_ms: float, matched_since_ms: float | None = None) -> list:
+        """The poses of the live tracks (matched at or after `matched_since_ms` when given)
+        where each expects its person at `timestamp_ms`: the last raw pose (its `box` is
+        where it was found), keypoints moved by the track's velocity with `motion`. A
+        top-down model crops its next boxes from them (kpose.person_boxes.pose_boxes)."""
         age, motion = self.config.max_age_ms, self.config.motion
+        since = -math.inf if matched_since_ms is None else float(matched_since_ms)
         return [dataclasses.replace(t.pose, keypoints=t.expected(timestamp_ms, motion).astype(np.float32))
-                for t in self.tracks if timestamp_ms - t.last_ms <= age]
+                for t in self.tracks if timestamp_ms - t.last_ms <= age and t.last_ms >= since]
+
+    def resembles_any(self, keypoints: np.ndarray, poses: list) -> bool:
+        """Whether keypoints [K, 3] are at least min_similarity similar to one of the poses."""
+        return any(self.similarity(p.keypoints, keypoints) >= self.config.min_similarity for p in poses)
 
     def distinct(self, poses: list, min_similarity: float) -> list:
         """The poses without duplicates: a pose at least `min_similarity` similar to a

@@ -220,3 +220,14 @@ def test_top_down_video_crops_where_the_tracks_were(shared, monkeypatch):
     assert np.allclose(alone[0][0].box, [0, 0, 270, 420]) and alone[0][0].track_id == 1
     assert [len(f) for f in alone] == [1] * len(frames) and {f[0].track_id for f in alone} == {1}
     assert not np.allclose(alone[1][0].box, [0, 0, 270, 420])
+
+
+def test_only_people_matched_on_the_last_frame_give_boxes_and_strangers_are_not_continued():
+    tracker = Tracker(SIGMAS, TrackerConfig(smoothing=False))
+    tracker.update([_person(100, 300), _person(300, 300)], 0.0)
+    tracker.update([_person(102, 300)], 33.0)                    # the second person is missed
+    assert len(tracker.expected_poses(66.0)) == 2                # both still live (max_age_ms)
+    recent = tracker.expected_poses(66.0, matched_since_ms=33.0)
+    assert len(recent) == 1 and recent[0].keypoints[0, 0] == pytest.approx(102.0)
+    assert tracker.resembles_any(_person(104, 300).keypoints, recent)
+    assert not tracker.resembles_any(_person(300, 300).keypoints, recent)

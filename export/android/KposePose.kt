@@ -57,9 +57,9 @@ class KposePose(context: Context, asset: String) : AutoCloseable {
     }
 
     /** One video frame at timestampMs, as PoseModel.track: the poses with the tracker's ids and
-     * smoothed keypoints. A top-down model crops the frame where the tracker's people were (the
-     * whole image while nobody is tracked; trackTopDown); a bottom-up model sees the whole image.
-     * Use one tracker per video (tracker(); reset() it for a new one). */
+     * smoothed keypoints. A top-down model crops the frame where the people the tracker matched
+     * on the previous frame were (the whole image while nobody was; trackTopDown); a bottom-up
+     * model sees the whole image. Use one tracker per video (tracker(); reset() it for a new one). */
     fun track(image: Bitmap, tracker: Tracker, timestampMs: Double): List<Pose> =
         if (meta.pafCodec != null) tracker.update(estimate(image), timestampMs)
         else trackTopDown(tracker, timestampMs) { boxes -> topDown(image, boxes) }

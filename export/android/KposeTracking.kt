@@ -3,7 +3,8 @@
 // JS port (web_demo/src/tracking.js). Same algorithm, same defaults, time in milliseconds
 // (SystemClock.elapsedRealtime(), or a video frame's presentation time). Also top-down video
 // (kpose/person_boxes.py, PoseModel.track without a detector: an app holds one model): each
-// frame cropped where the tracks' people were, tested against person_boxes.json.
+// frame cropped where the people tracked on the previous frame were, tested against
+// person_boxes.json.
 package dev.kpose
 
 import kotlin.math.PI
@@ -153,15 +154,24 @@ fun poseBoxes(poses: List<Pose>, threshold: Double, margin: Double = BOX_MARGIN,
 }
 
 /** One video frame of a top-down model, as PoseModel.track without a detector: crops where the
- * tracker's people were (the whole image while nobody is tracked), drops poses below
- * minPoseScore (a crop whose person has gone) and duplicates (two crops on one person), and
- * returns tracker.update's poses. estimate(boxes): the poses of those (x, y, w, h) person boxes,
- * or of the whole image (null); KposePose.track passes its model's. */
+ * people the tracker matched on the previous frame (its last update, tracker.lastUpdateMs) were
+ * (the whole image while nobody was), drops poses from those crops that score below
+ * minPoseScore (the person has gone) or resemble no track (the crop is left on the background
+ * or half a person), and duplicates (two crops on one person), and returns tracker.update's
+ * poses. estimate(boxes): the poses of those (x, y, w, h) person boxes, or of the whole image
+ * (null); KposePose.track passes its model's. */
 fun trackTopDown(tracker: Tracker, timestampMs: Double, estimate: (List<DoubleArray>?) -> List<Pose>): List<Pose> {
     val c = tracker.config
-    val boxes = poseBoxes(tracker.expectedPoses(timestampMs), c.keypointThreshold)
+    // Only the people matched on the previous frame give boxes: a lost track's last box stays
+    // where the person was and would crop the background or a passer-by.
+    val previous = tracker.lastUpdateMs
+    val expected = if (previous == null) emptyList() else tracker.expectedPoses(timestampMs, previous)
+    val boxes = poseBoxes(expected, c.keypointThreshold)
+    // Every box is a track's: a pose there that scores below minPoseScore, or resembles no
+    // track, is not a detection (new people come from the whole image).
     val poses = if (boxes.isEmpty()) estimate(null)
-                else tracker.distinct(estimate(boxes).filter { it.score >= c.minPoseScore }, DUPLICATE_SIMILARITY)
+                else tracker.distinct(estimate(boxes).filter { it.score >= c.minPoseScore && tracker.resemblesAny(it.keypoints, expected) },
+                                      DUPLICATE_SIMILARITY)
     return tracker.update(poses, timestampMs)
 }
 
@@ -176,6 +186,10 @@ class Tracker(val sigmas: DoubleArray?, val config: TrackerConfig =
 
     private var tracks = ArrayList<Track>()
     private var nextId = 1
+    /** The timestamp of the last update (null: none since the reset): top-down video's previous
+     * frame (PoseModel.track's `previous`), whose matched tracks give the next boxes. */
+    var lastUpdateMs: Double? = null
+        private set
 
     init {
         require(config.similarity != "keypoint" || sigmas != null) {
@@ -188,6 +202,7 @@ class Tracker(val sigmas: DoubleArray?, val config: TrackerConfig =
     fun reset() {
         tracks = ArrayList()
         nextId = 1
+        lastUpdateMs = null
     }
 
     /** The tracker's similarity of keypoints a and b: OKS (area from b's box), or IoU of their boxes. */
@@ -197,10 +212,17 @@ class Tracker(val sigmas: DoubleArray?, val config: TrackerConfig =
         return iou(keypointBox(a, c.keypointThreshold), keypointBox(b, c.keypointThreshold))
     }
 
-    /** The last raw pose (with the box it was found in) of each track still live at timestampMs,
-     * in track order: where a top-down model crops its next frame (poseBoxes). */
-    fun expectedPoses(timestampMs: Double): List<Pose> =
-        tracks.filter { timestampMs - it.lastMs <= config.maxAgeMs }.map { it.pose }
+    /** The last raw pose (with the box it was found in) of each track still live at timestampMs
+     * (and matched at or after matchedSinceMs, when given), in track order: where a top-down
+     * model crops its next frame (poseBoxes). */
+    fun expectedPoses(timestampMs: Double, matchedSinceMs: Double? = null): List<Pose> {
+        val since = matchedSinceMs ?: Double.NEGATIVE_INFINITY
+        return tracks.filter { timestampMs - it.lastMs <= config.maxAgeMs && it.lastMs >= since }.map { it.pose }
+    }
+
+    /** Whether keypoints are at least minSimilarity similar to those of one of the poses. */
+    fun resemblesAny(keypoints: List<Keypoint>, poses: List<Pose>): Boolean =
+        poses.any { similarity(it.keypoints, keypoints) >= config.minSimilarity }
 
     /** The poses without duplicates, in their order: a pose at least minSimilarity similar to a
      * higher-scoring one (an equal score: an earlier one) is dropped (two crops found one person). */
@@ -218,6 +240,7 @@ class Tracker(val sigmas: DoubleArray?, val config: TrackerConfig =
      * returned as it is with trackId null. */
     fun update(poses: List<Pose>, timestampMs: Double): List<Pose> {
         val c = config
+        lastUpdateMs = timestampMs
         tracks = ArrayList(tracks.filter { timestampMs - it.lastMs <= c.maxAgeMs })
         class Match(val sim: Double, val ti: Int, val pi: Int)
         val pairs = ArrayList<Match>()

@@ -10,7 +10,7 @@
 // boxes (JSON [[x, y, w, h], ...]: person boxes for top-down models on that image),
 // flip (1: flip test, top-down models), tracking=0 / smoothing=0 (start with them off),
 // names=1 (start with keypoint names drawn). On video a top-down model crops each frame where
-// the tracks' people were (kpose-pose.js), the whole frame while nobody is tracked.
+// the people tracked on the previous frame were (kpose-pose.js), the whole frame while nobody was.
 // Bottom-up models find every person in the whole
 // image themselves: boxes or flip=1 with one is reported as an error.
 // window.kposeDemo exposes the state for scripted runs (test/e2e.mjs): the last result, and

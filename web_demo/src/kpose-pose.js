@@ -24,10 +24,12 @@
 // decoded with argmax + DARK (decoders.js) and mapped back through the inverse affine.
 // Pose score = mean score of the keypoints scoring > 0.2 (kpose.metrics.instance_scores).
 // On video (a tracker running: tracking or smoothing on) a top-down model follows
-// PoseModel.track without a detector (person-boxes.js): each frame is cropped where the live
-// tracks' people were (their keypoint boxes grown by BOX_MARGIN per side, at least KEEP_SIZE of
-// the last crop), poses below the tracker's minPoseScore are dropped and duplicates too; while
-// nobody is tracked the whole frame is the box. Boxes given to estimatePoses override it.
+// PoseModel.track without a detector (person-boxes.js): each frame is cropped where the
+// people the tracker matched on the previous frame were (their keypoint boxes grown by
+// BOX_MARGIN per side, at least KEEP_SIZE of the last crop); a crop's pose is dropped when it
+// scores below the tracker's minPoseScore or resembles no track (minSimilarity), and
+// duplicates too; while nobody was matched the whole frame is the box. Boxes given to
+// estimatePoses override it.
 //
 // Bottom-up models (task "bottom_up", outputs heatmaps + pafs) see the whole image
 // fitted into the input exactly as kpose.transforms.fit_matrix does it (decoders.js
@@ -193,7 +195,7 @@ export class KposeDetector {
   /** Poses in an image: HTMLImageElement | HTMLVideoElement | HTMLCanvasElement |
    * ImageBitmap | ImageData | tf.Tensor3D (RGB 0..255, [H, W, 3]).
    * config (unknown keys raise): boxes (person boxes [[x, y, w, h], ...], top-down; default: where
-   * the tracks' people were on video, else the whole image), flipTest (overrides the detector's), padding (for boxes), flipHorizontal
+   * the people tracked on the previous frame were on video, else the whole image), flipTest (overrides the detector's), padding (for boxes), flipHorizontal
    * (mirror the output: x -> width - 1 - x, for a mirrored webcam view; default false),
    * maxPoses (overrides the detector's).
    * timestampMs: the frame's time in milliseconds, for tracking and smoothing; default a video's
@@ -230,7 +232,8 @@ export class KposeDetector {
   }
 
   /** The decoded poses of one frame for the tracker. A top-down model with a tracker running and
-   * no boxes given crops where the tracks' people were, as PoseModel.track (person-boxes.js). */
+   * no boxes given crops where the people tracked on the previous frame were, as PoseModel.track
+   * (person-boxes.js). */
   async #framePoses(pixels, config, timings, timestampMs) {
     if (this.task !== 'top_down' || !this.#tracking || config.boxes) return this.detect(pixels, config, timings);
     const { poses } = await topDownFrame(this.#tracking.tracker, timestampMs,

@@ -2,10 +2,14 @@
 // and of PoseModel.track's frame step without a detector (the page holds one model), tested
 // against the Python reference's golden vectors (test/person-boxes.test.mjs). No TF.js here.
 //
-// A top-down model needs a box per person. The tracker knows where each live track's person
-// was, so those boxes crop the next frame (as MoveNet crops its next frame); while nobody is
-// tracked, the whole frame is the box. A crop whose person has gone gives a weak pose, which
-// is dropped; two crops that converge on one person give two poses, and the weaker is dropped.
+// A top-down model needs a box per person. The tracker knows where the people it matched on
+// the previous frame were, so those boxes crop the next frame (as MoveNet crops its next
+// frame); a track not matched on the previous frame gives no box (its last box would crop the
+// background or a passer-by), and while nobody was matched the whole frame is the box. A
+// track's box holds its person or nobody: its pose is dropped when it scores below
+// minPoseScore (the person has gone) or resembles no track (the box is left on the background
+// or half a person); new people come from the whole frame. Two crops that converge on one
+// person give two poses, and the weaker is dropped.
 import { keypointBox } from './tracking.js';
 
 // kpose/person_boxes.py's constants. The golden vectors carry Python's values and the tests
@@ -38,13 +42,19 @@ export function poseBoxes(poses, threshold, margin = BOX_MARGIN, keep = KEEP_SIZ
 }
 
 /** One video frame of a top-down model, as PoseModel.track without a detector: the poses to
- * give tracker.update, and the boxes cropped (null: the whole frame). detect(boxes) resolves to
+ * give tracker.update, and the boxes cropped (null: the whole frame). The previous frame is the
+ * tracker's last update (tracker.lastUpdateMs; none after a reset). detect(boxes) resolves to
  * the decoded poses of those person boxes (null: of the whole frame, unpadded). */
 export async function topDownFrame(tracker, timestampMs, detect) {
   const c = tracker.config;
-  const boxes = poseBoxes(tracker.expectedPoses(timestampMs), c.keypointThreshold);
+  // Only the people matched on the previous frame give boxes: a lost track's last box stays
+  // where the person was and would crop the background or a passer-by.
+  const previous = tracker.lastUpdateMs;
+  const expected = previous === null ? [] : tracker.expectedPoses(timestampMs, previous);
+  const boxes = poseBoxes(expected, c.keypointThreshold);
   if (!boxes.length) return { boxes: null, poses: await detect(null) };
-  // A box whose person has gone gives a pose below minPoseScore: not a detection.
-  const found = (await detect(boxes)).filter((p) => p.score >= c.minPoseScore);
+  // Every box is a track's: a pose there that scores below minPoseScore, or resembles no
+  // track, is not a detection (new people come from the whole frame).
+  const found = (await detect(boxes)).filter((p) => p.score >= c.minPoseScore && tracker.resemblesAny(p.keypoints, expected));
   return { boxes, poses: tracker.distinct(found, DUPLICATE_SIMILARITY) };
 }

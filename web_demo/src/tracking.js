@@ -6,7 +6,8 @@
 // than `outlier` person sizes or a keypoint lost; an exponential average on keypoint scores.
 // Poses are {keypoints: [{x, y, score, name?}], score, ...}; tracked poses gain `id`.
 // For top-down video (person-boxes.js), expectedPoses gives where each live track's person
-// was and distinct drops duplicate poses, as Tracker.expected_poses / Tracker.distinct.
+// was, resemblesAny whether a pose is like one of them and distinct drops duplicate poses, as
+// Tracker.expected_poses / resembles_any / distinct; lastUpdateMs is the previous frame's time.
 
 export const TRACKER_DEFAULTS = Object.freeze({
   similarity: 'keypoint', minPoseScore: 0.15, minSimilarity: 0.15, maxTracks: 18, maxAgeMs: 1000,
@@ -110,6 +111,9 @@ export class Tracker {
   reset() {
     this.tracks = [];
     this.nextId = 1;
+    // The timestamp of the last update (null: none since the reset): top-down video's previous
+    // frame (PoseModel.track's `previous`), whose matched tracks give the next boxes.
+    this.lastUpdateMs = null;
   }
 
   /** The tracker's similarity of keypoints a and b: OKS (area from b's box), or IoU of their boxes. */
@@ -120,10 +124,18 @@ export class Tracker {
   }
 
   /** The last raw pose (with the `box` it was found in) of each track still live at
-   * timestampMs, in track order: where a top-down model crops its next frame. (Python's
-   * `motion` option, which moves them by their velocity, is Python-only.) */
-  expectedPoses(timestampMs) {
-    return this.tracks.filter((t) => timestampMs - t.lastMs <= this.config.maxAgeMs).map((t) => t.pose);
+   * timestampMs (and matched at or after matchedSinceMs, when given), in track order: where a
+   * top-down model crops its next frame. (Python's `motion` option, which moves them by their
+   * velocity, is Python-only.) */
+  expectedPoses(timestampMs, matchedSinceMs = null) {
+    const since = matchedSinceMs ?? -Infinity;
+    return this.tracks.filter((t) => timestampMs - t.lastMs <= this.config.maxAgeMs && t.lastMs >= since)
+      .map((t) => t.pose);
+  }
+
+  /** Whether keypoints are at least minSimilarity similar to those of one of the poses. */
+  resemblesAny(keypoints, poses) {
+    return poses.some((p) => this.similarity(p.keypoints, keypoints) >= this.config.minSimilarity);
   }
 
   /** The poses without duplicates, in their order: a pose at least minSimilarity similar to a
@@ -140,6 +152,7 @@ export class Tracker {
   /** This frame's poses with `id` (null: untracked) and smoothed keypoints, in input order. */
   update(poses, timestampMs) {
     const c = this.config;
+    this.lastUpdateMs = timestampMs;
     this.tracks = this.tracks.filter((t) => timestampMs - t.lastMs <= c.maxAgeMs);
     const pairs = [];
     this.tracks.forEach((t, ti) => poses.forEach((p, pi) => {
