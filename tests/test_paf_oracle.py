@@ -105,7 +105,8 @@ def _classify(gt: np.ndarray, area: list, poses: np.ndarray, codec: PafCodec, im
     return out
 
 
-def _oracle(coco_val, **options):
+def _oracle(coco_val, codec_cls=PafCodec, **options):
+    """AP, failures and people count of codec_cls (PafCodec, or any codec with its encode/decode) on val2017."""
     ann_file, images, people = coco_val
     results, failures, count = [], [], 0
     for image in images:
@@ -113,7 +114,7 @@ def _oracle(coco_val, **options):
         if not anns:
             continue
         size = (-(-image["height"] // STRIDE), -(-image["width"] // STRIDE))
-        codec = PafCodec((size[0] * STRIDE, size[1] * STRIDE), size, **options)
+        codec = codec_cls((size[0] * STRIDE, size[1] * STRIDE), size, **options)
         gt = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), -1, 3)
         poses, scores = codec.decode(codec.encode_heatmaps(gt)[0], codec.encode(gt)[0])
         results += [{"image_id": image["id"], "category_id": 1, "score": float(s),

@@ -49,7 +49,7 @@ import numpy as np
 
 from kpose.codecs.heatmap import HeatmapCodec, dark_refine, default_dark_radius
 from kpose.codecs.paf_grouping import (assemble, find_peaks, limb_candidates, limb_order,
-                                       smooth_maps, upsample_maps)
+                                       paf_samples, smooth_maps, upsample_maps)
 
 __all__ = ["PafCodec", "find_peaks", "limb_order", "flip_back"]
 
@@ -216,12 +216,15 @@ class PafCodec:
         return self.group(*self.peaks(heatmaps), pafs, num_kp)
 
     def group(self, pk: np.ndarray, uv: np.ndarray, peak_score: np.ndarray, pafs: np.ndarray,
-              num_keypoints: int) -> tuple[np.ndarray, np.ndarray]:
-        """Steps 3-6 on the output of ``peaks``: -> (keypoints [N, K, 3], scores [N]), as ``decode``."""
+              num_keypoints: int, samples=paf_samples) -> tuple[np.ndarray, np.ndarray]:
+        """Steps 3-6 on the output of ``peaks``: -> (keypoints [N, K, 3], scores [N]), as ``decode``.
+
+        ``samples`` scores limbs (paf_grouping.limb_candidates); LimbHeatmapCodec passes its own.
+        """
         limbs = np.array(self.limbs, np.intp).reshape(-1, 2)
         order = np.array(limb_order(self.limbs, num_keypoints), np.intp)
         cand = limb_candidates(uv, pk, pafs, limbs, order, self.num_samples, self.paf_threshold,
-                               self.min_sample_fraction, self.max_limb_fraction)
+                               self.min_sample_fraction, self.max_limb_fraction, samples)
         people, totals = assemble(*cand, pk, num_keypoints)
         slots = np.array(people, np.intp).reshape(-1, num_keypoints)
         if self.min_keypoints == 1:

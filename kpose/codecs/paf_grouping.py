@@ -1,5 +1,6 @@
 """The steps of PafCodec.decode (NumPy reference): map preprocessing, peaks, limb
-candidates, greedy matching and assembly into people.
+candidates, greedy matching and assembly into people. LimbHeatmapCodec reuses them
+with another limb score (``samples``: limb_map_samples instead of paf_samples).
 
 Every function is deterministic with ties broken by index, and written so that a
 port that does the same operations (float64; float32 where stated) in the same
@@ -15,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = ["gaussian_kernel", "smooth_maps", "upsample_maps", "find_peaks", "limb_order",
-           "limb_candidates", "assemble"]
+           "paf_samples", "limb_map_samples", "limb_candidates", "assemble"]
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
@@ -160,19 +161,36 @@ def limb_order(limbs, num_keypoints: int) -> list[int]:
     return list(_limb_order_cached(tuple((int(a), int(b)) for a, b in limbs), int(num_keypoints)))
 
 
-def _dots(pafs: np.ndarray, chan: np.ndarray, ax, ay, dx, dy, ux, uy, t: np.ndarray) -> np.ndarray:
-    """Field . unit vector at points a + t (b - a) of each pair (nearest pixel): [len(t), C] float64.
-
-    Samples are the outer axis so every operation runs along the long pair axis.
-    """
-    h, w, channels = pafs.shape
+def _sample_index(shape, ax, ay, dx, dy, t: np.ndarray) -> np.ndarray:
+    """Flat index of channel 0 at the nearest pixel of points a + t (b - a): [len(t), pairs]."""
+    h, w, channels = shape
     t = t[:, None]
     # clip(floor(p + 0.5), 0, w - 1), with the floor done by the integer cast (>= 0 after the clip).
     ix = np.clip(ax + t * dx + 0.5, 0, w - 1).astype(np.intp)
     iy = np.clip(ay + t * dy + 0.5, 0, h - 1).astype(np.intp)
-    at = (iy * w + ix) * channels + chan
+    return (iy * w + ix) * channels
+
+
+def paf_samples(pafs: np.ndarray, limb: np.ndarray, ax, ay, dx, dy, ux, uy, t: np.ndarray) -> np.ndarray:
+    """PAF limb score samples: field . unit vector at points a + t (b - a) of each pair: [len(t), pairs] float64.
+
+    pafs [h, w, 2L], limb [pairs]: each pair's limb index (channels 2 limb, 2 limb + 1).
+    Samples are the outer axis so every operation runs along the long pair axis.
+    """
+    at = _sample_index(pafs.shape, ax, ay, dx, dy, t) + 2 * limb
     flat = pafs.reshape(-1)
     return flat[at] * ux + flat[at + 1] * uy
+
+
+def limb_map_samples(limb_maps: np.ndarray, limb: np.ndarray, ax, ay, dx, dy, ux, uy,
+                     t: np.ndarray) -> np.ndarray:
+    """Limb heatmap score samples (SimplePose): the limb's map at the same points, float64.
+
+    limb_maps [h, w, L]; same signature as paf_samples (the unit vector is unused:
+    a scalar map has no direction).
+    """
+    at = _sample_index(limb_maps.shape, ax, ay, dx, dy, t) + limb
+    return limb_maps.reshape(-1)[at].astype(np.float64)
 
 
 # Pairs scored in one go: bounds memory (a few arrays of [samples, pairs]) when a
@@ -182,14 +200,17 @@ PAIR_BATCH = 1 << 18
 
 def limb_candidates(uv: np.ndarray, kp: np.ndarray, pafs: np.ndarray, limbs: np.ndarray,
                     order: np.ndarray, num_samples: int, paf_threshold: float,
-                    min_sample_fraction: float, max_limb_fraction: float) -> tuple[np.ndarray, ...]:
+                    min_sample_fraction: float, max_limb_fraction: float,
+                    samples=paf_samples) -> tuple[np.ndarray, ...]:
     """Scored candidate connections of all limbs at once, in greedy order.
 
     uv [N, 2]: peak positions on the PAF grid, kp [N]: their keypoint (sorted);
-    pafs [h, w, 2L]; limbs [L, 2]; order: limb indices in assembly order.
-    Every (a-peak, b-peak) pair of a limb is scored by the mean, over
-    ``num_samples`` points of the segment (nearest pixel), of the field dotted
-    with the segment's unit vector, plus the distance prior
+    pafs [h, w, 2L] (or whatever maps ``samples`` reads); limbs [L, 2]; order:
+    limb indices in assembly order. ``samples`` gives a limb's evidence at points
+    of the segment (paf_samples: the field dotted with the segment's unit vector;
+    limb_map_samples: the scalar limb map). Every (a-peak, b-peak) pair of a limb
+    is scored by the mean, over ``num_samples`` points of the segment (nearest
+    pixel), of those samples, plus the distance prior
     min(0, max_limb_fraction * h / length - 1) (off when max_limb_fraction <= 0).
     A pair is a candidate when that score is > 0 and at least
     ``min_sample_fraction`` of the samples exceed ``paf_threshold``.
@@ -203,7 +224,7 @@ def limb_candidates(uv: np.ndarray, kp: np.ndarray, pafs: np.ndarray, limbs: np.
     npair = counts[limbs[order, 0]] * counts[limbs[order, 1]]
     if not npair.sum() or need is None:
         return empty
-    rule = (np.linspace(0.0, 1.0, num_samples), need, paf_threshold, min_sample_fraction, max_limb_fraction)
+    rule = (samples, np.linspace(0.0, 1.0, num_samples), need, paf_threshold, min_sample_fraction, max_limb_fraction)
     ends, parts, start = np.cumsum(npair), [], 0
     while start < len(order):
         stop = max(start + 1, int(np.searchsorted(ends, ends[start] - npair[start] + PAIR_BATCH, "right")))
@@ -214,7 +235,7 @@ def limb_candidates(uv: np.ndarray, kp: np.ndarray, pafs: np.ndarray, limbs: np.
     return pos[rank], ga[rank], gb[rank], score[rank]
 
 
-def _scored_pairs(uv, counts, pafs, limbs, order, start, stop, t, need, paf_threshold, min_sample_fraction,
+def _scored_pairs(uv, counts, pafs, limbs, order, start, stop, samples, t, need, paf_threshold, min_sample_fraction,
                   max_limb_fraction) -> tuple[np.ndarray, ...]:
     """limb_candidates for the limbs at positions start:stop of ``order``, unsorted."""
     first = np.cumsum(counts) - counts
@@ -230,7 +251,7 @@ def _scored_pairs(uv, counts, pafs, limbs, order, start, stop, t, need, paf_thre
     length = np.sqrt(dx * dx + dy * dy)
     denom = np.maximum(length, 1e-9)
     ux, uy = dx / denom, dy / denom
-    chan = 2 * order[start:stop][rel]
+    limb = order[start:stop][rel]
     alive = length > 1e-6
     num_samples = len(t)
     misses = num_samples - need
@@ -238,9 +259,9 @@ def _scored_pairs(uv, counts, pafs, limbs, order, start, stop, t, need, paf_thre
         # Exact shortcut: a pair failing misses + 1 spread-out samples cannot pass, and
         # most pairs (different people) fail them; only the rest get all samples.
         probe = t[(np.arange(1, misses + 2) * num_samples) // (misses + 2)]
-        alive &= (_dots(pafs, chan, ax, ay, dx, dy, ux, uy, probe) > paf_threshold).any(0)
+        alive &= (samples(pafs, limb, ax, ay, dx, dy, ux, uy, probe) > paf_threshold).any(0)
     sel = np.flatnonzero(alive)
-    dots = _dots(pafs, chan[sel], ax[sel], ay[sel], dx[sel], dy[sel], ux[sel], uy[sel], t)
+    dots = samples(pafs, limb[sel], ax[sel], ay[sel], dx[sel], dy[sel], ux[sel], uy[sel], t)
     score = dots.mean(0)                                              # in sample order
     if max_limb_fraction > 0:
         score = score + np.minimum(0.0, max_limb_fraction * pafs.shape[0] / denom[sel] - 1.0)
