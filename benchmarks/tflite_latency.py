@@ -2,9 +2,11 @@
 
 Exports kpose EfficientPose RT and RT_LITE (official weights, loaded into kpose's own
 models) at fp32 / fp16 / int8, and with `heatmaps="detection"` ("det": the stride-8 maps,
-no upscaling layers) at fp32 / int8, times them in one interleaved run with the official
-EfficientPose TFLite files and MoveNet Lightning int8 from ../shared/peers, at 1 and
-2 threads, and reports medians and ratios to the official EfficientPose RT fp32.
+no upscaling layers) at fp32 / int8, and the larger official variants (I, I_LITE from their
+.h5, II, II_LITE from their .tflite weights) at fp32 / int8; times them in one interleaved run
+with the official EfficientPose TFLite files and MoveNet Lightning int8 from ../shared/peers,
+at 1 and 2 threads, and reports medians and ratios to the official EfficientPose RT fp32
+(and each kpose export's ratio to its own variant's official fp32 file).
 It also reports PCKh@0.5 of each EfficientPose model on the MPII samples, so a
 speed-up is read next to the accuracy it costs.
 
@@ -45,6 +47,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (runs are split over them)")
     ap.add_argument("--qat", help="also time this QAT-exported .tflite (label 'kpose <name> qat')")
     ap.add_argument("--run", help="a run trained with --qat: also time its fp32 / int8 / qat exports")
+    ap.add_argument("--variants", default="RT,RT_LITE,I,I_LITE,II,II_LITE",
+                    help="official EfficientPose variants to export and time (comma-separated)")
     ap.add_argument("--out", default="benchmarks/results/tflite_latency.json")
     a = ap.parse_args()
 
@@ -59,21 +63,24 @@ def main() -> None:
     calib = f"coco:{coco}/annotations/person_keypoints_train2017.json:{coco}/train2017"
     tmp = Path(tempfile.mkdtemp(prefix="kpose-latency-"))
 
-    models: dict[str, dict] = {
-        "official RT fp32": {"path": peers / "efficientpose/EfficientPoseRT.tflite"},
-        "official RT_LITE fp32": {"path": peers / "efficientpose/EfficientPoseRT_LITE.tflite"},
-        "MoveNet Lightning int8": {"path": peers / "movenet/lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite"},
-    }
-    for variant in ("RT", "RT_LITE"):
-        pm = kpose.load(peers / f"efficientpose/EfficientPose{variant}.h5")
-        models[f"official {variant} fp32"]["pckh"] = kpose.evaluate(pm, data=mpii, progress=False)["PCKh@0.5"]
-        for heatmaps, prec in [("full", "fp32"), ("full", "fp16"), ("full", "int8"),
-                               ("detection", "fp32"), ("detection", "int8")]:
+    variants = a.variants.split(",")
+    models: dict[str, dict] = {"MoveNet Lightning int8": {
+        "path": peers / "movenet/lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite"}}
+    for variant in variants:
+        models[f"official {variant} fp32"] = {"path": peers / f"efficientpose/EfficientPose{variant}.tflite"}
+        official = models[f"official {variant} fp32"]
+        # the official file, run by kpose's TFLite runtime: its own PCKh
+        official["pckh"] = kpose.evaluate(official["path"], data=mpii, progress=False)["PCKh@0.5"]
+        h5 = peers / f"efficientpose/EfficientPose{variant}.h5"
+        pm = kpose.load(h5 if h5.is_file() else official["path"])   # II, II_LITE: weights read from the .tflite
+        exports = ([("full", "fp32"), ("full", "fp16"), ("full", "int8"), ("detection", "fp32"),
+                    ("detection", "int8")] if variant in ("RT", "RT_LITE") else [("full", "fp32"), ("full", "int8")])
+        for heatmaps, prec in exports:
             tag = "" if heatmaps == "full" else " det"
             path = export(pm, "tflite", prec, tmp / f"{variant}{tag.strip()}_{prec}.tflite",
                           calibration=calib if prec == "int8" else None, heatmaps=heatmaps)
             pckh = kpose.evaluate(path, data=mpii, progress=False)["PCKh@0.5"]
-            models[f"kpose {variant}{tag} {prec}"] = {"path": path, "pckh": pckh}
+            models[f"kpose {variant}{tag} {prec}"] = {"path": path, "pckh": pckh, "official": f"official {variant} fp32"}
     if a.qat:
         models[f"kpose {Path(a.qat).stem} qat"] = {"path": Path(a.qat)}
     run_models = []
@@ -111,10 +118,15 @@ def main() -> None:
         med = {t: float(np.median(results[name][t])) for t in (1, 2)}
         row = {"model": name, "ms_1": med[1], "ms_2": med[2], "speedup_1": base[1] / med[1],
                "speedup_2": base[2] / med[2], "pckh": m.get("pckh"), "mb": m["path"].stat().st_size / 1e6}
+        if "official" in m:   # against its own variant's official fp32 file
+            own = {t: float(np.median(results[m["official"]][t])) for t in (1, 2)}
+            row.update({"vs_official_1": own[1] / med[1], "vs_official_2": own[2] / med[2]})
         rows.append(row)
         pckh = f"{row['pckh']:.3f}" if row["pckh"] is not None else "-"
+        own = (f" {row['vs_official_1']:5.2f}x {row['vs_official_2']:5.2f}x vs its official fp32"
+               if "vs_official_1" in row else "")
         print(f"{name:28s} {med[1]:8.2f}ms {row['speedup_1']:5.2f}x {med[2]:8.2f}ms {row['speedup_2']:5.2f}x "
-              f"{pckh:>9s} {row['mb']:6.2f}")
+              f"{pckh:>9s} {row['mb']:6.2f}{own}")
     if run_models:
         own = {t: float(np.median(results[run_models[0]][t])) for t in (1, 2)}
         print(f"speed-up over {run_models[0]}:")
