@@ -1,9 +1,8 @@
 """TensorFlow port of the limb heatmap encoder for tf.data (kpose.codecs.limb_heatmap is the reference)."""
 from __future__ import annotations
 
-import numpy as np
-
 from kpose._tf import tf
+from kpose.codecs.paf_tf import limb_grid, limb_segments
 
 __all__ = ["encode_limb_heatmaps_tf"]
 
@@ -20,21 +19,12 @@ def encode_limb_heatmaps_tf(keypoints, input_size, heatmap_size, limbs,
     """
     keypoints = tf.convert_to_tensor(keypoints, tf.float32)
     h, w = heatmap_size
-    limbs = np.asarray(limbs, np.int32).reshape(-1, 2)
+    limbs, stride, grid = limb_grid(input_size, heatmap_size, limbs)
     num_limbs = len(limbs)
-    stride = tf.constant([input_size[1] / w, input_size[0] / h], tf.float32)
-    xs, ys = tf.meshgrid(tf.range(w, dtype=tf.float32), tf.range(h, dtype=tf.float32))
-    grid = tf.stack([xs, ys], -1)[:, :, None]                          # [h, w, 1, 2]
     scale = -0.5 / float(limb_sigma) ** 2
 
     def add_person(maps, person):
-        uv = (person[:, :2] + 0.5) / stride - 0.5
-        start, end = tf.gather(uv, limbs[:, 0]), tf.gather(uv, limbs[:, 1])   # [L, 2]
-        labelled = (tf.gather(person[:, 2], limbs[:, 0]) > 0) & (tf.gather(person[:, 2], limbs[:, 1]) > 0)
-        delta = end - start
-        length = tf.norm(delta, axis=-1)
-        drawn = labelled & (length > 1e-6)
-        unit = tf.where(drawn[:, None], delta / tf.where(drawn, length, 1.0)[:, None], 0.0)
+        start, unit, length, drawn = limb_segments(person, limbs, stride)
         rel = grid - start                                              # [h, w, L, 2]
         along = tf.reduce_sum(rel * unit, -1)                           # [h, w, L]
         if round_ends:

@@ -8,6 +8,29 @@ from kpose._tf import tf
 __all__ = ["encode_pafs_tf"]
 
 
+def limb_grid(input_size, heatmap_size, limbs) -> tuple[np.ndarray, tf.Tensor, tf.Tensor]:
+    """What the limb encoders (PAFs, limb heatmaps) share: (limbs [L, 2] int32, input pixels
+    per heatmap pixel [2] (x, y), heatmap pixel centres [h, w, 1, 2])."""
+    h, w = heatmap_size
+    limbs = np.asarray(limbs, np.int32).reshape(-1, 2)
+    stride = tf.constant([input_size[1] / w, input_size[0] / h], tf.float32)
+    xs, ys = tf.meshgrid(tf.range(w, dtype=tf.float32), tf.range(h, dtype=tf.float32))
+    return limbs, stride, tf.stack([xs, ys], -1)[:, :, None]
+
+
+def limb_segments(person: tf.Tensor, limbs: np.ndarray, stride: tf.Tensor):
+    """One person's limbs [K, 3] -> (start [L, 2] in heatmap pixels, unit direction [L, 2],
+    length [L], drawn [L]: both ends labelled and apart; a point has no direction)."""
+    uv = (person[:, :2] + 0.5) / stride - 0.5
+    start, end = tf.gather(uv, limbs[:, 0]), tf.gather(uv, limbs[:, 1])
+    labelled = (tf.gather(person[:, 2], limbs[:, 0]) > 0) & (tf.gather(person[:, 2], limbs[:, 1]) > 0)
+    delta = end - start
+    length = tf.norm(delta, axis=-1)
+    drawn = labelled & (length > 1e-6)
+    unit = tf.where(drawn[:, None], delta / tf.where(drawn, length, 1.0)[:, None], 0.0)
+    return start, unit, length, drawn
+
+
 def encode_pafs_tf(keypoints, input_size, heatmap_size, limbs, limb_width=1.0) -> tuple[tf.Tensor, tf.Tensor]:
     """keypoints [P, K, 3] (x, y, v) in input pixels -> (pafs [h, w, 2L], weights ones [L]).
 
@@ -19,21 +42,12 @@ def encode_pafs_tf(keypoints, input_size, heatmap_size, limbs, limb_width=1.0) -
     """
     keypoints = tf.convert_to_tensor(keypoints, tf.float32)
     h, w = heatmap_size
-    limbs = np.asarray(limbs, np.int32).reshape(-1, 2)
+    limbs, stride, grid = limb_grid(input_size, heatmap_size, limbs)
     num_limbs = len(limbs)
-    stride = tf.constant([input_size[1] / w, input_size[0] / h], tf.float32)
-    xs, ys = tf.meshgrid(tf.range(w, dtype=tf.float32), tf.range(h, dtype=tf.float32))
-    grid = tf.stack([xs, ys], -1)[:, :, None]                          # [h, w, 1, 2]
 
     def add_person(acc, person):
         total, count = acc
-        uv = (person[:, :2] + 0.5) / stride - 0.5
-        start, end = tf.gather(uv, limbs[:, 0]), tf.gather(uv, limbs[:, 1])   # [L, 2]
-        labelled = (tf.gather(person[:, 2], limbs[:, 0]) > 0) & (tf.gather(person[:, 2], limbs[:, 1]) > 0)
-        delta = end - start
-        length = tf.norm(delta, axis=-1)
-        drawn = labelled & (length > 1e-6)                              # a point has no direction
-        unit = tf.where(drawn[:, None], delta / tf.where(drawn, length, 1.0)[:, None], 0.0)
+        start, unit, length, drawn = limb_segments(person, limbs, stride)
         rel = grid - start                                              # [h, w, L, 2]
         along = tf.clip_by_value(tf.reduce_sum(rel * unit, -1), 0.0, length)
         dist = tf.norm(rel - along[..., None] * unit, axis=-1)
