@@ -1,19 +1,21 @@
 """export/android/: the Kotlin decoders, tracker and metadata reader against the Python reference.
 
-* the core (export/android/Kpose{Metadata,Core,Paf,Tracking}.kt) is plain Kotlin: no Android,
+* the core (export/android/Kpose{Metadata,Core,Paf,LimbHeatmap,Tracking}.kt) is plain Kotlin: no Android,
   LiteRT or org.json import, so it compiles and runs here;
 * kotlinc compiles it with export/android/test/GoldenTest.kt, and the Android loader
   KposePose.kt against compile-time stubs of the Android / LiteRT APIs it calls
   (export/android/test/stubs/), so the loader is type-checked against the core;
 * the jar runs on web_demo/test/golden, the vectors the Python reference writes and the JS
-  ports are tested against: heatmap + DARK decode and PAF grouping (positions within 1e-4 px,
-  identical peaks, candidates, people and order), crop geometry and the top-down / bottom-up
+  ports are tested against: heatmap + DARK decode, PAF grouping and limb heatmap grouping
+  (template and real coco_mini people; positions within 1e-4 px, identical peaks, candidates,
+  people and order), crop geometry and the top-down / bottom-up
   pipelines, tracking traces (identical ids, smoothed keypoints within 1e-4 px, for every
   configuration, defaults equal to Python's), top-down video (kpose/person_boxes.py's constants,
   pose_boxes and Tracker.distinct cases, and a PoseModel.track trace run through trackTopDown +
   topDownPoses, KposePose.track's code, with a network replaying Python's outputs: the same crop
   boxes, ids, keypoints within 1e-4 px), and the exported metadata (K, names, limbs
-  read from it; broken metadata rejected with the file and field named).
+  read from it; codec.type picks the PAF or limb heatmap decoder, which decodes a golden case;
+  broken metadata and unknown codec types rejected with the file and field named).
 
 Needs Debian's kotlin (`apt-get install kotlin`: kotlinc 1.3) and java; skipped without them
 unless KPOSE_REQUIRE_KOTLIN=1 (CI), which turns their absence into a failure.

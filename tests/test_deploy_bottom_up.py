@@ -6,19 +6,20 @@ full integer, self-describing) are test_deploy.py's, which covers the bottom-up 
 import json
 import os
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from kpose._tf import keras, tf
-from kpose.codecs import PafCodec
+from kpose.codecs import LimbHeatmapCodec, PafCodec
 from kpose.data.images import load_image
 from kpose.deploy import graph, metadata, tflite
 from kpose.deploy import samples
 from kpose.deploy.exporter import default_calibration, export, export_all
 from kpose.deploy.runtime import load_exported, read_metadata, runner
 from kpose.model_io import load_tf_pose
-from kpose.models import build_network
+from kpose.models import BOTTOM_UP, build_network
 from kpose.models.openpose_mobilenet_v2 import InstanceNormalization, ResizeBilinearLike
 from kpose.models.quantize import (IntegerELU, QuantizedInstanceNormalization, calibrate_ranges,
                                    float_layer_names, integer_network, quantize_model)
@@ -228,6 +229,22 @@ def test_metadata_describes_a_bottom_up_model():
     assert m[0, 0] == pytest.approx(scale)
     assert m[0, 2] == pytest.approx(scale * (0.5 - w / 2) + SIZE[1] / 2 - 0.5)
     assert m[1, 2] == pytest.approx(scale * (0.5 - h / 2) + SIZE[0] / 2 - 0.5)
+
+
+def test_metadata_names_a_limb_heatmap_models_limb_maps():
+    # A limb heatmap codec's second output is limb_heatmaps, one channel per codec limb (its
+    # redundant limbs included); the JS and Kotlin runtimes pick their decoder by codec.type and
+    # read that output by name (web_demo/test/golden/metadata.json holds such a model).
+    codec = LimbHeatmapCodec(SIZE, (SIZE[0] // 8, SIZE[1] // 8), COCO17.limbs + ((0, 5), (0, 6)))
+    model = SimpleNamespace(config={"family": "stand_in", "variant": "x"}, skeleton=COCO17, codec=codec,
+                            input_size=SIZE, task=BOTTOM_UP)
+    meta = metadata.model_metadata(model)
+    assert [(o["name"], o["shape"], o["content"]) for o in meta["outputs"]] == [
+        ("heatmaps", [1, 8, 8, 17], "keypoint_heatmaps"), ("limb_heatmaps", [1, 8, 8, 21], "limb_heatmaps")]
+    assert graph.output_names(model) == ("heatmaps", "limb_heatmaps")
+    assert LimbHeatmapCodec.from_dict(meta["codec"]) == codec
+    with pytest.raises(ValueError, match=r"codec type 'heatmap' has no limb maps output .* known: paf, limb_heatmap"):
+        graph.limb_output({"type": "heatmap"})
 
 
 # --- int8 calibration: whole images ------------------------------------------------------

@@ -49,10 +49,26 @@ class Skeleton(val name: String, val keypoints: List<String>, val flipPairs: Lis
 const val TOP_DOWN = "top_down"
 const val BOTTOM_UP = "bottom_up"
 
-/** What an exported model says about itself (kpose/deploy/metadata.py, schema version 1). */
+/** A bottom-up model's codec.type -> its reader (kpose/deploy/graph.py LIMB_OUTPUTS lists the same
+ * types): PAF grouping (KposePaf.kt) or limb heatmaps (KposeLimbHeatmap.kt). */
+val BOTTOM_UP_CODECS: Map<String, (JsonObject) -> BottomUpCodec> = linkedMapOf(
+    "paf" to { o: JsonObject -> PafCodec.fromJson(o) }, "limb_heatmap" to { o: JsonObject -> LimbHeatmapCodec.fromJson(o) })
+
+/** The codec of a bottom-up model, as its "type" says; a type without a decoder here fails, naming
+ * the field: decoding the maps by another codec's rule would give wrong people that look right. */
+fun bottomUpCodec(codec: JsonObject): BottomUpCodec {
+    val type = codec.string("type")
+    val read = BOTTOM_UP_CODECS[type] ?: codec.fail("type", "is '$type'; this reader decodes bottom-up models with " +
+        "codec type ${BOTTOM_UP_CODECS.keys.joinToString(" or ")}: update export/android/*.kt with its decoder, " +
+        "or re-export the model with kpose")
+    return read(codec)
+}
+
+/** What an exported model says about itself (kpose/deploy/metadata.py, schema version 1).
+ * bottomUpCodec: a bottom-up model's codec (PafCodec or LimbHeatmapCodec), null for top-down. */
 class KposeMetadata(val modelName: String, val task: String, val signature: String, val inputName: String,
                     val outputNames: List<String>, val skeleton: Skeleton, val heatmapCodec: HeatmapCodec,
-                    val pafCodec: PafCodec?, val cropPadding: Double, val wholeImagePadding: Double) {
+                    val bottomUpCodec: BottomUpCodec?, val cropPadding: Double, val wholeImagePadding: Double) {
     companion object {
         /** kpose.json's text; `where` names the file in errors. */
         fun parse(text: String, where: String = "kpose.json"): KposeMetadata = fromJson(Json.parseObject(text, where))
@@ -74,13 +90,18 @@ class KposeMetadata(val modelName: String, val task: String, val signature: Stri
             if (task != TOP_DOWN && task != BOTTOM_UP) m.obj("model").fail("task", "is '$task', not $TOP_DOWN or $BOTTOM_UP")
             val skeleton = Skeleton.fromJson(m.obj("skeleton"))
             val codecJson = m.obj("codec")
-            val paf = if (task == BOTTOM_UP) PafCodec.fromJson(codecJson) else null
-            val heat = paf?.heatmapCodec ?: HeatmapCodec.fromJson(codecJson)
+            val bottomUp = if (task == BOTTOM_UP) bottomUpCodec(codecJson) else null
+            val heat = bottomUp?.heatmapCodec ?: HeatmapCodec.fromJson(codecJson)
             val outputs = m.objects("outputs")
             val k = skeleton.numKeypoints
-            val channels = listOf(k) + (if (paf != null) listOf(2 * paf.limbs.size) else emptyList())
+            val channels = listOf(k) + (if (bottomUp != null) listOf(bottomUp.limbChannels) else emptyList())
             if (outputs.size != channels.size) {
                 m.fail("outputs", "has ${outputs.size} entries; a $task model has ${channels.size}")
+            }
+            // The limb maps are read by name (KposePose.run): the codec's output must be there.
+            if (bottomUp != null && outputs[1].string("name") != bottomUp.limbOutput) {
+                outputs[1].fail("name", "is '${outputs[1].string("name")}'; a ${codecJson.string("type")} codec reads " +
+                    "'${bottomUp.limbOutput}'")
             }
             outputs.forEachIndexed { i, out ->
                 val shape = out.ints("shape")
@@ -89,12 +110,12 @@ class KposeMetadata(val modelName: String, val task: String, val signature: Stri
                         "[1, ${heat.heatmapH}, ${heat.heatmapW}, ${channels[i]}]")
                 }
             }
-            paf?.limbs?.forEach { (a, b) ->
+            bottomUp?.limbs?.forEach { (a, b) ->
                 if (max(a, b) >= k) codecJson.fail("limbs", "uses keypoint ${max(a, b)} of a $k-keypoint skeleton")
             }
             val crop = if (task == TOP_DOWN) m.obj("crop") else null
             return KposeMetadata(m.obj("model").string("name"), task, m.string("signature"), m.obj("input").string("name"),
-                outputs.map { it.string("name") }, skeleton, heat, paf,
+                outputs.map { it.string("name") }, skeleton, heat, bottomUp,
                 crop?.double("padding") ?: 1.0, crop?.double("whole_image_padding") ?: 1.0)
         }
     }

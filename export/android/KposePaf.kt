@@ -1,6 +1,8 @@
 // Bottom-up decoding in plain Kotlin: Part Affinity Field grouping, a port of
 // kpose/codecs/paf.py (PafCodec.decode) and kpose/codecs/paf_grouping.py, step for step as
-// web_demo/src/decoders.js does it. float64 arithmetic on float32 maps (float32 where NumPy
+// web_demo/src/decoders.js does it. The grouping takes its limb score as a parameter
+// (LimbSample), as Python's does: KposeLimbHeatmap.kt's LimbHeatmapCodec reuses it with the
+// limb heatmap's own score. float64 arithmetic on float32 maps (float32 where NumPy
 // computes in float32: upsampling), in NumPy's order wherever the order decides a threshold
 // or a tie, so that peaks, candidates, matches and the people's order are the reference's.
 package dev.kpose
@@ -20,12 +22,33 @@ class PafPerson(val keypoints: Array<DoubleArray>, val score: Double, val peaks:
 /** One scored (a-peak, b-peak) connection of the limb at position `p` of the limb order. */
 class Candidate(val p: Int, val a: Int, val b: Int, val score: Double)
 
+/** A limb's evidence at one sample of a candidate segment (paf_grouping's `samples`): maps
+ * channels-last [h, w, C], at: the sample pixel's first channel, limb: the limb's index,
+ * (ux, uy): the segment's unit vector. */
+typealias LimbSample = (maps: FloatArray, at: Int, limb: Int, ux: Double, uy: Double) -> Double
+
+/** paf_samples: the PAF limb score, the field at the sample . the segment's unit vector. */
+fun pafSample(maps: FloatArray, at: Int, limb: Int, ux: Double, uy: Double): Double =
+    maps[at + 2 * limb] * ux + maps[at + 2 * limb + 1] * uy
+
+/** A bottom-up model's codec, as its metadata's codec.type picks it (bottomUpCodec in
+ * KposeMetadata.kt): the limb maps output it reads (kpose/deploy/graph.py LIMB_OUTPUTS: name
+ * and channels) and its decode: heatmaps [h, w, K] and limb maps -> people by descending score. */
+interface BottomUpCodec {
+    val limbs: List<Pair<Int, Int>>
+    val heatmapCodec: HeatmapCodec
+    val limbOutput: String
+    val limbChannels: Int
+    fun decode(heatmaps: FloatArray, limbMaps: FloatArray): List<PafPerson>
+}
+
 /** PafCodec: grid, limbs and the grouping settings, with PafCodec's defaults. */
-class PafCodec(val inputH: Int, val inputW: Int, val heatmapH: Int, val heatmapW: Int, val limbs: List<Pair<Int, Int>>,
+class PafCodec(val inputH: Int, val inputW: Int, val heatmapH: Int, val heatmapW: Int,
+               override val limbs: List<Pair<Int, Int>>,
                val limbWidth: Double = 1.0, val sigma: Double = 2.0, val darkRadius: Int? = null,
                val peakThreshold: Double = 0.1, val smoothSigma: Double = 0.0, val upsample: Int = 1,
                val numSamples: Int = 10, val pafThreshold: Double = 0.05, val minSampleFraction: Double = 0.8,
-               val maxLimbFraction: Double = 0.5, val minKeypoints: Int = 3) {
+               val maxLimbFraction: Double = 0.5, val minKeypoints: Int = 3) : BottomUpCodec {
     init {
         require(limbWidth > 0) { "limb_width must be > 0 (heatmap pixels), got $limbWidth" }
         require(numSamples >= 2) { "num_samples must be >= 2 (points on a limb), got $numSamples" }
@@ -35,7 +58,9 @@ class PafCodec(val inputH: Int, val inputW: Int, val heatmapH: Int, val heatmapW
         for ((a, b) in limbs) require(a != b && min(a, b) >= 0) { "limbs must join two different keypoints, got ($a, $b)" }
     }
 
-    val heatmapCodec: HeatmapCodec get() = HeatmapCodec(inputH, inputW, heatmapH, heatmapW, sigma, darkRadius)
+    override val heatmapCodec: HeatmapCodec get() = HeatmapCodec(inputH, inputW, heatmapH, heatmapW, sigma, darkRadius)
+    override val limbOutput: String get() = "pafs"
+    override val limbChannels: Int get() = 2 * limbs.size
 
     /** The DARK radius on the processed (blurred, upsampled) maps, in their pixels. */
     val peakRadius: Int
@@ -68,19 +93,26 @@ class PafCodec(val inputH: Int, val inputW: Int, val heatmapH: Int, val heatmapW
     }
 
     /** PafCodec.decode: heatmaps [h, w, K] and pafs [h, w, 2L] -> people by descending score. */
-    fun decode(heatmaps: FloatArray, pafs: FloatArray): List<PafPerson> {
+    override fun decode(heatmaps: FloatArray, limbMaps: FloatArray): List<PafPerson> {
         val n = heatmapH * heatmapW
         val numLimbs = limbs.size
-        require(heatmaps.isNotEmpty() && heatmaps.size % n == 0 && pafs.size == n * 2 * numLimbs) {
+        require(heatmaps.isNotEmpty() && heatmaps.size % n == 0 && limbMaps.size == n * 2 * numLimbs) {
             "decode expects heatmaps [$heatmapH, $heatmapW, K] and pafs [$heatmapH, $heatmapW, ${2 * numLimbs}] " +
-                "(heatmap_size, 2 x limbs), got ${heatmaps.size} and ${pafs.size} values"
+                "(heatmap_size, 2 x limbs), got ${heatmaps.size} and ${limbMaps.size} values"
         }
         val k = heatmaps.size / n
         for ((a, b) in limbs) require(max(a, b) < k) {
             "limbs use keypoint ${max(a, b)} but heatmaps have $k channels; pass the skeleton's limbs for this model"
         }
-        val pk = peaks(heatmaps, k)
-        val cand = limbCandidates(pk.uv, pk.kp, pafs, heatmapH, heatmapW, limbs, limbOrder(limbs, k), this)
+        return group(peaks(heatmaps, k), limbMaps, k, 2 * numLimbs, ::pafSample)
+    }
+
+    /** PafCodec.group, steps 3-6 on the peaks: limb candidates scored by `sample` on the limb maps
+     * [h, w, channels] (pafSample, or limbMapSample for a LimbHeatmapCodec), greedy matching,
+     * assembly, min_keypoints, person scores and order. */
+    fun group(pk: Peaks, maps: FloatArray, k: Int, channels: Int, sample: LimbSample): List<PafPerson> {
+        val numLimbs = limbs.size
+        val cand = limbCandidates(pk.uv, pk.kp, maps, heatmapH, heatmapW, limbs, limbOrder(limbs, k), this, channels, sample)
         val (people, totals) = assemble(cand, pk.kp, k)
         if (minKeypoints == 1) {
             // A peak no limb joined to anything is a person of one keypoint.
@@ -235,13 +267,14 @@ fun limbOrder(limbs: List<Pair<Int, Int>>, numKeypoints: Int): IntArray {
 }
 
 /** limb_candidates: every (a-peak, b-peak) pair of each limb scored by the mean over
- * num_samples points of the segment (nearest pixel) of the field . unit vector, plus the
- * distance prior min(0, max_limb_fraction * h / length - 1); kept when > 0 with at least
+ * num_samples points of the segment (nearest pixel) of `sample` (pafSample: the field . unit
+ * vector; limbMapSample: the limb heatmap) on the maps [h, w, channels], plus the distance
+ * prior min(0, max_limb_fraction * h / length - 1); kept when > 0 with at least
  * min_sample_fraction of the samples above paf_threshold. Sorted by limb position, then
  * descending score, then peak ids. */
-fun limbCandidates(uv: Array<DoubleArray>, kp: IntArray, pafs: FloatArray, h: Int, w: Int, limbs: List<Pair<Int, Int>>,
-                   order: IntArray, codec: PafCodec): List<Candidate> {
-    val channels = 2 * limbs.size
+fun limbCandidates(uv: Array<DoubleArray>, kp: IntArray, maps: FloatArray, h: Int, w: Int, limbs: List<Pair<Int, Int>>,
+                   order: IntArray, codec: PafCodec, channels: Int = 2 * limbs.size,
+                   sample: LimbSample = ::pafSample): List<Candidate> {
     val n = codec.numSamples
     val step = 1.0 / (n - 1)
     val t = DoubleArray(n) { if (it == n - 1) 1.0 else it * step }  // np.linspace(0, 1, n)
@@ -272,8 +305,7 @@ fun limbCandidates(uv: Array<DoubleArray>, kp: IntArray, pafs: FloatArray, h: In
             while (s < n && failed <= misses) {
                 val ix = floor(ax + t[s] * dx + 0.5).coerceIn(0.0, w - 1.0).toInt()
                 val iy = floor(ay + t[s] * dy + 0.5).coerceIn(0.0, h - 1.0).toInt()
-                val base = (iy * w + ix) * channels + 2 * li
-                val d = pafs[base] * ux + pafs[base + 1] * uy
+                val d = sample(maps, (iy * w + ix) * channels, li, ux, uy)
                 sum = if (s == 0) d else sum + d  // NumPy sums the samples in order
                 if (d > codec.pafThreshold) above++ else failed++
                 s++
@@ -344,14 +376,14 @@ fun assemble(candidates: List<Candidate>, kp: IntArray, k: Int): Pair<MutableLis
     return Pair(kept.map { people[it]!! }.toMutableList(), kept.map { totals[it] }.toMutableList())
 }
 
-/** PoseModel.predict for a bottom-up model after the network: heatmaps and pafs of the input
- * made with imageToInput (Affine.fit) -> people as (x, y, score) [K] in image pixels, with
- * their scores. Input coordinates are rounded to float32 first, as PafCodec.decode returns
- * them; a keypoint not found stays (0, 0, 0). */
-fun decodeBottomUp(heatmaps: FloatArray, pafs: FloatArray, codec: PafCodec,
+/** PoseModel.predict for a bottom-up model after the network: heatmaps and the codec's limb
+ * maps (pafs, or limb heatmaps) of the input made with imageToInput (Affine.fit) -> people as
+ * (x, y, score) [K] in image pixels, with their scores. Input coordinates are rounded to
+ * float32 first, as the codec's decode returns them; a keypoint not found stays (0, 0, 0). */
+fun decodeBottomUp(heatmaps: FloatArray, limbMaps: FloatArray, codec: BottomUpCodec,
                    imageToInput: Affine): List<Pair<Array<DoubleArray>, Double>> {
     val inv = imageToInput.inverse()
-    return codec.decode(heatmaps, pafs).map { person ->
+    return codec.decode(heatmaps, limbMaps).map { person ->
         val rows = person.keypoints.map { (x, y, s) ->
             val xf = x.toFloat().toDouble()
             val yf = y.toFloat().toDouble()

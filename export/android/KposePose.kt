@@ -1,10 +1,10 @@
 // kpose on Android: load an exported .tflite with the GPU delegate, read its metadata, run it
 // and decode. Only the Android / LiteRT calls live here; the metadata reading (K, names,
-// limbs, sigmas, codec, crop padding), the crop geometry, the heatmap (argmax + DARK) and
-// PAF decoders, the tracker and top-down video's person boxes are plain Kotlin beside it
-// (KposeMetadata.kt, KposeCore.kt, KposePaf.kt, KposeTracking.kt), tested off-device against
-// the golden vectors of kpose's Python reference (tests/test_android_kotlin.py). Copy the five
-// files into the app.
+// limbs, sigmas, codec, crop padding), the crop geometry, the heatmap (argmax + DARK), PAF and
+// limb heatmap decoders, the tracker and top-down video's person boxes are plain Kotlin beside
+// it (KposeMetadata.kt, KposeCore.kt, KposePaf.kt, KposeLimbHeatmap.kt, KposeTracking.kt),
+// tested off-device against the golden vectors of kpose's Python reference
+// (tests/test_android_kotlin.py). Copy the six files into the app.
 //
 // Gradle: implementation("com.google.ai.edge.litert:litert:1.+")
 //         implementation("com.google.ai.edge.litert:litert-gpu:1.+")
@@ -44,16 +44,16 @@ class KposePose(context: Context, asset: String) : AutoCloseable {
 
     /** People in [image], keypoints in image pixels with the skeleton's names. A top-down model
      * estimates one person per box (x, y, w, h; none: the whole image); a bottom-up model finds
-     * everyone in the whole image. */
+     * everyone in the whole image, decoded by its metadata's codec (PAF or limb heatmap grouping). */
     fun estimate(image: Bitmap, boxes: List<FloatArray>? = null): List<Pose> {
-        val paf = meta.pafCodec
-        if (paf == null) return topDown(image, boxes?.map { b -> DoubleArray(4) { b[it].toDouble() } })
+        val bottomUp = meta.bottomUpCodec
+        if (bottomUp == null) return topDown(image, boxes?.map { b -> DoubleArray(4) { b[it].toDouble() } })
         require(boxes == null) { "${meta.modelName} is a bottom-up model: it finds every person, it takes no boxes" }
         val (w, h) = image.width to image.height
         val codec = meta.heatmapCodec
         val fit = Affine.fit(h, w, codec.inputH, codec.inputW)
         val out = run(warpBilinear(pixels(image), w, h, fit, codec.inputH, codec.inputW))
-        return decodeBottomUp(out[0], out[1], paf, fit).map { (rows, score) -> toPose(rows, meta.skeleton.keypoints, score) }
+        return decodeBottomUp(out[0], out[1], bottomUp, fit).map { (rows, score) -> toPose(rows, meta.skeleton.keypoints, score) }
     }
 
     /** One video frame at timestampMs, as PoseModel.track: the poses with the tracker's ids and
@@ -61,7 +61,7 @@ class KposePose(context: Context, asset: String) : AutoCloseable {
      * on the previous frame were (the whole image while nobody was; trackTopDown); a bottom-up
      * model sees the whole image. Use one tracker per video (tracker(); reset() it for a new one). */
     fun track(image: Bitmap, tracker: Tracker, timestampMs: Double): List<Pose> =
-        if (meta.pafCodec != null) tracker.update(estimate(image), timestampMs)
+        if (meta.bottomUpCodec != null) tracker.update(estimate(image), timestampMs)
         else trackTopDown(tracker, timestampMs) { boxes -> topDown(image, boxes) }
 
     /** Top-down poses of person boxes (null: the whole image, unpadded, as PoseModel.predict). */
@@ -76,12 +76,13 @@ class KposePose(context: Context, asset: String) : AutoCloseable {
         IntArray(image.width * image.height).also { image.getPixels(it, 0, image.width, 0, 0, image.width, image.height) }
 
     /** One inference: input float32 [1, H, W, 3] RGB 0..255 (normalisation is in the graph) ->
-     * the outputs in the metadata's order (heatmaps [h, w, K], then pafs [h, w, 2L]). */
+     * the outputs in the metadata's order (heatmaps [h, w, K], then the limb maps: pafs [h, w, 2L]
+     * or limb_heatmaps [h, w, L]). */
     private fun run(input: FloatArray): List<FloatArray> {
         val inBuf = ByteBuffer.allocateDirect(4 * input.size).order(ByteOrder.nativeOrder())
         inBuf.asFloatBuffer().put(input)
         val grid = meta.heatmapCodec.heatmapH * meta.heatmapCodec.heatmapW
-        val channels = listOf(meta.skeleton.numKeypoints, 2 * (meta.pafCodec?.limbs?.size ?: 0))
+        val channels = listOf(meta.skeleton.numKeypoints, meta.bottomUpCodec?.limbChannels ?: 0)
         val outBufs = meta.outputNames.mapIndexed { i, name ->
             name to ByteBuffer.allocateDirect(4 * grid * channels[i]).order(ByteOrder.nativeOrder())
         }

@@ -4,8 +4,9 @@ Every format is converted from a SavedModel of the network (or of an equal-funct
 copy a converter needs: `export_network`), whose ``serving_default`` signature takes
 ``image`` (float32 [1, H, W, 3], RGB 0..255; normalisation is in the graph) and
 returns ``heatmaps`` (float32 [1, h, w, K], channels in the skeleton's order) and,
-for bottom-up models, ``pafs`` (float32 [1, h, w, 2L], limb (x, y) pairs in the
-skeleton's limb order). Decoding stays outside the graph, so the exported model has
+for bottom-up models, the limb maps their codec groups people with: ``pafs`` (PafCodec:
+float32 [1, h, w, 2L], limb (x, y) pairs in the codec's limb order) or ``limb_heatmaps``
+(LimbHeatmapCodec: float32 [1, h, w, L], one map per codec limb). Decoding stays outside the graph, so the exported model has
 only delegate-friendly ops (no ARG_MAX / GATHER_ND / CAST).
 """
 from __future__ import annotations
@@ -25,6 +26,12 @@ SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "heatmaps"
 PAF_OUTPUT_NAME = "pafs"
+LIMB_HEATMAP_OUTPUT_NAME = "limb_heatmaps"
+# A bottom-up codec's type -> its limb maps output: (name, channels per codec limb, content).
+# The JS and Kotlin runtimes read the same from the metadata (web_demo/src/bottom-up.js,
+# export/android/KposeMetadata.kt): a type missing here cannot be exported or run.
+LIMB_OUTPUTS = {"paf": (PAF_OUTPUT_NAME, 2, "part_affinity_fields"),
+                "limb_heatmap": (LIMB_HEATMAP_OUTPUT_NAME, 1, "limb_heatmaps")}
 
 
 def export_network(model, precision: str = "fp32", format: str = "tflite") -> keras.Model:
@@ -179,9 +186,20 @@ def with_heatmaps(model, heatmaps: str = "full"):
     return PoseModel(sub, config)
 
 
+def limb_output(codec: dict) -> tuple[str, int, str]:
+    """(name, channels per limb, content) of the limb maps output of a bottom-up model whose
+    codec is `codec` (its to_dict(), as the metadata stores it)."""
+    kind = codec.get("type")
+    if kind not in LIMB_OUTPUTS:
+        raise ValueError(f"codec type {kind!r} has no limb maps output a bottom-up model can export; "
+                         f"known: {', '.join(LIMB_OUTPUTS)} (kpose.deploy.graph.LIMB_OUTPUTS)")
+    return LIMB_OUTPUTS[kind]
+
+
 def output_names(model) -> tuple[str, ...]:
-    """Names of the exported outputs: heatmaps (top-down), heatmaps and pafs (bottom-up)."""
-    return (OUTPUT_NAME, PAF_OUTPUT_NAME) if model.task == BOTTOM_UP else (OUTPUT_NAME,)
+    """Names of the exported outputs: heatmaps (top-down); heatmaps and the codec's limb maps,
+    pafs or limb_heatmaps (bottom-up)."""
+    return (OUTPUT_NAME, limb_output(model.codec.to_dict())[0]) if model.task == BOTTOM_UP else (OUTPUT_NAME,)
 
 
 def serving_function(net: keras.Model, input_size: tuple[int, int], names=(OUTPUT_NAME,)):

@@ -20,7 +20,9 @@ Schema (version 1)::
                "channels": "RGB", "range": [0, 255], "normalization": "in_graph"},
      "outputs": [{"name": "heatmaps", "shape": [1, h, w, K], "dtype": "float32",
                   "stride": [sx, sy], "content": "keypoint_heatmaps"},
-                 (bottom_up:) {"name": "pafs", "shape": [1, h, w, 2L], ..., "content": "part_affinity_fields"}],
+                 (bottom_up:) {"name": "pafs", "shape": [1, h, w, 2L], ..., "content": "part_affinity_fields"}
+                 or, for a limb heatmap codec, {"name": "limb_heatmaps", "shape": [1, h, w, L], ...,
+                 "content": "limb_heatmaps"} (L: the codec's limbs)],
      "skeleton": {"name", "keypoints": [K names], "flip_pairs": [[a, b]], "limbs": [[a, b]],
                   "oks_sigmas": [K] | null},
      "codec": {"type": "heatmap", "input_size": [H, W], "heatmap_size": [h, w], "sigma", "dark_radius"},
@@ -30,7 +32,9 @@ Schema (version 1)::
     (codec of a bottom-up model: {"type": "paf", "input_size", "heatmap_size", "limbs",
      "limb_width", "sigma", "dark_radius", and the grouping settings "peak_threshold",
      "smooth_sigma", "upsample", "num_samples", "paf_threshold", "min_sample_fraction",
-     "max_limb_fraction", "min_keypoints": see kpose.codecs.paf})
+     "max_limb_fraction", "min_keypoints": see kpose.codecs.paf; or LimbHeatmapCodec.to_dict():
+     {"type": "limb_heatmap", ..., "limb_sigma", "round_ends", "limb_threshold" in place of
+     "limb_width" and "paf_threshold": see kpose.codecs.limb_heatmap})
 
 A bottom-up model sees the whole image scaled to fit inside the input, aspect kept,
 centred, the rest filled with 0 (kpose.transforms.fit_matrix); the people decoded
@@ -46,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kpose.deploy.graph import INPUT_NAME, OUTPUT_NAME, PAF_OUTPUT_NAME, SIGNATURE_KEY
+from kpose.deploy.graph import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY, limb_output
 from kpose.models import BOTTOM_UP
 from kpose.version import __version__
 
@@ -67,14 +71,17 @@ def model_metadata(model, precision: str = "fp32") -> dict:
     cfg = model.config
     skeleton = model.skeleton
     codec = model.codec
+    codec_dict = codec.to_dict()
     h, w = model.input_size
     hh, hw = codec.heatmap_size
     sx, sy = w / hw, h / hh
     outputs = [{"name": OUTPUT_NAME, "shape": [1, hh, hw, skeleton.num_keypoints],
                 "dtype": "float32", "stride": [sx, sy], "content": "keypoint_heatmaps"}]
     if model.task == BOTTOM_UP:
-        outputs.append({"name": PAF_OUTPUT_NAME, "shape": [1, hh, hw, 2 * len(skeleton.limbs)],
-                        "dtype": "float32", "stride": [sx, sy], "content": "part_affinity_fields"})
+        # The codec's limbs (a limb heatmap codec may add redundant ones to the skeleton's).
+        name, per_limb, content = limb_output(codec_dict)
+        outputs.append({"name": name, "shape": [1, hh, hw, per_limb * len(codec.limbs)],
+                        "dtype": "float32", "stride": [sx, sy], "content": content})
     meta = {
         "format": "kpose", "schema_version": SCHEMA_VERSION, "kpose_version": __version__,
         "model": {"name": cfg.get("recipe") or f"{cfg['family']}_{cfg['variant']}",
@@ -88,7 +95,7 @@ def model_metadata(model, precision: str = "fp32") -> dict:
                      "flip_pairs": [list(p) for p in skeleton.flip_pairs],
                      "limbs": [list(p) for p in skeleton.limbs],
                      "oks_sigmas": None if skeleton.sigmas is None else [float(s) for s in skeleton.sigmas]},
-        "codec": codec.to_dict(),
+        "codec": codec_dict,
     }
     if model.task == BOTTOM_UP:
         meta["image"] = dict(IMAGE_FIT)

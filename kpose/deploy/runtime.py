@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kpose.deploy.graph import OUTPUT_NAME, PAF_OUTPUT_NAME
+from kpose.deploy.graph import OUTPUT_NAME, limb_output
 from kpose.deploy.metadata import read_tflite_metadata
 from kpose.deploy.onnx import OnnxRunner
 from kpose.deploy.onnx import read_metadata as onnx_metadata
@@ -82,9 +82,9 @@ def load_exported(path: str | Path, num_threads: int | None = None) -> PoseModel
     if "crop" in meta:
         config["crop_padding"] = meta["crop"]["padding"]
     names = tuple(o["name"] for o in meta.get("outputs", [{"name": OUTPUT_NAME}]))
-    if task == "bottom_up" and names != (OUTPUT_NAME, PAF_OUTPUT_NAME):
-        raise ValueError(f"{path}: a bottom-up model must output {OUTPUT_NAME} and {PAF_OUTPUT_NAME}, "
-                         f"its metadata lists {list(names)}")
+    if task == "bottom_up" and names != (OUTPUT_NAME, limb_output(meta["codec"])[0]):
+        raise ValueError(f"{path}: a bottom-up model with a {meta['codec'].get('type')} codec must output "
+                         f"{OUTPUT_NAME} and {limb_output(meta['codec'])[0]}, its metadata lists {list(names)}")
     return PoseModel(_Network(runner(path, num_threads), names), config)
 
 

@@ -4,10 +4,12 @@
 //                             cropMatrix, fitMatrix (fit_matrix)
 // kpose/codecs/heatmap.py     savgolQuadratic2d, darkRefine, decodeHeatmaps (HeatmapCodec.decode)
 // kpose/codecs/paf.py,        smoothMaps, upsampleMaps, findPeaks, pafPeaks, limbOrder,
-//   paf_grouping.py           limbCandidates, assemble, decodePafs (PafCodec.decode),
-//                             flipBackPafs (flip_back)
+//   paf_grouping.py           pafSample, limbCandidates, assemble, groupPeople (PafCodec.group),
+//                             decodePafs (PafCodec.decode), flipBackPafs (flip_back)
 // kpose/metrics.py            instanceScores
-// kpose/pose_model.py         decodeTopDown, decodeBottomUp (PoseModel.predict after the network)
+// kpose/pose_model.py         decodeTopDown (PoseModel.predict after the network; bottom-up:
+//                             bottom-up.js)
+// LimbHeatmapCodec.decode (the same grouping, another limb score) is in limb-heatmap.js.
 //
 // All arithmetic is float64 on float32 inputs (float32, via Math.fround, where the
 // NumPy code computes in float32: upsampleMaps), in the same operation order as the
@@ -221,7 +223,7 @@ export function darkRefine(hm, shape, peaks, radius) {
   });
 }
 
-/** A codec dict from metadata ({type: "heatmap"|"paf", input_size, heatmap_size, ...}). */
+/** A codec dict from metadata ({type: "heatmap" | "paf" | "limb_heatmap", input_size, heatmap_size, ...}). */
 export function codecStride(codec) {
   const [H, W] = codec.input_size;
   const [h, w] = codec.heatmap_size;
@@ -444,12 +446,20 @@ export function pafPeaks(heatmaps, shape, params) {
   };
 }
 
+/** paf_samples: the PAF limb score at one sample, the field . the pair's unit vector. maps:
+ * channels-last [h, w, 2L], at: the sample pixel's first channel, limb: the limb's index. */
+export function pafSample(maps, at, limb, ux, uy) {
+  return maps[at + 2 * limb] * ux + maps[at + 2 * limb + 1] * uy;
+}
+
 /** limb_candidates: scored candidate connections of all limbs, in greedy order (limb
  * position in `order`, then descending score, then peak ids). uv: peak positions on the
- * PAF grid, kp: their keypoints (ascending); pafs channels-last [h, w, 2L].
+ * limb maps' grid, kp: their keypoints (ascending); maps channels-last [h, w, C] (shape).
+ * sample(maps, at, limb, ux, uy) gives the limb's evidence at one sample pixel (at: its
+ * first channel): pafSample (PafCodec), limbMapSample (limb-heatmap.js, LimbHeatmapCodec).
  * Returns [{p, a, b, score}] (a, b: peak ids). A pair stops being sampled once more
  * samples failed than min_sample_fraction allows: the outcome is the same. */
-export function limbCandidates(uv, kp, pafs, shape, limbs, order, params) {
+export function limbCandidates(uv, kp, maps, shape, limbs, order, params, sample = pafSample) {
   const [h, w, C] = shape;
   const n = params.num_samples;
   const step = 1 / (n - 1);
@@ -480,8 +490,7 @@ export function limbCandidates(uv, kp, pafs, shape, limbs, order, params) {
         for (let s = 0; s < n && failed <= misses; s++) {
           const ix = clip(Math.floor(ax + t[s] * dx + 0.5), 0, w - 1);
           const iy = clip(Math.floor(ay + t[s] * dy + 0.5), 0, h - 1);
-          const base = (iy * w + ix) * C + 2 * li;
-          const d = pafs[base] * ux + pafs[base + 1] * uy;
+          const d = sample(maps, (iy * w + ix) * C, li, ux, uy);
           sum = s === 0 ? d : sum + d; // NumPy sums the samples in order
           if (d > params.paf_threshold) above += 1;
           else failed += 1;
@@ -563,8 +572,15 @@ export function decodePafs(heatmaps, pafs, shape, codec) {
   if (limbs.some(([a, b]) => Math.max(a, b) >= K)) {
     throw new Error(`limbs use keypoints beyond the ${K} heatmap channels; pass the skeleton's limbs for this model`);
   }
-  const { kp, uv, score: peakScore } = pafPeaks(heatmaps, shape, params);
-  const candidates = limbCandidates(uv, kp, pafs, [h, w, 2 * L], limbs, limbOrder(limbs, K), params);
+  return groupPeople(pafPeaks(heatmaps, shape, params), pafs, [h, w, 2 * L], K, params, pafSample);
+}
+
+/** PafCodec.group, steps 3-6 on pafPeaks' output: limb candidates scored by sample() on the
+ * limb maps ([h, w, C] mapShape; pafSample, or limb-heatmap.js's limbMapSample), greedy
+ * matching, assembly, min_keypoints, person scores and order -> decodePafs' people. */
+export function groupPeople({ kp, uv, score: peakScore }, maps, mapShape, K, params, sample) {
+  const limbs = params.limbs;
+  const candidates = limbCandidates(uv, kp, maps, mapShape, limbs, limbOrder(limbs, K), params, sample);
   const { people, totals } = assemble(candidates, kp, K);
   if (params.min_keypoints === 1) {
     // A peak no limb joined to anything is a person of one keypoint.
@@ -587,7 +603,7 @@ export function decodePafs(heatmaps, pafs, shape, codec) {
       kpScores[k] = peakScore[id];
       return [...toInput(params, uv[id][0], uv[id][1]), peakScore[id]];
     });
-    const score = (pairwiseSum(kpScores) + totals[p]) / (K + L);
+    const score = (pairwiseSum(kpScores) + totals[p]) / (K + limbs.length);
     found.push({ keypoints, score, peaks: Array.from(slots), first: Math.min(...ids) });
   });
   // np.lexsort((firsts, -scores)): descending score, then lowest first peak id.
@@ -638,24 +654,6 @@ export function decodeTopDown(hm, shape, codec, M, refine = 'dark') {
   const inv = invertAffine(M);
   return decodeHeatmaps(hm, shape, codec, refine)
     .map((kp) => applyAffine(inv, kp.map(Math.fround)));
-}
-
-/** PoseModel.predict for a bottom-up model, after the network: heatmaps [h, w, K] and
- * pafs [h, w, 2L] of the input made with image->input matrix M (fitMatrix) -> people
- * in PafCodec's order: [{score, keypoints: [[x, y, score] | [null, null, 0]], box}] in
- * image pixels. As in Python, the input coordinates are rounded to float32 first (what
- * PafCodec.decode returns); a missing keypoint has no position (Python: 0, 0, 0), and
- * box [x, y, w, h] is the found keypoints' extent (kpose.pose_model.keypoint_extent). */
-export function decodeBottomUp(heatmaps, pafs, shape, codec, M) {
-  const inv = invertAffine(M);
-  return decodePafs(heatmaps, pafs, shape, codec).map(({ keypoints, score, peaks }) => {
-    const kps = keypoints.map((kp, k) => (peaks[k] < 0 ? [null, null, 0] : applyAffine(inv, kp.map(Math.fround))));
-    const found = kps.filter(([x]) => x !== null);
-    const xs = found.map(([x]) => x);
-    const ys = found.map(([, y]) => y);
-    const [x0, y0] = [Math.min(...xs), Math.min(...ys)];
-    return { score, keypoints: kps, box: [x0, y0, Math.max(...xs) - x0, Math.max(...ys) - y0] };
-  });
 }
 
 /** PoseModel.heatmaps' flip test on channels-last [h, w, K] float32 maps: average

@@ -31,11 +31,13 @@
 // duplicates too; while nobody was matched the whole frame is the box. Boxes given to
 // estimatePoses override it.
 //
-// Bottom-up models (task "bottom_up", outputs heatmaps + pafs) see the whole image
-// fitted into the input exactly as kpose.transforms.fit_matrix does it (decoders.js
-// fitMatrix: uniform scale to fit, centred, margins 0), with the same warp. The people
-// found by PafCodec's grouping (decodeBottomUp; codec, limbs and thresholds from the
-// metadata) are mapped back to the image in PafCodec's order; pose score = PafCodec's
+// Bottom-up models (task "bottom_up", outputs heatmaps + the codec's limb maps: pafs for
+// a PAF codec, limb_heatmaps for a limb heatmap codec) see the whole image fitted into the
+// input exactly as kpose.transforms.fit_matrix does it (decoders.js fitMatrix: uniform
+// scale to fit, centred, margins 0), with the same warp. The people found by the codec's
+// grouping (bottom-up.js decodeBottomUp: the metadata's codec.type picks PafCodec's or
+// LimbHeatmapCodec's decode; limbs and thresholds from the metadata; another type is
+// refused) are mapped back to the image in the codec's order; pose score = the codec's
 // person score; missing keypoints have score 0 and x = y = null; the box is the found
 // keypoints' extent. Person boxes and the flip test are top-down options: passing them
 // to a bottom-up detector raises, as PoseModel.predict does.
@@ -45,8 +47,9 @@
 // smooths keypoints, and flipHorizontal mirrors x last.
 import * as tf from '@tensorflow/tfjs';
 
+import { bottomUpCodec, decodeBottomUp } from './bottom-up.js';
 import {
-  cropMatrix, decodeBottomUp, decodeTopDown, fitMatrix, flipAverage, flipIndex, instanceScore, invertAffine,
+  cropMatrix, decodeTopDown, fitMatrix, flipAverage, flipIndex, instanceScore, invertAffine,
 } from './decoders.js';
 import { topDownFrame } from './person-boxes.js';
 import { detectorOptions, estimationConfig, frameTimestamp, makeTracking, postprocess } from './pose-options.js';
@@ -55,8 +58,8 @@ export const SCHEMA_VERSION = 1;
 // kpose.metrics.instance_scores: keypoints above this count towards the pose score.
 export const INSTANCE_SCORE_THRESHOLD = 0.2;
 // PoseModel.predict raises for both on bottom-up models; so does the detector.
-const BOTTOM_UP_NO_FLIP = 'flipTest: the flip test is for top-down models; bottom-up (PAF) models have none yet ' +
-  '(kpose.codecs.paf); leave flipTest unset';
+const BOTTOM_UP_NO_FLIP = 'flipTest: the flip test is for top-down models; bottom-up models have none yet ' +
+  '(PoseModel.predict); leave flipTest unset';
 const TRACKING_KEYS = ['enableTracking', 'trackerType', 'trackerConfig', 'enableSmoothing', 'smoothingConfig'];
 const BOTTOM_UP_NO_BOXES = 'boxes: person boxes are for top-down models; a bottom-up model finds every person ' +
   'in the whole image; leave boxes unset';
@@ -75,9 +78,14 @@ export function readMetadata(model, where = 'model.json') {
   const task = meta.model?.task ?? 'top_down';
   if (!['top_down', 'bottom_up'].includes(task)) throw new Error(`${where}: unknown task ${task}`);
   const type = meta.codec?.type;
-  if ((task === 'top_down' && type !== 'heatmap') || (task === 'bottom_up' && type !== 'paf')) {
-    throw new Error(`${where}: task ${task} with a codec of type ${type}`);
+  if (task === 'top_down' && type !== 'heatmap') {
+    throw new Error(`${where}: codec.type is ${JSON.stringify(type)}; a top_down model's codec is "heatmap" ` +
+      '(re-export the model with kpose)');
   }
+  // A bottom-up codec type this page has no decoder for, or settings its codec does not
+  // have, raise here, before anything runs.
+  const limbOutput = task === 'bottom_up' ? bottomUpCodec(meta.codec, where) : null;
+  limbOutput?.params(meta.codec, `${where}: codec`);
   const [, H, W, C] = meta.input.shape;
   if (C !== 3 || H !== meta.codec.input_size[0] || W !== meta.codec.input_size[1]) {
     throw new Error(`${where}: input shape ${meta.input.shape} does not match codec input_size ${meta.codec.input_size}`);
@@ -90,8 +98,9 @@ export function readMetadata(model, where = 'model.json') {
     throw new Error(`${where}: skeleton.limbs has [${badLimb}]; limbs join 2 of the ${K} keypoints ` +
       '(re-export the model with kpose)');
   }
-  // What the network puts out must be what the decoder reads: K heatmap channels (and
-  // 2 PAF channels per codec limb), or every person would be decoded from the wrong maps.
+  // What the network puts out must be what the decoder reads: K heatmap channels (and 2 PAF
+  // channels or 1 limb heatmap per codec limb), or every person would be decoded from the
+  // wrong maps.
   const shapes = Object.fromEntries((meta.outputs ?? []).map((o) => [o.name, o.shape]));
   if (shapes.heatmaps && shapes.heatmaps.at(-1) !== K) {
     throw new Error(`${where}: output heatmaps has ${shapes.heatmaps.at(-1)} channels, skeleton ` +
@@ -100,12 +109,13 @@ export function readMetadata(model, where = 'model.json') {
   if (task === 'bottom_up') {
     const limbs = meta.codec.limbs;
     if (!Array.isArray(limbs) || !limbs.length || outOfRange(limbs)) {
-      throw new Error(`${where}: codec.limbs ${JSON.stringify(limbs)}: a PAF codec needs limbs joining 2 of the ` +
+      throw new Error(`${where}: codec.limbs ${JSON.stringify(limbs)}: a ${type} codec needs limbs joining 2 of the ` +
         `${K} keypoints (re-export the model with kpose)`);
     }
-    if (shapes.pafs && shapes.pafs.at(-1) !== 2 * limbs.length) {
-      throw new Error(`${where}: output pafs has ${shapes.pafs.at(-1)} channels; codec.limbs needs ` +
-        `${2 * limbs.length} (x, y per limb; re-export the model with kpose)`);
+    const { output, perLimb } = limbOutput;
+    if (shapes[output] && shapes[output].at(-1) !== perLimb * limbs.length) {
+      throw new Error(`${where}: output ${output} has ${shapes[output].at(-1)} channels; codec.limbs needs ` +
+        `${perLimb * limbs.length} (${perLimb} per limb; re-export the model with kpose)`);
     }
   }
   return meta;
@@ -157,7 +167,7 @@ export class KposeDetector {
     this.setTracking(tracking);
     this.flipIndex = flipIndex(this.skeleton.keypoints.length, this.skeleton.flip_pairs ?? []);
     const names = (metadata.outputs ?? []).map((o) => o.name);
-    this.outputNames = this.task === 'bottom_up' ? ['heatmaps', 'pafs'] : ['heatmaps'];
+    this.outputNames = this.task === 'bottom_up' ? ['heatmaps', bottomUpCodec(metadata.codec).output] : ['heatmaps'];
     for (const n of this.outputNames) {
       if (names.length && !names.includes(n)) throw new Error(`model metadata lists outputs ${names}, no ${n}`);
     }
@@ -339,7 +349,8 @@ export class KposeDetector {
     }
     timings.inference += performance.now() - t;
     t = performance.now();
-    const people = decodeBottomUp(out.heatmaps.data, out.pafs.data, out.heatmaps.shape, this.codec, M);
+    const limbMaps = out[this.outputNames[1]].data;
+    const people = decodeBottomUp(out.heatmaps.data, limbMaps, out.heatmaps.shape, this.codec, M);
     const poses = people.map(({ score, keypoints, box }) => ({
       score, box, keypoints: keypoints.map(([x, y, s], k) => ({ x, y, score: s, name: this.skeleton.keypoints[k] })),
     }));

@@ -3,8 +3,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import { decodeBottomUp } from '../src/bottom-up.js';
 import {
-  affineMatrix, applyAffine, boxToCenterScale, cropMatrix, decodeBottomUp, decodeTopDown, fitMatrix,
+  affineMatrix, applyAffine, boxToCenterScale, cropMatrix, decodeTopDown, fitMatrix,
   flipAverage, instanceScore, invertAffine,
 } from '../src/decoders.js';
 import { decodeArray, loadGolden, MaxDiff } from './golden.mjs';

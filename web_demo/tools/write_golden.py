@@ -1,7 +1,8 @@
 """Write the golden vectors that the JS decoders (web_demo/src/decoders.js) are tested against.
 
 Every expected value comes from kpose's Python reference code (HeatmapCodec.decode,
-PafCodec.decode and its steps, flip_back, limb_order, the affine helpers,
+PafCodec.decode and its steps, LimbHeatmapCodec.decode from golden_limb_heatmap.py (real
+people from ../shared's coco_mini where it is), flip_back, limb_order, the affine helpers,
 PoseModel.predict with a stand-in network for top-down and bottom-up models, fit_matrix,
 instance_scores, kpose.tracking.Tracker's traces from golden_tracking.py, top-down video
 (kpose.person_boxes.pose_boxes, Tracker.distinct and a PoseModel.track trace) from
@@ -12,7 +13,7 @@ Kotlin ports (export/android/) are tested against the same files. Run with the k
 
 The decoders cast their results to float32 at the end; to compare the float64 JS
 ports to float64 rounding, the decode bodies are also run with numpy's float32
-replaced by float64 (``_float64_variant``: same code, only the final casts differ;
+replaced by float64 (golden_common.float64_variant: same code, only the final casts differ;
 their inputs are float32 values, so upcasting them is exact). The writer asserts
 that those results cast to float32 equal the real decoders' outputs bit for bit.
 
@@ -21,11 +22,8 @@ Arrays are stored as {"dtype", "shape", "zlib_b64"} (little-endian, zlib, base64
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import types
 from types import SimpleNamespace
-import zlib
 from collections import Counter
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
@@ -33,10 +31,9 @@ from pathlib import Path
 import numpy as np
 
 import kpose.codecs.heatmap as heatmap_module
-import kpose.codecs.paf as paf_module
-from kpose.codecs.heatmap import LOG_FLOOR, HeatmapCodec, savgol_quadratic_2d
-from kpose.codecs.paf import PafCodec, find_peaks, flip_back, limb_order
-from kpose.codecs.paf_grouping import assemble, limb_candidates, smooth_maps, upsample_maps
+from kpose.codecs.heatmap import HeatmapCodec, savgol_quadratic_2d
+from kpose.codecs.limb_heatmap import LimbHeatmapCodec
+from kpose.codecs.paf import PafCodec, flip_back, limb_order
 from kpose.deploy.metadata import model_metadata
 from kpose.metrics import instance_scores
 from kpose.pose_model import PoseModel, model_config
@@ -44,7 +41,11 @@ from kpose.models import BOTTOM_UP, TOP_DOWN
 from kpose.skeletons import CMU18, COCO17, MPII16, Skeleton
 from kpose.transforms import affine_matrix, apply_affine, box_to_center_scale, fit_matrix, invert_affine
 
-from golden_person_boxes import person_box_vectors  # noqa: E402  (this folder: run as a script)
+# This folder's modules (run as a script: the folder is on sys.path).
+from golden_common import (TEMPLATE, arr, coco_person, encoded, flat_windows, float64_variant,  # noqa: E402
+                           floats, grouping_case, noise, paf_group64, write)
+from golden_limb_heatmap import ALL_PARAMETERS, coco_val_cases, limb_heatmap_cases, shared_coco_val  # noqa: E402
+from golden_person_boxes import person_box_vectors  # noqa: E402
 from golden_tracking import tracking_traces  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "test" / "golden"
@@ -53,54 +54,7 @@ OUT = Path(__file__).resolve().parents[1] / "test" / "golden"
 # ---------------------------------------------------------------------------
 # helpers
 
-def arr(a: np.ndarray, dtype=np.float32) -> dict:
-    a = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
-    data = base64.b64encode(zlib.compress(a.tobytes(), 9)).decode("ascii")
-    return {"dtype": np.dtype(dtype).name, "shape": list(a.shape), "zlib_b64": data}
-
-
-def floats(a) -> list:
-    """float64 values as nested lists (JSON keeps every bit: repr round-trips)."""
-    return np.asarray(a, np.float64).tolist()
-
-
-class _Float64Numpy:
-    """numpy, except that ``float32`` is float64."""
-
-    float32 = np.float64
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-
-def _float64_variant(func, module):
-    """``func`` with its own body's numpy float32 casts made float64 (callees unchanged)."""
-    g = dict(module.__dict__, np=_Float64Numpy())
-    return types.FunctionType(func.__code__, g, func.__name__, func.__defaults__, func.__closure__)
-
-
-heatmap_decode64 = _float64_variant(HeatmapCodec.decode, heatmap_module)
-paf_group64 = _float64_variant(PafCodec.group, paf_module)
-
-
-def flat_windows(maps: np.ndarray, iy, ix, radius: int) -> list[bool]:
-    """Whether each peak's DARK window is constant after flooring: the fitted
-    quadratic is then flat, and only rounding decides NumPy's step (see decoders.js)."""
-    _, h, w = maps.shape
-    ry, rx = min(radius, (h - 1) // 2), min(radius, (w - 1) // 2)
-    out = []
-    for k, (y, x) in enumerate(zip(iy, ix)):
-        cy, cx = min(max(y, ry), h - 1 - ry), min(max(x, rx), w - 1 - rx)
-        win = maps[k, cy - ry:cy + ry + 1, cx - rx:cx + rx + 1].astype(np.float64)
-        floor = LOG_FLOOR * max(float(maps[k, y, x]), 1e-30)
-        win = np.maximum(win, floor)
-        out.append(bool(np.all(win == win.flat[0])))
-    return out
-
-
-def write(out: Path, name: str, payload: dict) -> None:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    (out / f"{name}.json").write_text(text + "\n")
+heatmap_decode64 = float64_variant(HeatmapCodec.decode, heatmap_module)
 
 
 # ---------------------------------------------------------------------------
@@ -201,68 +155,6 @@ def heatmap_cases(rng) -> list[dict]:
 # ---------------------------------------------------------------------------
 # PAF decode
 
-# A standing, front-facing COCO17 person, unit height, centred on the origin.
-TEMPLATE = np.array([
-    (0.0, -0.42), (0.03, -0.45), (-0.03, -0.45), (0.07, -0.43), (-0.07, -0.43),
-    (0.15, -0.30), (-0.15, -0.30), (0.20, -0.10), (-0.20, -0.10), (0.22, 0.08), (-0.22, 0.08),
-    (0.10, 0.05), (-0.10, 0.05), (0.11, 0.27), (-0.11, 0.27), (0.12, 0.50), (-0.12, 0.50),
-])
-
-
-def coco_person(rng, cx, cy, height, jitter=0.6, missing=()):
-    xy = TEMPLATE * height + (cx, cy) + rng.normal(0, jitter, TEMPLATE.shape)
-    v = np.full((17, 1), 2.0)
-    v[list(missing)] = 0
-    return np.concatenate([xy, v], -1)
-
-
-def paf_case(name: str, codec: PafCodec, heatmaps, pafs, note: str, branches: Counter, step: float = 0.0) -> dict:
-    """step > 0: maps rounded to multiples of it first (a short mantissa: the JSON compresses)."""
-    heatmaps, pafs = (np.round(np.asarray(m) / step) * step if step else m for m in (heatmaps, pafs))
-    heatmaps = np.asarray(heatmaps, np.float32)
-    pafs = np.asarray(pafs, np.float32)
-    num_kp = heatmaps.shape[-1]
-    poses, scores = codec.decode(heatmaps, pafs)
-    pk, uv, peak_score = codec.peaks(heatmaps)
-    poses64, scores64 = paf_group64(codec, pk, uv, peak_score, pafs, num_kp)
-    assert np.array_equal(poses64.astype(np.float32), poses), name
-    assert np.array_equal(scores64.astype(np.float32), scores), name
-    processed = upsample_maps(smooth_maps(heatmaps, codec.smooth_sigma), codec.upsample)
-    k, iy, ix = find_peaks(processed, codec.peak_threshold)
-    order = np.array(limb_order(codec.limbs, num_kp), np.intp)
-    cand = limb_candidates(uv, pk, pafs, np.array(codec.limbs, np.intp).reshape(-1, 2), order, codec.num_samples,
-                           codec.paf_threshold, codec.min_sample_fraction, codec.max_limb_fraction)
-    log = []
-    assemble(*cand, pk, num_kp, log=log)
-    branches.update(log)
-    maps = np.moveaxis(processed, -1, 0)
-    flat = [flat_windows(maps[c:c + 1], [y], [x], codec.peak_radius)[0] for c, y, x in zip(k, iy, ix)]
-    return {
-        "name": name, "note": note, "codec": codec.to_dict(),
-        "heatmaps": arr(heatmaps), "pafs": arr(pafs),
-        "expected": {
-            # Every 31st value of the blurred / upsampled maps (all of them would be megabytes).
-            "processed": None if processed is heatmaps else {
-                "shape": list(processed.shape), "every": 31, "values": arr(processed.reshape(-1)[::31])},
-            "peaks": [[int(c), int(y), int(x)] for c, y, x in zip(k, iy, ix)],
-            "peak_uv": floats(uv.reshape(-1, 2)), "peak_score": floats(peak_score),
-            "flat_window": flat, "limb_order": order.tolist(),
-            "candidates": {"limb_position": cand[0].tolist(), "a": cand[1].tolist(), "b": cand[2].tolist(),
-                           "score": floats(cand[3])},
-            "people": [{"keypoints": floats(p), "score": float(s)} for p, s in zip(poses64, scores64)],
-        },
-    }
-
-
-def encoded(codec: PafCodec, people: np.ndarray):
-    return codec.encode_heatmaps(people)[0].astype(np.float64), codec.encode(people)[0].astype(np.float64)
-
-
-def noise(rng, shape, sd):
-    """Gaussian noise in steps of 1/64: as realistic for the decoder, and it compresses."""
-    return np.round(rng.normal(0, sd, shape) * 64) / 64
-
-
 def lying_person(rng, cx, cy, length, jitter=0.4):
     """A COCO17 person lying along x (head on the left)."""
     xy = TEMPLATE[:, ::-1] * (length, -length) + (cx, cy) + rng.normal(0, jitter, TEMPLATE.shape)
@@ -274,7 +166,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
     c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=1.5)
     people = np.stack([coco_person(rng, 30, 50, 56), coco_person(rng, 70, 62, 70),
                        coco_person(rng, 104, 40, 48)])
-    cases.append(paf_case("coco17_three_people", c, *encoded(c, people),
+    cases.append(grouping_case("coco17_three_people", c, *encoded(c, people),
                           "three separate people, exact targets", branches))
 
     c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=2.0)
@@ -285,7 +177,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
     hm, pf = encoded(c, np.stack([a, b, c_]))
     hm += rng.normal(0, 0.02, hm.shape)
     pf += np.round(rng.normal(0, 0.05, pf.shape) * 128) / 128         # coarse noise: compresses
-    cases.append(paf_case("coco17_crossing_noisy", c, hm, pf,
+    cases.append(grouping_case("coco17_crossing_noisy", c, hm, pf,
                           "overlapping people with crossing arms, missing and truncated keypoints, noise",
                           branches))
 
@@ -302,7 +194,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
     mp[2, 8:10, 2] = 0                                            # head missing
     hm, pf = encoded(c, mp)
     hm += rng.normal(0, 0.01, hm.shape)
-    cases.append(paf_case("mpii16_three_people", c, hm, pf, "MPII limbs, missing parts, min_keypoints 2",
+    cases.append(grouping_case("mpii16_three_people", c, hm, pf, "MPII limbs, missing parts, min_keypoints 2",
                           branches))
 
     # Exact ties: Gaussians at integer positions (DARK returns the integers exactly)
@@ -316,7 +208,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
     pf = np.zeros((24, 24, 4))
     pf[..., 1] = 1.0                                              # both limbs point down
     pf[..., 3] = 1.0
-    cases.append(paf_case("matching_ties", c, hm, pf,
+    cases.append(grouping_case("matching_ties", c, hm, pf,
                           "a peak with two equally good partners (lower index wins); plateau peaks; "
                           "a keypoint without limbs", branches))
 
@@ -329,7 +221,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
         xy = (uv + 0.5) * 4 - 0.5                                  # exact inverse of to_heatmap
         people.append(np.concatenate([xy, np.full((4, 1), 2.0)], -1))
     hm, pf = encoded(c, np.stack(people))
-    cases.append(paf_case("rank_ties", c, hm, pf, "identical translated people: equal scores, order by first peak",
+    cases.append(grouping_case("rank_ties", c, hm, pf, "identical translated people: equal scores, order by first peak",
                           branches))
 
     # Fragments that only join late: a chain whose middle keypoint is weak.
@@ -342,7 +234,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
     hm[np.unravel_index(hm[..., 2].argmax(), hm.shape[:2]) + (2,)] = 0.7  # float32(0.7) < 0.7: kept
     hm[..., 4] += rng.normal(0, 0.05, hm.shape[:2])
     pf[..., 2:4] *= -1                                             # limb 1 reversed: no candidates
-    cases.append(paf_case("cycle_threshold", c, hm, pf,
+    cases.append(grouping_case("cycle_threshold", c, hm, pf,
                           "a cycle of limbs, a peak at exactly float32(0.7) threshold, a reversed field",
                           branches))
 
@@ -358,12 +250,12 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
     segments = {li: [(P[a], P[b]) for P in (X, Y, Z)] for li, (a, b) in enumerate(c.limbs[:2])}
     segments[3] = [(P[3], P[0]) for P in (X, Y, Z)]
     segments[2] = [(X[2], Y[3]), (Y[2], V3), (W2, Z[3])]
-    cases.append(paf_case("connect_refusals", c, *handmade(c, points, segments),
+    cases.append(grouping_case("connect_refusals", c, *handmade(c, points, segments),
                           "a merge with clashing slots, a person that already has the a / the b keypoint",
                           branches))
 
     c = PafCodec((64, 64), (16, 16), COCO17.limbs)
-    cases.append(paf_case("empty", c, np.zeros((16, 16, 17)), np.zeros((16, 16, 38)), "no peaks", branches))
+    cases.append(grouping_case("empty", c, np.zeros((16, 16, 17)), np.zeros((16, 16, 38)), "no peaks", branches))
 
     # The cases above draw from the shared generator (the geometry vectors after them
     # depend on it); the ones below have their own.
@@ -375,7 +267,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
     hm, pf = encoded(c, crowd)
     hm += noise(rng, hm.shape, 0.03)
     pf += noise(rng, pf.shape, 0.05)
-    cases.append(paf_case("coco17_crowd", c, hm, pf, "nine overlapping people of different sizes, missing "
+    cases.append(grouping_case("coco17_crowd", c, hm, pf, "nine overlapping people of different sizes, missing "
                           "keypoints, noisy maps", branches, 2.0 ** -12))
 
     # People lying along a short, wide map: thighs, shins and upper arms are longer than
@@ -386,7 +278,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
     hm, pf = encoded(c, people)
     pf = np.round((pf * 0.45 + noise(rng, pf.shape, 0.03)) * 4096) / 4096
     hm = np.round((hm + noise(rng, hm.shape, 0.02)) * 4096) / 4096
-    cases.append(paf_case("distance_prior", c, hm, pf,
+    cases.append(grouping_case("distance_prior", c, hm, pf,
                           "limbs up to 0.9 of the map height: the prior lowers and rejects some", branches))
     with_prior = c.decode(hm.astype(np.float32), pf.astype(np.float32))[0]
     without = replace(c, max_limb_fraction=0.0).decode(hm.astype(np.float32), pf.astype(np.float32))[0]
@@ -398,7 +290,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
         hm, pf = encoded(c, people)
         hm += noise(rng, hm.shape, 0.04)
         pf += noise(rng, pf.shape, 0.05)
-        cases.append(paf_case(f"smooth{smooth}_upsample{up}", c, hm, pf,
+        cases.append(grouping_case(f"smooth{smooth}_upsample{up}", c, hm, pf,
                               "noisy maps blurred and upsampled before the peaks", branches, 2.0 ** -12))
 
     # Keypoints that no labelled limb joins become one-keypoint people at min_keypoints 1.
@@ -406,7 +298,7 @@ def paf_cases(rng) -> tuple[list[dict], Counter]:
     people = np.stack([coco_person(rng, 40, 64, 90, missing=(1, 2, 3, 4)),     # nose alone
                        coco_person(rng, 96, 64, 80, missing=(7, 8)),           # wrists alone
                        coco_person(rng, 70, 20, 30, missing=range(1, 17))])    # only a nose
-    cases.append(paf_case("single_keypoint_people", c, *encoded(c, people),
+    cases.append(grouping_case("single_keypoint_people", c, *encoded(c, people),
                           "min_keypoints 1: peaks no limb joins are people of one keypoint", branches, 2.0 ** -12))
     return cases, branches
 
@@ -607,11 +499,15 @@ FISH = Skeleton("fish5", ("head", "left_fin", "right_fin", "body", "tail"), ((1,
 
 def metadata_cases() -> dict:
     """model_metadata of a top-down model with FISH (whose codec decodes heatmap.json's
-    noisy_prediction maps, five channels) and of a bottom-up CMU-18 model; and one whose
-    heatmaps output disagrees with its skeleton, which the reader must reject."""
+    noisy_prediction maps, five channels), of a bottom-up CMU-18 PAF model and of a bottom-up
+    COCO-17 limb heatmap model (its codec, with two redundant limbs beyond the skeleton's and
+    every decode setting off its default, decodes limb_heatmap.json's all_parameters maps);
+    and broken ones the reader must reject: a heatmaps output that disagrees with the
+    skeleton, and a codec type no runtime knows."""
     specs = [("top_down_fish5", TOP_DOWN, FISH, HeatmapCodec((256, 192), (64, 48), sigma=2.0), 1.1,
               "noisy_prediction"),
-             ("bottom_up_cmu18", BOTTOM_UP, CMU18, PafCodec((96, 112), (12, 14), CMU18.limbs, sigma=1.0), 1.0, None)]
+             ("bottom_up_cmu18", BOTTOM_UP, CMU18, PafCodec((96, 112), (12, 14), CMU18.limbs, sigma=1.0), 1.0, None),
+             ("bottom_up_limb_heatmap_coco17", BOTTOM_UP, COCO17, ALL_PARAMETERS, 1.0, "all_parameters")]
     models = []
     for name, task, skel, codec, padding, decodes in specs:
         model = SimpleNamespace(config={"family": "stand_in", "variant": name}, skeleton=skel, codec=codec,
@@ -621,13 +517,17 @@ def metadata_cases() -> dict:
                     "flip_pairs": [list(p) for p in skel.flip_pairs],
                     "sigmas": None if skel.sigmas is None else list(skel.sigmas), "crop_padding": padding,
                     "outputs": [o["name"] for o in meta["outputs"]],
+                    "output_channels": [o["shape"][3] for o in meta["outputs"]],
+                    "codec_type": meta["codec"]["type"],
                     "codec_limbs": [list(p) for p in codec.limbs] if task == BOTTOM_UP else []}
         if decodes:
-            expected["decodes"] = decodes
+            expected["decodes"] = decodes   # a case of heatmap.json (top-down) or limb_heatmap.json
         models.append({"name": name, "metadata": meta, "expected": expected})
     broken = json.loads(json.dumps(models[0]["metadata"]))
     broken["outputs"][0]["shape"][3] += 1
-    return {"models": models, "broken_k": json.dumps(broken)}
+    unknown = json.loads(json.dumps(models[2]["metadata"]))
+    unknown["codec"]["type"] = "limb_heatmap_v2"
+    return {"models": models, "broken_k": json.dumps(broken), "unknown_codec_type": json.dumps(unknown)}
 
 
 def main() -> None:
@@ -652,10 +552,18 @@ def main() -> None:
     write(args.out, "tracking", tracking_traces())
     write(args.out, "person_boxes", person_box_vectors())
     write(args.out, "metadata", metadata_cases())
+    cases, limb_branches = limb_heatmap_cases(np.random.default_rng(20240617))
+    defaults = {f.name: f.default for f in fields(LimbHeatmapCodec) if f.default is not MISSING}
+    write(args.out, "limb_heatmap", {"cases": cases, "defaults": defaults})
+    coco = shared_coco_val()
+    if coco is not None:
+        write(args.out, "limb_heatmap_coco", coco_val_cases(coco))
+    else:
+        print("limb_heatmap_coco.json not written: it needs ../shared/data/coco_mini (or $KPOSE_SHARED)")
     sizes = {p.name: p.stat().st_size for p in sorted(args.out.glob("*.json"))}
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
     print("PAF assembly cases covered: " + ", ".join(f"{k} {v}" for k, v in sorted(branches.items())))
-
+    print("limb heatmap assembly cases covered: " + ", ".join(f"{k} {v}" for k, v in sorted(limb_branches.items())))
 
 if __name__ == "__main__":
     main()

@@ -115,63 +115,74 @@ fun paf(dir: File) {
         c.ok(got == lo.ints("expected").toList()) { "limb order of ${lo.get("limbs")}: $got" }
     }
     for (case in golden.objects("cases")) {
-        val name = "PAF ${case.string("name")}"
         val codec = PafCodec.fromJson(case.obj("codec"))
-        val hm = floats(case.obj("heatmaps"))
-        val pafs = floats(case.obj("pafs"))
-        val k = case.obj("heatmaps").ints("shape")[2]
-        val exp = case.obj("expected")
-        val pk = codec.peaks(hm, k)
-        if (!exp.isNull("processed")) {
-            // Blur taps come from exp(), which may round differently from NumPy's in the last bit.
-            val every = exp.obj("processed").int("every")
-            floats(exp.obj("processed").obj("values")).forEachIndexed { i, v ->
-                val tol = 1e-6 * maxOf(1.0, abs(v.toDouble()))
-                c.close("processed maps", pk.processed[i * every].toDouble(), v.toDouble(), tol) {
-                    "$name processed value ${i * every}"
-                }
-            }
-        }
-        val peaks = pk.found.map { listOf(it.k, it.iy, it.ix) }
-        c.ok(peaks == intRows(exp.get("peaks"))) { "$name: peaks $peaks" }
-        if (peaks.size == intRows(exp.get("peaks")).size) {
-            val uv = rows(exp.get("peak_uv"))
-            val score = exp.doubles("peak_score")
-            pk.uv.forEachIndexed { i, (u, v) ->
-                c.close("peak u", u, uv[i][0]) { "$name peak $i u" }
-                c.close("peak v", v, uv[i][1]) { "$name peak $i v" }
-                c.ok(pk.score[i] == score[i]) { "$name peak $i score ${pk.score[i]} vs ${score[i]}" }
-            }
-        }
-        val order = limbOrder(codec.limbs, k)
-        c.ok(order.toList() == exp.ints("limb_order").toList()) { "$name: limb order ${order.toList()}" }
-        val cand = limbCandidates(pk.uv, pk.kp, pafs, codec.heatmapH, codec.heatmapW, codec.limbs, order, codec)
-        val wc = exp.obj("candidates")
-        val (pos, a, b) = listOf(wc.ints("limb_position"), wc.ints("a"), wc.ints("b"))
-        val wantIds = pos.indices.map { listOf(pos[it], a[it], b[it]) }
-        c.ok(cand.map { listOf(it.p, it.a, it.b) } == wantIds) {
-            "$name: ${cand.size} candidates differ from Python's ${wantIds.size}"
-        }
-        val wantScore = wc.doubles("score")
-        if (cand.size == wantIds.size) {
-            cand.forEachIndexed { i, cd -> c.close("limb score", cd.score, wantScore[i]) { "$name candidate $i" } }
-        }
-        val people = codec.decode(hm, pafs)
-        val want = exp.objects("people")
-        c.ok(people.size == want.size) { "$name: ${people.size} people, Python ${want.size}" }
-        people.zip(want).forEachIndexed { p, (person, w) ->
-            c.close("person score", person.score, w.double("score")) { "$name person $p score" }
-            val wk = rows(w.get("keypoints"))
-            person.keypoints.forEachIndexed { j, (x, y, s) ->
-                c.ok(s == wk[j][2] && (person.peaks[j] < 0) == (wk[j][2] == 0.0)) {
-                    "$name person $p keypoint $j score $s vs ${wk[j][2]}"
-                }
-                c.close("x", x, wk[j][0]) { "$name person $p keypoint $j x" }
-                c.close("y", y, wk[j][1]) { "$name person $p keypoint $j y" }
+        groupingCase("PAF ${case.string("name")}", case, codec, codec, floats(case.obj("pafs")), ::pafSample)
+    }
+    c.report("PAF grouping")
+}
+
+/** One golden decode of the PAF grouping, step by step (web_demo/tools/golden_common.py's
+ * grouping_case): processed maps, peaks, limb order, candidates scored by `sample` on the limb
+ * maps, then codec.decode's people. grouping: the PafCodec whose steps codec.decode runs (the
+ * codec itself, or a LimbHeatmapCodec's grouping). */
+fun groupingCase(name: String, case: JsonObject, codec: BottomUpCodec, grouping: PafCodec, maps: FloatArray,
+                 sample: LimbSample) {
+    val hm = floats(case.obj("heatmaps"))
+    val k = case.obj("heatmaps").ints("shape")[2]
+    val exp = case.obj("expected")
+    val pk = grouping.peaks(hm, k)
+    if (!exp.isNull("processed")) {
+        // Blur taps come from exp(), which may round differently from NumPy's in the last bit.
+        val every = exp.obj("processed").int("every")
+        floats(exp.obj("processed").obj("values")).forEachIndexed { i, v ->
+            val tol = 1e-6 * maxOf(1.0, abs(v.toDouble()))
+            c.close("processed maps", pk.processed[i * every].toDouble(), v.toDouble(), tol) {
+                "$name processed value ${i * every}"
             }
         }
     }
-    c.report("PAF grouping")
+    val peaks = pk.found.map { listOf(it.k, it.iy, it.ix) }
+    c.ok(peaks == intRows(exp.get("peaks"))) { "$name: peaks $peaks" }
+    if (peaks.size == intRows(exp.get("peaks")).size) {
+        val uv = rows(exp.get("peak_uv"))
+        val score = exp.doubles("peak_score")
+        pk.uv.forEachIndexed { i, (u, v) ->
+            c.close("peak u", u, uv[i][0]) { "$name peak $i u" }
+            c.close("peak v", v, uv[i][1]) { "$name peak $i v" }
+            c.ok(pk.score[i] == score[i]) { "$name peak $i score ${pk.score[i]} vs ${score[i]}" }
+        }
+    }
+    val order = limbOrder(grouping.limbs, k)
+    c.ok(order.toList() == exp.ints("limb_order").toList()) { "$name: limb order ${order.toList()}" }
+    val cand = limbCandidates(pk.uv, pk.kp, maps, grouping.heatmapH, grouping.heatmapW, grouping.limbs, order, grouping,
+        codec.limbChannels, sample)
+    val wc = exp.obj("candidates")
+    val (pos, a, b) = listOf(wc.ints("limb_position"), wc.ints("a"), wc.ints("b"))
+    val wantIds = pos.indices.map { listOf(pos[it], a[it], b[it]) }
+    c.ok(cand.map { listOf(it.p, it.a, it.b) } == wantIds) {
+        "$name: ${cand.size} candidates differ from Python's ${wantIds.size}"
+    }
+    val wantScore = wc.doubles("score")
+    if (cand.size == wantIds.size) {
+        cand.forEachIndexed { i, cd -> c.close("limb score", cd.score, wantScore[i]) { "$name candidate $i" } }
+    }
+    samePeople(name, codec.decode(hm, maps), exp.objects("people"))
+}
+
+/** Decoded people against Python's: count, order, scores, keypoints (missing ones (0, 0, 0)). */
+fun samePeople(name: String, people: List<PafPerson>, want: List<JsonObject>) {
+    c.ok(people.size == want.size) { "$name: ${people.size} people, Python ${want.size}" }
+    people.zip(want).forEachIndexed { p, (person, w) ->
+        c.close("person score", person.score, w.double("score")) { "$name person $p score" }
+        val wk = rows(w.get("keypoints"))
+        person.keypoints.forEachIndexed { j, (x, y, s) ->
+            c.ok(s == wk[j][2] && (person.peaks[j] < 0) == (wk[j][2] == 0.0)) {
+                "$name person $p keypoint $j score $s vs ${wk[j][2]}"
+            }
+            c.close("x", x, wk[j][0]) { "$name person $p keypoint $j x" }
+            c.close("y", y, wk[j][1]) { "$name person $p keypoint $j y" }
+        }
+    }
 }
 
 /** close() on each pair of values, labelled by index. */
@@ -312,6 +323,7 @@ fun tracking(dir: File) {
 fun metadata(dir: File) {
     val golden = load(dir, "metadata")
     val heatmapCases = load(dir, "heatmap").objects("cases").associateBy { it.string("name") }
+    val limbCases = load(dir, "limb_heatmap").objects("cases").associateBy { it.string("name") }
     for (m in golden.objects("models")) {
         val name = "metadata ${m.string("name")}"
         val meta = KposeMetadata.fromJson(m.obj("metadata"))
@@ -323,8 +335,31 @@ fun metadata(dir: File) {
         c.ok(sk.sigmas?.toList() == sigmas) { "$name: sigmas ${sk.sigmas?.toList()}" }
         c.ok(meta.cropPadding == e.double("crop_padding")) { "$name: crop padding ${meta.cropPadding}" }
         c.ok(meta.outputNames == e.strings("outputs")) { "$name: outputs ${meta.outputNames}" }
-        c.ok((meta.pafCodec?.limbs ?: emptyList()) == e.pairs("codec_limbs")) { "$name: codec limbs" }
-        if (e.has("decodes")) {
+        c.ok((meta.bottomUpCodec?.limbs ?: emptyList()) == e.pairs("codec_limbs")) { "$name: codec limbs" }
+        // codec.type picked the decoder, and with it the limb maps output it reads.
+        val type = when (meta.bottomUpCodec) { null -> "heatmap"; is PafCodec -> "paf"; is LimbHeatmapCodec -> "limb_heatmap"; else -> "?" }
+        c.ok(type == e.string("codec_type")) { "$name: codec type $type" }
+        val channels = listOf(sk.numKeypoints) + listOfNotNull(meta.bottomUpCodec?.limbChannels)
+        c.ok(channels == e.ints("output_channels").toList()) { "$name: output channels $channels" }
+        val bottomUp = meta.bottomUpCodec
+        if (e.has("decodes") && bottomUp != null) {
+            // A golden case's maps decoded by the codec the metadata describes, and through the
+            // bottom-up pipeline with an identity fit (an image of the input's size).
+            val case = limbCases.getValue(e.string("decodes"))
+            val hm = floats(case.obj("heatmaps"))
+            val maps = floats(case.obj("limb_maps"))
+            val want = case.obj("expected").objects("people")
+            samePeople(name, bottomUp.decode(hm, maps), want)
+            val input = meta.heatmapCodec
+            val fit = Affine.fit(input.inputH, input.inputW, input.inputH, input.inputW)
+            val people = decodeBottomUp(hm, maps, bottomUp, fit)
+            c.ok(people.size == want.size) { "$name: pipeline found ${people.size} people, Python ${want.size}" }
+            people.zip(want).forEachIndexed { p, (person, w) ->
+                val got = person.first.flatMap { it.toList() }.toDoubleArray()
+                val wk = flat(w.get("keypoints")).map { it.toFloat().toDouble() }.toDoubleArray()
+                closeAll("metadata-driven bottom-up decode (float32)", got, wk, 1e-9 * input.inputW) { "$name person $p value $it" }
+            }
+        } else if (e.has("decodes")) {
             // The golden heatmaps of a model with this skeleton, decoded with what the metadata says.
             val case = heatmapCases.getValue(e.string("decodes"))
             val want = rows(case.obj("expected").get("keypoints"))
@@ -340,7 +375,11 @@ fun metadata(dir: File) {
         """{"format": "kpose", "schema_version": 2}""" to "'schema_version' is 2; this reader knows 1",
         golden.string("broken_k") to "field 'outputs[0].shape'",
         golden.string("broken_k").replace("\"heatmap_size\": [64, 48]", "\"heatmap_size\": [2, 2]")
-            to "'codec': heatmap_size [2, 2] is too small")
+            to "'codec': heatmap_size [2, 2] is too small",
+        golden.string("unknown_codec_type") to "field 'codec.type' is 'limb_heatmap_v2'; this reader decodes " +
+            "bottom-up models with codec type paf or limb_heatmap",
+        golden.string("unknown_codec_type").replace("\"limb_heatmap_v2\"", "\"limb_heatmap\"")
+            .replace("\"name\": \"limb_heatmaps\"", "\"name\": \"pafs\"") to "field 'outputs[1].name' is 'pafs'")
     for ((text, words) in broken) {
         val err = try {
             KposeMetadata.parse(text, "model.tflite:kpose.json")
@@ -361,6 +400,7 @@ fun main(args: Array<String>) {
     }
     heatmap(dir)
     paf(dir)
+    limbHeatmap(dir)  // LimbHeatmapTest.kt
     geometry(dir)
     tracking(dir)
     personBoxes(dir)  // PersonBoxesTest.kt
