@@ -82,7 +82,7 @@ setup(
     extras_require={
         "export": ["tf2onnx==1.17.0", "onnxruntime", "tensorflowjs==4.22.0", "ydf<0.16"],
         "video": ["imageio>=2.31", "av"],
-        "test": ["pytest", "tf2onnx==1.17.0", "onnxruntime", "tensorflowjs==4.22.0", "ydf<0.16",
+        "test": ["pytest", "pytest-xdist", "tf2onnx==1.17.0", "onnxruntime", "tensorflowjs==4.22.0", "ydf<0.16",
                  "imageio>=2.31", "av", "motmetrics"],
     },
     entry_points={"console_scripts": ["kpose=kpose.cli:main"]},

@@ -7,6 +7,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Peak memory of one test process (TF, converters, a browser or a training run at a time):
+# `-n auto` starts no more workers than the machine's memory holds at this much each.
+WORKER_MEMORY_GB = 6
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pytest.ini): one worker per core, fewer where memory is short."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:  # MemAvailable counts the page cache the kernel would give back
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return cores
+    return max(1, min(cores, int(kb / 2**20 // WORKER_MEMORY_GB)))
 
 
 def shared_dir() -> Path | None:
@@ -37,8 +51,8 @@ def no_official_init() -> dict:
 
 @pytest.fixture(scope="module", autouse=True)
 def _release_models_after_each_module():
-    """Free each test module's Keras graphs and models: the suite runs in one process on a
-    24 GB machine, and converters' and module fixtures' models otherwise pile up."""
+    """Free each test module's Keras graphs and models: each worker process runs many
+    modules, and converters' and module fixtures' models otherwise pile up."""
     yield
     import gc
 
