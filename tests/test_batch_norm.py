@@ -61,3 +61,28 @@ def test_refuses_layers_that_are_not_batch_norms_and_empty_data():
     with pytest.raises(ValueError, match="no batches"):
         calibrate_batch_norms(net, [], ["bn1"])
     assert calibrate_batch_norms(net, [], []) == 0
+
+
+def test_qat_with_frozen_batch_norms_trains_on_the_moving_statistics(tmp_path):
+    from kpose.models.quantize import frozen_batch_norms, quantize_model
+
+    net = _net()
+    x = np.random.default_rng(1).normal(2, 3, (8, 6, 6, 3)).astype(np.float32)
+    qnet = quantize_model(net)
+    moving = [w.numpy().copy() for w in qnet.weights if "moving_mean" in w.name]
+    assert moving, "the QAT copy keeps its batch norms' statistics"
+    with frozen_batch_norms(qnet) as frozen:
+        assert len(frozen) == 3
+        # training=True computes what inference computes: no batch statistics, no update
+        np.testing.assert_allclose(qnet(x, training=True), qnet(x, training=False), atol=1e-5)
+        qnet.compile(optimizer="sgd", loss="mse")
+        qnet.fit(x, np.zeros_like(qnet(x)), epochs=1, batch_size=4, verbose=0)
+    for before, w in zip(moving, [w for w in qnet.weights if "moving_mean" in w.name]):
+        np.testing.assert_array_equal(before, w.numpy())
+    assert all(layer.trainable for layer in frozen)
+    # Without freezing, the same step moves them (the test can fail).
+    qnet.compile(optimizer="sgd", loss="mse")
+    qnet.fit(x, np.zeros_like(qnet(x)), epochs=1, batch_size=4, verbose=0)
+    assert any(not np.array_equal(b, w.numpy())
+               for b, w in zip(moving, [w for w in qnet.weights if "moving_mean" in w.name]))
+    qnet.save(tmp_path / "qat.h5")  # saving works once they are trainable again

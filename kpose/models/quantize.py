@@ -38,6 +38,8 @@ naming it, instead of leaving it in float.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from kpose._tf import keras, tf  # noqa: I001  (TF before tfmot: _tf sets the Keras switch)
 
 import tensorflow_model_optimization as tfmot  # noqa: E402
@@ -349,6 +351,30 @@ def float_layer_names(qat_net: keras.Model) -> list[str]:
     return out
 
 
+@contextmanager
+def frozen_batch_norms(qat_net: keras.Model):
+    """Inside, the batch norms of a QAT network run in inference mode under training=True:
+    they normalise with their moving statistics and do not update them (gamma and beta still
+    learn), so fine-tuning and range calibration see the activations the deployed network
+    computes, not those of each small batch's statistics.
+
+    Compile the training step inside the block (Keras reads `trainable` when it builds it).
+    On leaving, they are trainable again: QuantizeWrapper would otherwise list the frozen
+    gamma/beta twice (trainable and not), which breaks saving.
+    """
+    frozen = []
+    for layer in qat_net.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.BatchNormalization) and inner.trainable:
+            inner.trainable = False
+            frozen.append(inner)
+    try:
+        yield frozen
+    finally:
+        for inner in frozen:
+            inner.trainable = True
+
+
 # Training batches that set the QAT activation ranges before fine-tuning (on the quick-start
 # model: fake-quant AP 0.000 with tfmot's initial ranges, 0.629 after 16 batches; float 0.660).
 CALIBRATION_BATCHES = 16
@@ -390,6 +416,6 @@ def calibrate_ranges(qat_net: keras.Model, batches, strategy=None) -> int:
     return n
 
 
-__all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "CALIBRATION_BATCHES", "float_layer_names",
+__all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "frozen_batch_norms", "CALIBRATION_BATCHES", "float_layer_names",
            "integer_network", "IntegerELU", "QuantizedInstanceNormalization", "QuantizedHardSigmoid",
            "QuantizedBatchNormalization"]

@@ -7,7 +7,7 @@ from kpose._tf import keras, tf
 from kpose.data.pipeline import augmented_crops
 from kpose.data.sources import load_instances
 from kpose.models import TOP_DOWN
-from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, quantize_model
+from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
 from kpose.pose_model import PoseModel
 from kpose.recipe import DEFAULTS
 
@@ -29,16 +29,9 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
         raise ValueError("distill_qat distils heatmaps of person crops: it is for top-down models")
     teacher = model.keras_model
     student = quantize_model(teacher)
-    frozen = []
-    for layer in student.layers:
-        inner = getattr(layer, "layer", layer)
-        if isinstance(inner, keras.layers.BatchNormalization):
-            inner.trainable = False  # inference-mode batch norm under training=True
-            frozen.append(inner)
     instances = load_instances(data, "train", progress=False)
     aug = dict(DEFAULTS["augment"], **(augment or {}))
     ds = augmented_crops(instances, model.input_size, aug, seed=seed).batch(batch_size, drop_remainder=True)
-    calibrate_ranges(student, (x for x, _ in ds.take(CALIBRATION_BATCHES)))
     opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
 
     @tf.function
@@ -52,13 +45,12 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
         opt.apply_gradients(zip(grads, student.trainable_variables))
         return loss
 
-    bar = tqdm(ds.take(steps), total=steps, desc="distill QAT", disable=not progress)
-    for x, _ in bar:
-        bar.set_postfix(loss=f"{float(step(x)):.2e}")
-    # Un-freeze: QuantizeWrapper would otherwise list the frozen gamma/beta twice
-    # (trainable and not), which breaks saving.
-    for inner in frozen:
-        inner.trainable = True
+    # Tiny batches of other data must not move the batch-norm statistics.
+    with frozen_batch_norms(student):
+        calibrate_ranges(student, (x for x, _ in ds.take(CALIBRATION_BATCHES)))
+        bar = tqdm(ds.take(steps), total=steps, desc="distill QAT", disable=not progress)
+        for x, _ in bar:
+            bar.set_postfix(loss=f"{float(step(x)):.2e}")
     config = dict(model.config)
     config.update(quantization="qat", qat={"method": "self-distillation", "data": str(data),
                                            "steps": steps, "batch_size": batch_size, "lr": lr})

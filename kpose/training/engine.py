@@ -16,7 +16,7 @@ from kpose import plots
 from kpose._tf import keras, tf
 from kpose.codecs import HeatmapCodec, PafCodec
 from kpose.models import TOP_DOWN, build_network, get_family, network_outputs
-from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, quantize_model
+from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
 from kpose.pose_model import PoseModel, model_config
 from kpose.recipe import load_recipe
 from kpose.data.coco_skeleton import skeleton_request
@@ -402,18 +402,18 @@ def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, valid
     epochs = int(qcfg["epochs"])
     with strategy.scope():
         qnet = quantize_model(net)
-        calibrate_ranges(qnet, ds.take(CALIBRATION_BATCHES), strategy)
-        trainer = make_trainer(qnet, specs, cfg["loss"], global_batch)
-        lr = WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1))
-        trainer.compile(optimizer=keras.optimizers.Adam(lr))
-    inference = inference_network(qnet, cfg)
-    pose_model = PoseModel(inference, dict(config, quantization="qat"))
+    pose_model = PoseModel(inference_network(qnet, cfg), dict(config, quantization="qat"))
     qckpt = ckpt / "qat"
     qckpt.mkdir(exist_ok=True)
-    evaluator = EvalCallback(pose_model, validate, max(epochs, 1), qckpt, key, qnet)
-    callbacks = [evaluator, keras.callbacks.CSVLogger(str(out_dir / "history_qat.csv")),
-                 keras.callbacks.TerminateOnNaN()]
-    t0 = time.time()
-    hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                       verbose=1 if progress else 2) if epochs > 0 else None
+    callbacks = [EvalCallback(pose_model, validate, max(epochs, 1), qckpt, key, qnet),
+                 keras.callbacks.CSVLogger(str(out_dir / "history_qat.csv")), keras.callbacks.TerminateOnNaN()]
+    # freeze_batch_norm: ranges and weights adapt to the moving statistics the deployed
+    # network uses, not to each small batch's own.
+    with (frozen_batch_norms(qnet) if qcfg["freeze_batch_norm"] else contextlib.nullcontext()), strategy.scope():
+        calibrate_ranges(qnet, ds.take(CALIBRATION_BATCHES), strategy)
+        trainer = make_trainer(qnet, specs, cfg["loss"], global_batch)
+        trainer.compile(optimizer=keras.optimizers.Adam(WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1))))
+        t0 = time.time()
+        hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
+                           verbose=1 if progress else 2) if epochs > 0 else None
     return pose_model, (hist.history if hist else {}), time.time() - t0
