@@ -54,7 +54,7 @@ def main() -> None:
             "input_size": size, "skeleton": cfg["skeleton"]}
     net = build_network(ncfg, training_outputs=True)
     specs = target_specs(network_outputs(ncfg), size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"],
-                         skeleton.num_keypoints)
+                         skeleton.num_keypoints, cfg["codec"]["limb_sigma"])
     ds = task.batches(data, size, specs, cfg, batch, 0)
     it = iter(ds)
     pipe = _windows(lambda: next(it), 3, a.windows, a.per_window)

@@ -79,7 +79,7 @@ def measure(recipe: str, mixed: bool, steps: int, repeats: int, batch: int | Non
             "skeleton": skeleton.to_dict()}
     task = get_family(mcfg["family"]).task
     specs = target_specs(network_outputs(ncfg), size, cfg["codec"]["sigma"], cfg["codec"]["paf_width"],
-                         skeleton.num_keypoints)
+                         skeleton.num_keypoints, cfg["codec"]["limb_sigma"])
     keras.backend.clear_session()
     with precision(mixed):
         net = build_network(ncfg, training_outputs=True)

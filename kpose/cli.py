@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Predict keypoints with a run folder, a saved model folder, an "
                         "official EfficientPose .h5, tf-pose-estimation's .pb or an exported model, over "
                         "any number of images: files, folders, globs and lists stream through in batches "
-                        "with a progress bar. Bottom-up models (OpenPose families) find every person in "
+                        "with a progress bar. Bottom-up models (OpenPose families, SimplePose) find every person in "
                         "the image; top-down models (EfficientPose) take --box, else the whole image is "
                         f"one person. Up to {PRINT_LIMIT} images: their keypoints are printed. Unreadable "
                         "images are named, skipped and counted (exit 1 only when none could be read).")

@@ -20,8 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from kpose._tf import keras, tf
-from kpose.codecs import PafCodec, codec_from_dict, pose_scores
-from kpose.codecs.paf import flip_back
+from kpose.codecs import HeatmapCodec, LimbHeatmapCodec, PafCodec, codec_from_dict, pose_scores
+from kpose.codecs import limb_heatmap, paf
 from kpose.data.images import load_image
 from kpose.data.pipeline import eval_dataset
 from kpose.data.records import Instances
@@ -44,6 +44,9 @@ INPUT_CONVENTION = {"dtype": "float32", "channels": "RGB", "range": [0, 255], "l
 
 # Batches of at least this many crops run as a traced graph function (see PoseModel._forward).
 GRAPH_MIN_BATCH = 8
+
+# Bottom-up codecs (heatmaps + one limb output, grouped into people) -> their flip-test merge.
+BOTTOM_UP_FLIP_BACK = {PafCodec: paf.flip_back, LimbHeatmapCodec: limb_heatmap.flip_back}
 
 
 @dataclass
@@ -82,9 +85,10 @@ class PoseModel:
             raise ValueError(f"{CONFIG_FILE}: task {self.task!r}; known: {TOP_DOWN}, {BOTTOM_UP}")
         self.skeleton: Skeleton = skeleton_from_entry(config["skeleton"])
         self.codec = codec_from_dict(config["codec"])
-        if (self.task == BOTTOM_UP) != isinstance(self.codec, PafCodec):
+        if (self.task == BOTTOM_UP and type(self.codec) not in BOTTOM_UP_FLIP_BACK) or \
+                (self.task == TOP_DOWN and not isinstance(self.codec, HeatmapCodec)):
             raise ValueError(f"{CONFIG_FILE}: a {self.task} model cannot use a {config['codec'].get('type')} "
-                             f"codec (top_down: heatmap, bottom_up: paf)")
+                             f"codec (top_down: heatmap, bottom_up: paf or limb_heatmap)")
         self._functions: dict = {}
 
     @property
@@ -111,9 +115,10 @@ class PoseModel:
         return np.asarray((graph if len(crops) >= GRAPH_MIN_BATCH else eager)(crops))
 
     def maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Bottom-up network output for a batch of model inputs: (heatmaps, pafs)."""
-        heatmaps, pafs = self.keras_model(np.asarray(images, np.float32), training=False)
-        return np.asarray(heatmaps, np.float32), np.asarray(pafs, np.float32)
+        """Bottom-up network output for a batch of model inputs: (heatmaps, limb maps), the
+        limb maps being PAFs or limb heatmaps as the codec reads them."""
+        heatmaps, limbs = self.keras_model(np.asarray(images, np.float32), training=False)
+        return np.asarray(heatmaps, np.float32), np.asarray(limbs, np.float32)
 
     def _forward(self, flip_test: bool):
         """The network and the flip-test merge, eager and as a graph function. The graph
@@ -232,17 +237,18 @@ class PoseModel:
         return self._functions[key]
 
     def _maps_at(self, img: np.ndarray, size: tuple[int, int], flip_test: bool):
-        """(heatmaps, pafs, image->input affine) of one image at one input size."""
+        """(heatmaps, limb maps, image->input affine) of one image at one input size."""
         m = fit_matrix(img.shape[:2], size)
         x = warp_image(img, m, size).astype(np.float32)[None]
         if flip_test:
             x = np.concatenate([x, x[:, :, ::-1]])
         net = self._network_at(size)
-        heatmaps, pafs = (np.asarray(o, np.float32) for o in net(x, training=False))
+        heatmaps, limbs = (np.asarray(o, np.float32) for o in net(x, training=False))
         if flip_test:
-            back_h, back_p = flip_back(heatmaps[1], pafs[1], self.skeleton.flip_index(), *self.skeleton.limb_flip())
-            return 0.5 * (heatmaps[0] + back_h), 0.5 * (pafs[0] + back_p), m
-        return heatmaps[0], pafs[0], m
+            flip_back = BOTTOM_UP_FLIP_BACK[type(self.codec)]
+            back_h, back_l = flip_back(heatmaps[1], limbs[1], self.skeleton.flip_index(), *self.skeleton.limb_flip())
+            return 0.5 * (heatmaps[0] + back_h), 0.5 * (limbs[0] + back_l), m
+        return heatmaps[0], limbs[0], m
 
     def _predict_bottom_up(self, img: np.ndarray, flip_test: bool, scales=None) -> list[Pose]:
         sizes = self.scaled_input_sizes(scales) if scales is not None else [self.input_size]
@@ -250,7 +256,7 @@ class PoseModel:
         if len(sizes) == 1:
             if sizes[0] != self.input_size:
                 codec = _codec_at(codec, sizes[0])
-            heatmaps, pafs, m = self._maps_at(img, sizes[0], flip_test)
+            heatmaps, limbs, m = self._maps_at(img, sizes[0], flip_test)
         else:
             # Every scale's maps resampled onto the grid of the largest input, then averaged.
             ref = max(sizes, key=lambda s: s[0] * s[1])
@@ -258,15 +264,15 @@ class PoseModel:
             m = fit_matrix(img.shape[:2], ref)
             sx, sy = (float(v) for v in codec.heatmap_codec.stride)
             to_grid, from_grid = pixel_scale_matrix(1 / sx, 1 / sy), pixel_scale_matrix(sx, sy)
-            heatmaps, pafs = 0.0, 0.0
+            heatmaps, limbs = 0.0, 0.0
             for size in sizes:
                 h, p, ms = self._maps_at(img, size, flip_test)
                 # this scale's grid -> its input -> the image -> the largest input -> its grid
                 to_ref = to_grid @ _h3(m) @ _h3(invert_affine(ms)) @ from_grid
                 heatmaps = heatmaps + warp_image(h, to_ref[:2], codec.heatmap_size)
-                pafs = pafs + warp_image(p, to_ref[:2], codec.heatmap_size)
-            heatmaps, pafs = heatmaps / len(sizes), pafs / len(sizes)
-        kps, scores = codec.decode(heatmaps, pafs)
+                limbs = limbs + warp_image(p, to_ref[:2], codec.heatmap_size)
+            heatmaps, limbs = heatmaps / len(sizes), limbs / len(sizes)
+        kps, scores = codec.decode(heatmaps, limbs)
         kps = np.asarray(kps, np.float64).reshape(-1, self.skeleton.num_keypoints, 3)
         found = kps[..., 2] > 0
         xy = apply_affine(kps, invert_affine(m))
@@ -351,7 +357,7 @@ def _h3(m: np.ndarray) -> np.ndarray:
     return np.vstack([np.asarray(m, np.float64), [0.0, 0.0, 1.0]])
 
 
-def _codec_at(codec: PafCodec, input_size: tuple[int, int]) -> PafCodec:
+def _codec_at(codec: PafCodec | LimbHeatmapCodec, input_size: tuple[int, int]) -> PafCodec | LimbHeatmapCodec:
     """The codec for another input size with the same stride."""
     sx, sy = (float(v) for v in codec.heatmap_codec.stride)
     grid = (int(round(input_size[0] / sy)), int(round(input_size[1] / sx)))

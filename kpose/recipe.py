@@ -23,8 +23,12 @@ DEFAULTS: dict[str, Any] = {
     "skeleton": "coco17",
     # max_val: validation samples used (None: all); max_people: bottom-up people per image kept.
     "data": {"train": "synthetic", "val": "synthetic", "max_val": None, "max_people": 30},
-    "codec": {"type": "heatmap", "sigma": 2.0, "paf_width": 1.0},
-    "loss": {"pass_weights": [1.0, 1.0, 1.0, 1.0], "scale": 1000.0, "foreground_weight": 0.0},
+    # limb_sigma: the limb heatmaps' Gaussian sigma across the limb (input pixels; codec limb_heatmap).
+    "codec": {"type": "heatmap", "sigma": 2.0, "paf_width": 1.0, "limb_sigma": 4.0},
+    # type: l2, or focal_l2 (SimplePose's: |1 - s_t|^gamma weights the squared error, s_t the
+    # prediction where the target >= focal_threshold, 1 - prediction elsewhere).
+    "loss": {"pass_weights": [1.0, 1.0, 1.0, 1.0], "scale": 1000.0, "foreground_weight": 0.0,
+             "type": "l2", "gamma": 2.0, "focal_threshold": 0.01},
     "augment": {
         "flip": 0.5, "rotation": 30.0, "scale": [0.75, 1.25], "shift": 0.1,
         "rotation_prob": 0.6, "color": 0.25, "box_padding": 1.25,
@@ -56,6 +60,13 @@ DEFAULTS: dict[str, Any] = {
     # deployed network does (measured in docs/results.md, "QAT with frozen batch norms").
     "qat": {"enabled": False, "epochs": 2, "lr": 1e-4, "freeze_batch_norm": True},
     "init": None,
+}
+
+
+# Keys whose value is one of a fixed set (the code that reads each one lists the same names:
+# loss.type -> kpose.training.trainer.LOSSES; tests check they agree).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "loss.type": ("l2", "focal_l2"),
 }
 
 
@@ -95,6 +106,18 @@ def _merge(base: dict, new: dict, origin: str, prefix: str = "") -> None:
             base[key] = value
 
 
+def _check_choices(given: dict, origin: str) -> None:
+    """Refuse a value outside CHOICES where `given` (a YAML file's or the overrides' nested
+    keys) sets one, naming where it came from."""
+    for dotted, known in CHOICES.items():
+        node = given
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and node not in known:
+            raise RecipeError(f"{origin}: {dotted}={node!r} is not one kpose knows; set {dotted} to one of "
+                              f"{', '.join(known)}")
+
+
 def _nest(overrides: dict[str, Any]) -> dict:
     nested: dict = {}
     for dotted, value in overrides.items():
@@ -111,8 +134,11 @@ def load_recipe(recipe: str, overrides: dict[str, Any] | None = None) -> dict:
     data, origin = _read_yaml(recipe)
     resolved = copy.deepcopy(DEFAULTS)
     _merge(resolved, data, origin)
+    _check_choices(data, origin)
     if overrides:
-        _merge(resolved, _nest(overrides), "override")
+        nested = _nest(overrides)
+        _merge(resolved, nested, "override")
+        _check_choices(nested, "override")
     resolved["name"] = resolved["name"] or Path(recipe).stem
     return resolved
 

@@ -174,7 +174,8 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
     jobs = [("tflite", p) for p in precisions] if "tflite" in formats else []
     jobs += [(f, None) for f in formats if f != "tflite"]
 
-    report = {"model": export_name(model), "task": model.task, "output": str(out), "formats": [], "passed": True}
+    report = {"model": export_name(model), "task": model.task, "outputs": list(graph.output_names(model)),
+              "output": str(out), "formats": [], "passed": True}
     inputs = reference = None
     if check:
         inputs = model_inputs(model, images if images is not None else _data(model), num_images, split="val")

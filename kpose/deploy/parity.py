@@ -5,10 +5,11 @@ heatmaps and the distance between keypoints decoded (with the model's codec) fro
 the two outputs, keypoint by keypoint.
 
 Bottom-up models: on whole images fitted to the input, the largest absolute
-difference of each raw output (heatmaps and pafs), then the people decoded by the
-PAF codec from each: the number of people per image, and, after matching the
-exported model's people to the Keras model's (`match_people`), the distance of
-each confident reference keypoint to its counterpart. A reference keypoint without
+difference of each raw output (heatmaps and pafs or limb_heatmaps), then the people
+decoded by the model's codec (PAF or limb heatmap grouping) from each: the number of
+people per image, and, after matching the exported model's people to the Keras
+model's (`match_people`), the distance of each confident reference keypoint to its
+counterpart. A reference keypoint without
 one (its person unmatched, or the keypoint not found) counts as infinitely far, so
 a median over them fails when most of them are lost.
 
@@ -93,7 +94,8 @@ def _finite_or_none(value: float) -> float | None:
 
 def compare_bottom_up(model, exported: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict:
     """Raw differences of both outputs and decoded people, exported vs Keras, over a batch
-    of whole-image inputs: outputs {"heatmaps": [B, h, w, K], "pafs": [B, h, w, 2L]}."""
+    of whole-image inputs: outputs {"heatmaps": [B, h, w, K], "pafs": [B, h, w, 2L]} or, with a
+    limb heatmap codec, {"heatmaps": ..., "limb_heatmaps": [B, h, w, L]}."""
     names = graph.output_names(model)
     out: dict = {}
     for n in names:
@@ -185,6 +187,8 @@ def _num(value, fmt: str) -> str:
 def parity_markdown(report: dict) -> str:
     """The parity report as a Markdown table (parity.md)."""
     bottom_up = report.get("task") == BOTTOM_UP
+    # The limb output beside the heatmaps: pafs or limb_heatmaps (reports before the key: pafs).
+    limbs = report.get("outputs", [graph.OUTPUT_NAME, graph.PAF_OUTPUT_NAME])[-1]
     what = "whole images fitted to the input" if bottom_up else "crops"
     lines = [f"# Parity report: {report['model']}", "",
              f"{report.get('num_inputs', 0)} {what} from {report.get('images')}; reference = the Keras model. "
@@ -192,7 +196,7 @@ def parity_markdown(report: dict) -> str:
              + ("; people matched first, a reference keypoint not found counts as infinitely far." if bottom_up
                 else "."), ""]
     if bottom_up:
-        lines += ["| format | precision | size | max abs diff heatmaps | max abs diff pafs | people (Keras / "
+        lines += [f"| format | precision | size | max abs diff heatmaps | max abs diff {limbs} | people (Keras / "
                   "export) | median kp dist | p90 kp dist | GPU delegate | status |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
     else:
@@ -207,8 +211,8 @@ def parity_markdown(report: dict) -> str:
         if bottom_up:
             people = (f"{sum(e['people_reference'])} / {sum(e['people_exported'])}"
                       if "people_reference" in e else "-")
-            lines.append(head + f"{e.get('max_abs_diff_heatmaps', nan):.2e} | {e.get('max_abs_diff_pafs', nan):.2e} | "
-                         f"{people} | " + tail)
+            lines.append(head + f"{e.get('max_abs_diff_heatmaps', nan):.2e} | "
+                         f"{e.get(f'max_abs_diff_{limbs}', nan):.2e} | {people} | " + tail)
         else:
             lines.append(head + f"{e.get('max_abs_diff', nan):.2e} | " + tail)
     if report.get("fp16_weights_max_abs_diff") is not None:

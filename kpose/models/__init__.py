@@ -21,6 +21,11 @@ from kpose.models.registry import BOTTOM_UP, TASKS, TOP_DOWN, Family, OutputSpec
 from kpose.models.simplebaseline import BACKBONE_STRIDE, REFERENCE_INPUT_SIZE as SIMPLEBASELINE_SIZE
 from kpose.models.simplebaseline import VARIANTS as SIMPLEBASELINE_VARIANTS
 from kpose.models.simplebaseline import backbone_weights, build_simplebaseline, simplebaseline_outputs
+from kpose.models.simplepose import INPUT_STRIDE as SIMPLEPOSE_STRIDE
+from kpose.models.simplepose import REFERENCE_INPUT_SIZE as SIMPLEPOSE_SIZE
+from kpose.models.simplepose import VARIANTS as SIMPLEPOSE_VARIANTS
+from kpose.models.simplepose import build_simplepose, simplepose_outputs
+from kpose.models.simplepose_cost import simplepose_cost
 from kpose.skeletons import skeleton_from_entry
 
 
@@ -57,6 +62,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            outputs=simplebaseline_outputs, input_stride=BACKBONE_STRIDE, backbone_weights=backbone_weights,
            reference_input_size=SIMPLEBASELINE_SIZE,
            description="Simple Baselines (Xiao et al. 2018, top-down): backbone + 3 deconvs -> stride-4 heatmaps"),
+    Family(name="simplepose", task=BOTTOM_UP, variants=tuple(SIMPLEPOSE_VARIANTS), build=build_simplepose,
+           outputs=simplepose_outputs, input_stride=SIMPLEPOSE_STRIDE, reference_input_size=SIMPLEPOSE_SIZE,
+           variant_input_sizes={"small": (256, 256), "tiny": (64, 64)},   # the recipe's; the tests'
+           cost=simplepose_cost,   # the paper's 96 M-weight network is counted without a build
+           description="SimplePose (Li et al. 2020, bottom-up): SE hourglasses, multi-scale supervision, "
+                       "heatmaps + limb heatmaps"),
 )}
 
 

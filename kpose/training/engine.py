@@ -14,7 +14,7 @@ import yaml
 
 from kpose import plots
 from kpose._tf import keras, tf
-from kpose.codecs import HeatmapCodec, PafCodec
+from kpose.codecs import HeatmapCodec, LimbHeatmapCodec, PafCodec
 from kpose.models import TOP_DOWN, build_network, get_family, network_outputs
 from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
 from kpose.pose_model import PoseModel, model_config
@@ -81,7 +81,25 @@ def _network_config(cfg: dict) -> dict:
 def _targets(cfg: dict, input_size) -> list:
     """Target specs of the recipe's network for batches of `input_size`."""
     return target_specs(network_outputs(_network_config(cfg)), input_size, cfg["codec"]["sigma"],
-                        cfg["codec"]["paf_width"], _skeleton(cfg).num_keypoints)
+                        cfg["codec"]["paf_width"], _skeleton(cfg).num_keypoints,
+                        cfg["codec"].get("limb_sigma"))  # absent in run folders older than the key
+
+
+# The kind of a bottom-up network's second inference output -> the codec that groups people with it.
+BOTTOM_UP_CODECS = {"pafs": "paf", "limb_heatmaps": "limb_heatmap"}
+
+
+def codec_type(task: str, outputs) -> str:
+    """The codec type that decodes a network with these declared outputs: "heatmap" for a
+    top-down one, else the one its limb output kind needs (BOTTOM_UP_CODECS)."""
+    if task == TOP_DOWN:
+        return "heatmap"
+    kinds = {o.kind for o in outputs if o.inference} & set(BOTTOM_UP_CODECS)
+    if len(kinds) != 1:
+        raise ValueError(f"a bottom-up network needs exactly one inference output of kind "
+                         f"{' or '.join(BOTTOM_UP_CODECS)} to group people with; it declares "
+                         f"{sorted(o.kind for o in outputs if o.inference)}")
+    return BOTTOM_UP_CODECS[kinds.pop()]
 
 
 def _model_config(cfg: dict, data_spec: dict) -> dict:
@@ -89,18 +107,24 @@ def _model_config(cfg: dict, data_spec: dict) -> dict:
     ncfg = _network_config(cfg)
     input_size = tuple(ncfg["input_size"])
     outputs = network_outputs(ncfg)
-    final = _targets(cfg, input_size)[[o.inference for o in outputs].index(True)]
+    specs = [t for o, t in zip(outputs, _targets(cfg, input_size)) if o.inference]
+    final = next(s for s in specs if s.kind == "heatmaps")
     skeleton = _skeleton(cfg)
     task = get_family(ncfg["family"]).task
-    wanted = "heatmap" if task == TOP_DOWN else "paf"
+    wanted = codec_type(task, outputs)
     if cfg["codec"]["type"] != wanted:
-        raise ValueError(f"recipe codec.type={cfg['codec']['type']!r}: a {task} model ({ncfg['family']}) "
-                         f"is decoded with the {wanted!r} codec; set codec.type: {wanted}")
-    if task == TOP_DOWN:
+        raise ValueError(f"recipe codec.type={cfg['codec']['type']!r}: a {task} model ({ncfg['family']}, "
+                         f"outputs {', '.join(s.kind for s in specs)}) is decoded with the {wanted!r} codec; "
+                         f"set codec.type: {wanted} in the recipe")
+    if wanted == "heatmap":
         codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
-    else:
+    elif wanted == "paf":
         codec = PafCodec(input_size=input_size, heatmap_size=final.size, limbs=skeleton.limbs,
                          limb_width=float(cfg["codec"]["paf_width"]), sigma=final.sigma)
+    else:
+        limb = next(s for s in specs if s.kind == "limb_heatmaps")
+        codec = LimbHeatmapCodec(input_size=input_size, heatmap_size=final.size, limbs=skeleton.limbs,
+                                 limb_sigma=limb.sigma, sigma=final.sigma)
     return model_config(ncfg["family"], ncfg["variant"], input_size, skeleton, codec,
                         crop_padding=cfg["augment"]["box_padding"], recipe=cfg["name"], data=data_spec)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from kpose._tf import tf
 from kpose.codecs.heatmap_tf import encode_heatmaps_tf, encode_multi_heatmaps_tf
+from kpose.codecs.limb_heatmap_tf import encode_limb_heatmaps_tf
 from kpose.codecs.paf_tf import encode_pafs_tf
 from kpose.data.bottom_up import bottom_up_dataset
 from kpose.data.pipeline import augmented_crops
@@ -26,10 +27,10 @@ AUTOTUNE = tf.data.AUTOTUNE
 class TargetSpec:
     """One supervised output: what to encode and at which size.
 
-    kind: "heatmaps" or "pafs"; size: (h, w) of the output; sigma: Gaussian sigma
-    (heatmaps) or half-width (pafs) in that output's pixels; stride: input pixels per
-    output pixel; background: the heatmaps end with OpenPose's background channel
-    (1 - the max of the others).
+    kind: "heatmaps", "pafs" or "limb_heatmaps"; size: (h, w) of the output; sigma: Gaussian
+    sigma (heatmaps), half-width (pafs) or the limb Gaussian's sigma across the segment
+    (limb_heatmaps) in that output's pixels; stride: input pixels per output pixel;
+    background: the heatmaps end with OpenPose's background channel (1 - the max of the others).
     """
 
     name: str
@@ -41,12 +42,14 @@ class TargetSpec:
 
 
 def target_specs(outputs: tuple[OutputSpec, ...], input_size, sigma: float,
-                 paf_width: float, num_keypoints: int | None = None) -> list[TargetSpec]:
+                 paf_width: float, num_keypoints: int | None = None,
+                 limb_sigma: float | None = None) -> list[TargetSpec]:
     """One TargetSpec per declared output, for batches of `input_size` (h, w).
 
-    sigma is in input pixels; each output gets it in its own pixels, at least 1 so
-    that coarse passes still see a Gaussian rather than a single pixel. Heatmap outputs
-    with num_keypoints + 1 channels carry a background channel.
+    sigma and limb_sigma (needed when an output is limb_heatmaps) are in input pixels;
+    each output gets them in its own pixels, at least 1 so that coarse passes still see a
+    Gaussian rather than a single pixel. Heatmap outputs with num_keypoints + 1 channels
+    carry a background channel.
     """
     specs = []
     for out in outputs:
@@ -60,9 +63,25 @@ def target_specs(outputs: tuple[OutputSpec, ...], input_size, sigma: float,
                                     background))
         elif out.kind == "pafs":
             specs.append(TargetSpec(out.name, "pafs", size, float(paf_width), out.stride))
+        elif out.kind == "limb_heatmaps":
+            if limb_sigma is None:
+                raise ValueError(f"output {out.name!r} is a limb heatmap: its targets need limb_sigma "
+                                 f"(recipe codec.limb_sigma, input pixels)")
+            specs.append(TargetSpec(out.name, "limb_heatmaps", size, max(float(limb_sigma) / out.stride, 1.0),
+                                    out.stride))
         else:
             raise ValueError(f"output {out.name!r}: no training target for kind {out.kind!r} yet")
     return specs
+
+
+def _limb_encoder(spec: TargetSpec):
+    """The TF encoder of a limb output kind: (people [P, K, 3], input size, size, limbs, sigma)
+    -> (maps, per-limb weights)."""
+    if spec.kind == "pafs":
+        return encode_pafs_tf
+    if spec.kind == "limb_heatmaps":
+        return encode_limb_heatmaps_tf
+    raise ValueError(f"target {spec.name!r}: no encoder for kind {spec.kind!r}")
 
 
 def encode_targets(kps: tf.Tensor, input_size, specs: list[TargetSpec], limbs) -> tuple[dict, dict]:
@@ -72,7 +91,7 @@ def encode_targets(kps: tf.Tensor, input_size, specs: list[TargetSpec], limbs) -
         if spec.kind == "heatmaps":
             t, wt = encode_heatmaps_tf(kps, input_size, spec.size, spec.sigma)
         else:
-            t, wt = encode_pafs_tf(kps[None], input_size, spec.size, limbs, spec.sigma)
+            t, wt = _limb_encoder(spec)(kps[None], input_size, spec.size, limbs, spec.sigma)
         targets[spec.name], weights[spec.name] = t, wt
     return targets, weights
 
@@ -101,8 +120,8 @@ def encode_people_targets(kps: tf.Tensor, ignore: tf.Tensor, input_size, specs: 
                           limbs) -> tuple[dict, dict]:
     """One image's bottom-up targets from all its people [P, K, 3] (input pixels) and its
     ignore mask [H, W]: part heatmaps (max over people, plus background where declared),
-    PAFs (averaged where people overlap), and per-pixel weights [h, w, 1] that are 0
-    inside ignore regions (crowds, unlabelled people).
+    PAFs (averaged where people overlap) or limb heatmaps (max over people), and per-pixel
+    weights [h, w, 1] that are 0 inside ignore regions (crowds, unlabelled people).
 
     Stages of one network share their targets: each distinct (kind, size, sigma) is
     encoded once.
@@ -114,7 +133,7 @@ def encode_people_targets(kps: tf.Tensor, ignore: tf.Tensor, input_size, specs: 
             if spec.kind == "heatmaps":
                 t, _ = encode_multi_heatmaps_tf(kps, input_size, spec.size, spec.sigma)
             else:
-                t, _ = encode_pafs_tf(kps, input_size, spec.size, limbs, spec.sigma)
+                t, _ = _limb_encoder(spec)(kps, input_size, spec.size, limbs, spec.sigma)
             cover = tf.nn.avg_pool2d(ignore[None, :, :, None], spec.stride, spec.stride, "VALID")[0]
             cache[key] = (t, 1.0 - cover[: spec.size[0], : spec.size[1]])
         t, w = cache[key]

@@ -2,9 +2,50 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 from kpose._tf import keras, tf
 from kpose.training.targets import TargetSpec
+
+
+def squared_error(pred: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """Per-element (pred - target)^2: the L2 loss before weighting and averaging."""
+    return tf.square(pred - target)
+
+
+def focal_squared_error(pred: tf.Tensor, target: tf.Tensor, gamma: float = 2.0,
+                        threshold: float = 0.01) -> tf.Tensor:
+    """SimplePose's focal L2 (Li et al., AAAI 2020), per element: |1 - s_t|^gamma (pred - target)^2.
+
+    s_t = pred where the target is at least `threshold` (on a Gaussian), 1 - pred elsewhere: a
+    pixel already predicted well (s_t near 1) weighs little, so the many easy background pixels
+    no longer outweigh the few foreground ones. gamma 0 is the plain squared error. The absolute
+    value keeps the weight defined (and >= 0) for predictions outside [0, 1]. The weight is a
+    function of the prediction and is differentiated through, as in the paper's loss.
+    """
+    if gamma == 0:
+        # The weight is 1; pow's gradient at a zero base would be 0 * inf there.
+        return squared_error(pred, target)
+    s_t = tf.where(target >= threshold, pred, 1.0 - pred)
+    return tf.pow(tf.abs(1.0 - s_t), gamma) * tf.square(pred - target)
+
+
+# Recipe loss.type -> element-wise loss (recipe loss section) -> (pred, target) -> loss; the
+# names are kpose.recipe.CHOICES["loss.type"] (tests check they agree).
+LOSSES = {
+    "l2": lambda loss: squared_error,
+    "focal_l2": lambda loss: partial(focal_squared_error, gamma=float(loss["gamma"]),
+                                     threshold=float(loss["focal_threshold"])),
+}
+
+
+def loss_function(loss: dict):
+    """The element-wise loss a recipe's `loss` section selects (loss.type)."""
+    kind = loss.get("type", "l2")  # run folders written before loss.type existed trained with L2
+    if kind not in LOSSES:
+        raise ValueError(f"recipe loss.type={kind!r} is not a loss kpose knows; known: {', '.join(LOSSES)}; "
+                         f"set loss.type in the recipe (or --set loss.type=focal_l2)")
+    return LOSSES[kind](loss)
 
 
 class PoseTrainer(keras.Model):
@@ -13,13 +54,15 @@ class PoseTrainer(keras.Model):
     Every pass is supervised (intermediate supervision). Top-down: each channel's
     squared error is weighted by its target weight (0 for unlabelled or out-of-crop
     keypoints and for limbs missing an endpoint). Bottom-up: each pixel's, by its
-    weight (0 inside ignore regions).
+    weight (0 inside ignore regions). element_loss: (pred, target) -> the per-element
+    error weighted so (`squared_error`, or SimplePose's `focal_squared_error`).
     """
 
     def __init__(self, net, specs: list[TargetSpec], pass_weights, scale: float, global_batch: int,
-                 foreground_weight: float = 0.0):
+                 foreground_weight: float = 0.0, element_loss=squared_error):
         super().__init__()
         self.net = net
+        self.element_loss = element_loss
         self.specs = specs
         self.pass_weights = [float(w) for w in pass_weights]
         if len(self.pass_weights) != len(specs):
@@ -50,7 +93,7 @@ class PoseTrainer(keras.Model):
             t, w = targets[spec.name], weights[spec.name]
             if spec.kind == "pafs" and w.shape.rank == 2:  # one weight per limb, two channels per limb
                 w = tf.repeat(w, 2, axis=-1)
-            sq = tf.square(tf.cast(out, tf.float32) - t)
+            sq = self.element_loss(tf.cast(out, tf.float32), t)
             if self.foreground_weight:
                 # Gaussian peaks cover a tiny fraction of a map: without extra weight on
                 # them a from-scratch model first learns to predict zeros everywhere and
@@ -102,7 +145,7 @@ class PoseTrainer(keras.Model):
 def make_trainer(net, specs: list[TargetSpec], loss: dict, global_batch: int) -> PoseTrainer:
     """The PoseTrainer for a recipe's `loss` section."""
     return PoseTrainer(net, specs, loss["pass_weights"], loss["scale"], global_batch,
-                       loss["foreground_weight"])
+                       loss["foreground_weight"], loss_function(loss))
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
