@@ -14,18 +14,18 @@ import yaml
 
 from kpose import plots
 from kpose._tf import keras, tf
-from kpose.codecs import HeatmapCodec, LimbHeatmapCodec, PafCodec
-from kpose.models import TOP_DOWN, build_network, get_family, network_outputs
-from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
-from kpose.pose_model import PoseModel, model_config
-from kpose.recipe import load_recipe
 from kpose.data.coco_skeleton import skeleton_request
-from kpose.skeletons import Skeleton, skeleton_from_entry
+from kpose.models import build_network, get_family
+from kpose.models.quantize import CALIBRATION_BATCHES
+from kpose.pose_model import PoseModel
+from kpose.recipe import load_recipe
 from kpose.training import distribute
 from kpose.training.distribute import Worker, drop_scratch, scratch_dir, shard_by_data, synchronize_batch_norms, worker
-from kpose.training.run_folder import BACKUP_DIR, backup_step, check_same_recipe, new_run_dir, resumed_run
 from kpose.training.fit_stages import any_input_size, precision, size_stages
-from kpose.training.targets import target_specs
+from kpose.training.qat_stage import qat_stage
+from kpose.training.recipe_model import (inference_network, network_config, recipe_model_config, recipe_skeleton,
+                                         recipe_targets)
+from kpose.training.run_folder import BACKUP_DIR, backup_step, check_same_recipe, new_run_dir, resumed_run
 from kpose.training.task_data import TASK_DATA
 from kpose.training.trainer import WarmupCosine, make_trainer
 from kpose.training.transfer import backbone_loader, init_weights, resolve_init, save_training_heads
@@ -43,97 +43,6 @@ class Run:
     model: PoseModel
     recipe: dict
     history: dict = field(default_factory=dict)
-
-
-# ---- the one call ----------------------------------------------------------------------
-
-def untrained_model(recipe: str = "efficientpose_rt", overrides: dict[str, Any] | None = None) -> PoseModel:
-    """The PoseModel a recipe trains, with fresh weights (for export and QAT checks)."""
-    return untrained_networks(recipe, overrides)[1]
-
-
-def untrained_networks(recipe: str = "efficientpose_rt",
-                       overrides: dict[str, Any] | None = None) -> tuple[keras.Model, PoseModel]:
-    """(training network, PoseModel of its inference outputs) of a recipe, with fresh weights
-    they share: one build for a training step and a prediction."""
-    cfg = load_recipe(recipe, overrides)
-    net = build_network(_network_config(cfg), training_outputs=True)
-    config = _model_config(cfg, {"train": cfg["data"]["train"], "val": cfg["data"]["val"]})
-    return net, PoseModel(inference_network(net, cfg), config)
-
-
-def _skeleton(cfg: dict) -> Skeleton:
-    """The recipe's skeleton: a built-in name, or the full entry `train` resolved from the data."""
-    if skeleton_request(cfg["skeleton"]) is not None:
-        raise ValueError(f"recipe skeleton {cfg['skeleton']!r} is read from the training data: only "
-                         f"kpose.train resolves it (untrained models need a built-in skeleton)")
-    return skeleton_from_entry(cfg["skeleton"])
-
-
-def _network_config(cfg: dict) -> dict:
-    """The part of a model config that build_network needs, from a resolved recipe."""
-    mcfg = cfg["model"]
-    return {"family": mcfg["family"], "variant": mcfg["variant"],
-            "input_size": [int(v) for v in mcfg["input_size"]],
-            "skeleton": _skeleton(cfg).to_dict()}
-
-
-def _targets(cfg: dict, input_size) -> list:
-    """Target specs of the recipe's network for batches of `input_size`."""
-    return target_specs(network_outputs(_network_config(cfg)), input_size, cfg["codec"]["sigma"],
-                        cfg["codec"]["paf_width"], _skeleton(cfg).num_keypoints,
-                        cfg["codec"].get("limb_sigma"))  # absent in run folders older than the key
-
-
-# The kind of a bottom-up network's second inference output -> the codec that groups people with it.
-BOTTOM_UP_CODECS = {"pafs": "paf", "limb_heatmaps": "limb_heatmap"}
-
-
-def codec_type(task: str, outputs) -> str:
-    """The codec type that decodes a network with these declared outputs: "heatmap" for a
-    top-down one, else the one its limb output kind needs (BOTTOM_UP_CODECS)."""
-    if task == TOP_DOWN:
-        return "heatmap"
-    kinds = {o.kind for o in outputs if o.inference} & set(BOTTOM_UP_CODECS)
-    if len(kinds) != 1:
-        raise ValueError(f"a bottom-up network needs exactly one inference output of kind "
-                         f"{' or '.join(BOTTOM_UP_CODECS)} to group people with; it declares "
-                         f"{sorted(o.kind for o in outputs if o.inference)}")
-    return BOTTOM_UP_CODECS[kinds.pop()]
-
-
-def _model_config(cfg: dict, data_spec: dict) -> dict:
-    """The config saved with the trained model: its codec decodes the inference output."""
-    ncfg = _network_config(cfg)
-    input_size = tuple(ncfg["input_size"])
-    outputs = network_outputs(ncfg)
-    specs = [t for o, t in zip(outputs, _targets(cfg, input_size)) if o.inference]
-    final = next(s for s in specs if s.kind == "heatmaps")
-    skeleton = _skeleton(cfg)
-    task = get_family(ncfg["family"]).task
-    wanted = codec_type(task, outputs)
-    if cfg["codec"]["type"] != wanted:
-        raise ValueError(f"recipe codec.type={cfg['codec']['type']!r}: a {task} model ({ncfg['family']}, "
-                         f"outputs {', '.join(s.kind for s in specs)}) is decoded with the {wanted!r} codec; "
-                         f"set codec.type: {wanted} in the recipe")
-    if wanted == "heatmap":
-        codec = HeatmapCodec(input_size=input_size, heatmap_size=final.size, sigma=final.sigma)
-    elif wanted == "paf":
-        codec = PafCodec(input_size=input_size, heatmap_size=final.size, limbs=skeleton.limbs,
-                         limb_width=float(cfg["codec"]["paf_width"]), sigma=final.sigma)
-    else:
-        limb = next(s for s in specs if s.kind == "limb_heatmaps")
-        codec = LimbHeatmapCodec(input_size=input_size, heatmap_size=final.size, limbs=skeleton.limbs,
-                                 limb_sigma=limb.sigma, sigma=final.sigma)
-    return model_config(ncfg["family"], ncfg["variant"], input_size, skeleton, codec,
-                        crop_padding=cfg["augment"]["box_padding"], recipe=cfg["name"], data=data_spec)
-
-
-def inference_network(net, cfg: dict):
-    """The deployed network: the training network's inference outputs only (shared layers)."""
-    outputs = network_outputs(_network_config(cfg))
-    keep = [out for spec, out in zip(outputs, net.outputs) if spec.inference]
-    return keras.Model(net.inputs, keep[0] if len(keep) == 1 else keep, name=net.name)
 
 
 def train(recipe: str = "efficientpose_rt", data: str | dict | None = None,
@@ -253,11 +162,11 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
     task = TASK_DATA[get_family(mcfg["family"]).task]
     data_spec = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
     request = skeleton_request(cfg["skeleton"])
-    train_set = task.load(data_spec, "train", request or _skeleton(cfg), progress)
+    train_set = task.load(data_spec, "train", request or recipe_skeleton(cfg), progress)
     if request is not None:
         # The model's skeleton is the data's own (names, limbs, flip pairs, sigmas), stored in full.
         cfg["skeleton"] = task.skeleton(train_set).to_dict()
-    skeleton = _skeleton(cfg)
+    skeleton = recipe_skeleton(cfg)
     print(f"kpose: skeleton {skeleton.name}: {skeleton.num_keypoints} keypoints, {len(skeleton.limbs)} limbs, "
           f"flip pairs {[(skeleton.keypoints[a], skeleton.keypoints[b]) for a, b in skeleton.flip_pairs]}",
           flush=True)
@@ -277,7 +186,7 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
             raise ValueError(f"data.{split} = {cfg['data'][split]!r} has no usable {task.unit} "
                              f"({task.summary(part)}); check the annotation file and image folder")
 
-    config = _model_config(cfg, data_spec)
+    config = recipe_model_config(cfg, data_spec)
     input_size = tuple(int(v) for v in mcfg["input_size"])
     replicas = strategy.num_replicas_in_sync
     global_batch = int(tcfg["batch_size"]) * replicas
@@ -289,14 +198,14 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
     total = max(steps * int(tcfg["epochs"]), 1)
 
     seed = int(tcfg["seed"])
-    specs = _targets(cfg, input_size)
+    specs = recipe_targets(cfg, input_size)
     ds = shard_by_data(task.batches(train_set, input_size, specs, cfg, global_batch, seed))
     mixed = bool(tcfg["mixed_precision"])
     if mixed and cfg["qat"]["enabled"]:
         raise ValueError("recipe train.mixed_precision: true with qat: quantisation-aware training runs in "
                          "float32; train in mixed precision, then --init that run with --qat")
     with strategy.scope(), precision(mixed):
-        net = build_network(_network_config(cfg), training_outputs=True)
+        net = build_network(network_config(cfg), training_outputs=True)
         if not resuming and (backbone := backbone_loader(mcfg)) is not None:
             print(f"kpose: initialised {backbone(net)}", flush=True)
         if init is not None:
@@ -352,7 +261,7 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
     for first, last, size in size_stages(tcfg, input_size):
         stage_trainer, stage_ds, any_size = trainer, ds, contextlib.nullcontext()
         skip = min(max(done - first * steps, 0), (last - first) * steps)
-        stage_specs = specs if size == input_size else _targets(cfg, size)
+        stage_specs = specs if size == input_size else recipe_targets(cfg, size)
         if skip or size != input_size:
             stage_ds = shard_by_data(task.batches(train_set, size, stage_specs, cfg, global_batch, seed,
                                                   start_batch=skip))
@@ -378,7 +287,7 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
     if mixed:
         # The trained model computes in float32 (its weights already are): the network again,
         # built outside the mixed policy, with these weights; validated again below.
-        inference = build_network(_network_config(cfg))
+        inference = build_network(network_config(cfg))
         inference.set_weights(pose_model.keras_model.get_weights())
         pose_model = PoseModel(inference, config)
     float_metrics = None
@@ -388,7 +297,7 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
         save_training_heads(net, inference, out_dir / "model_float")
         print(f"kpose: float model {key}={float_metrics.get(key, float('nan')):.4f}; "
               f"quantisation-aware training for {cfg['qat']['epochs']} epochs", flush=True)
-        pose_model, qat_hist, qat_seconds = _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy,
+        pose_model, qat_hist, qat_seconds = qat_stage(net, specs, cfg, ds, steps, global_batch, strategy,
                                                        config, validate, ckpt, key, out_dir, progress)
         history.update({f"qat_{k}": v for k, v in qat_hist.items()})
         train_seconds += qat_seconds
@@ -417,27 +326,3 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
           f"run saved in {out_dir}", flush=True)
     return Run(dir=out_dir if me.chief else None, metrics=metrics, model=pose_model, recipe=cfg,
                history={k: [float(x) for x in v] for k, v in history.items()})
-
-
-def _qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, validate, ckpt, key,
-               out_dir, progress):
-    """Fine-tune a QAT copy of the trained float network; returns (PoseModel, history, seconds)."""
-    qcfg = cfg["qat"]
-    epochs = int(qcfg["epochs"])
-    with strategy.scope():
-        qnet = quantize_model(net)
-    pose_model = PoseModel(inference_network(qnet, cfg), dict(config, quantization="qat"))
-    qckpt = ckpt / "qat"
-    qckpt.mkdir(exist_ok=True)
-    callbacks = [EvalCallback(pose_model, validate, max(epochs, 1), qckpt, key, qnet),
-                 keras.callbacks.CSVLogger(str(out_dir / "history_qat.csv")), keras.callbacks.TerminateOnNaN()]
-    # freeze_batch_norm: ranges and weights adapt to the moving statistics the deployed
-    # network uses, not to each small batch's own.
-    with (frozen_batch_norms(qnet) if qcfg["freeze_batch_norm"] else contextlib.nullcontext()), strategy.scope():
-        calibrate_ranges(qnet, ds.take(CALIBRATION_BATCHES), strategy)
-        trainer = make_trainer(qnet, specs, cfg["loss"], global_batch)
-        trainer.compile(optimizer=keras.optimizers.Adam(WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1))))
-        t0 = time.time()
-        hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                           verbose=1 if progress else 2) if epochs > 0 else None
-    return pose_model, (hist.history if hist else {}), time.time() - t0
