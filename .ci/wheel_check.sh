@@ -58,7 +58,7 @@ case "$SITE" in
   "$WORK/venv/"*) ;;
   *) echo "wheel check: kpose imported from $SITE, not the installed wheel" >&2; exit 1 ;;
 esac
-"$V/python" -c "from kpose.training.engine import untrained_model; untrained_model('efficientpose_rt').save('tiny')"
+"$V/python" -c "from kpose.training import untrained_model; untrained_model('efficientpose_rt').save('tiny')"
 # node/npm that fail when called: an installed kpose must need neither to export or serve.
 mkdir "$WORK/no-node"
 for tool in node npm npx; do

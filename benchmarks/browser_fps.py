@@ -56,7 +56,7 @@ MOVENET_PUBLISHED = [
 def _model(name: str):
     """The PoseModel behind a benchmark name, and a one-line description."""
     if name in RECIPES:
-        from kpose.training.engine import untrained_model
+        from kpose.training import untrained_model
 
         model = untrained_model(name, {"init": None})
         return model, f"recipe `{name}`, untrained"
