@@ -261,7 +261,7 @@ def _memory() -> tuple[int, float]:
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
 def test_memory_stays_flat_over_10000_images(model, tmp_path):
     """Measured at the 2,000th and the 10,000th image of one run (100 folders of 100: a folder's
-    names are held while it is listed). Growth seen: a few hundred blocks, < 1 MB resident.
+    names are held while it is listed). Growth seen: a few hundred blocks, < 1 MB resident (4.1 MB once in an xdist worker).
     Keeping the 8,000 further path strings adds ~8,000 blocks (~1 MB); keeping the records,
     ~33 MB; keeping the decoded images, ~25 MB."""
     rng = np.random.default_rng(0)
@@ -289,5 +289,8 @@ def test_memory_stays_flat_over_10000_images(model, tmp_path):
     print(f"2,000 images: {marks[2000][1]:.1f} MB, 10,000: {marks[10000][1]:.1f} MB resident; "
           f"{blocks:+d} blocks; {s['images_per_s']} images/s")
     assert blocks < 3000, f"{blocks} more Python memory blocks after 8,000 more images"
-    assert resident < 4, f"{resident:.1f} MB more resident memory after 8,000 more images"
+    # Resident memory is the coarse check (leaked records or images add 25-33 MB); the block
+    # count above catches small Python leaks. In a pytest-xdist worker that ran other tests
+    # first, allocator noise reached 4.1 MB (CI, session 13), hence 12 MB, not 4.
+    assert resident < 12, f"{resident:.1f} MB more resident memory after 8,000 more images"
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 10001
