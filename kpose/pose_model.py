@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from kpose._tf import keras, tf
 from kpose.codecs import HeatmapCodec, LimbHeatmapCodec, PafCodec, codec_from_dict, pose_scores
-from kpose.codecs import limb_heatmap, paf
 from kpose.data.images import load_image
 from kpose.data.pipeline import eval_dataset
 from kpose.data.records import Instances
@@ -45,8 +44,8 @@ INPUT_CONVENTION = {"dtype": "float32", "channels": "RGB", "range": [0, 255], "l
 # Batches of at least this many crops run as a traced graph function (see PoseModel._forward).
 GRAPH_MIN_BATCH = 8
 
-# Bottom-up codecs (heatmaps + one limb output, grouped into people) -> their flip-test merge.
-BOTTOM_UP_FLIP_BACK = {PafCodec: paf.flip_back, LimbHeatmapCodec: limb_heatmap.flip_back}
+# Bottom-up codecs: heatmaps + one limb output, grouped into people; each owns its flip-test merge.
+BOTTOM_UP_CODECS = (PafCodec, LimbHeatmapCodec)
 
 
 @dataclass
@@ -85,7 +84,7 @@ class PoseModel:
             raise ValueError(f"{CONFIG_FILE}: task {self.task!r}; known: {TOP_DOWN}, {BOTTOM_UP}")
         self.skeleton: Skeleton = skeleton_from_entry(config["skeleton"])
         self.codec = codec_from_dict(config["codec"])
-        if (self.task == BOTTOM_UP and type(self.codec) not in BOTTOM_UP_FLIP_BACK) or \
+        if (self.task == BOTTOM_UP and not isinstance(self.codec, BOTTOM_UP_CODECS)) or \
                 (self.task == TOP_DOWN and not isinstance(self.codec, HeatmapCodec)):
             raise ValueError(f"{CONFIG_FILE}: a {self.task} model cannot use a {config['codec'].get('type')} "
                              f"codec (top_down: heatmap, bottom_up: paf or limb_heatmap)")
@@ -245,8 +244,7 @@ class PoseModel:
         net = self._network_at(size)
         heatmaps, limbs = (np.asarray(o, np.float32) for o in net(x, training=False))
         if flip_test:
-            flip_back = BOTTOM_UP_FLIP_BACK[type(self.codec)]
-            back_h, back_l = flip_back(heatmaps[1], limbs[1], self.skeleton.flip_index(), *self.skeleton.limb_flip())
+            back_h, back_l = self.codec.flip_back(heatmaps[1], limbs[1], self.skeleton.flip_index(), *self.skeleton.limb_flip())
             return 0.5 * (heatmaps[0] + back_h), 0.5 * (limbs[0] + back_l), m
         return heatmaps[0], limbs[0], m
 

@@ -96,8 +96,8 @@ def test_flip_back(skeleton):
     mirrored = people[:, skeleton.flip_index()].copy()
     mirrored[..., 0] = 96 - 1 - mirrored[..., 0]
     hm, lm = codec.encode_heatmaps(people)[0], codec.encode(people)[0]
-    back_hm, back_lm = flip_back(codec.encode_heatmaps(mirrored)[0], codec.encode(mirrored)[0],
-                                 skeleton.flip_index(), *skeleton.limb_flip())
+    back_hm, back_lm = codec.flip_back(codec.encode_heatmaps(mirrored)[0], codec.encode(mirrored)[0],
+                                       skeleton.flip_index(), *skeleton.limb_flip())
     np.testing.assert_allclose(back_hm, hm, atol=1e-6)
     np.testing.assert_allclose(back_lm, lm, atol=1e-6)
     assert lm.max() > 0.9

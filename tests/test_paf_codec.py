@@ -281,8 +281,8 @@ def test_flip_back(skeleton):
     mirrored = people[:, skeleton.flip_index()].copy()
     mirrored[..., 0] = 96 - 1 - mirrored[..., 0]
     hm, pf = codec.encode_heatmaps(people)[0], codec.encode(people)[0]
-    back_hm, back_pf = flip_back(codec.encode_heatmaps(mirrored)[0], codec.encode(mirrored)[0],
-                                 skeleton.flip_index(), *skeleton.limb_flip())
+    back_hm, back_pf = codec.flip_back(codec.encode_heatmaps(mirrored)[0], codec.encode(mirrored)[0],
+                                       skeleton.flip_index(), *skeleton.limb_flip())
     np.testing.assert_allclose(back_hm, hm, atol=1e-6)
     np.testing.assert_allclose(back_pf, pf, atol=1e-6)
     assert np.abs(pf).max() > 0.9

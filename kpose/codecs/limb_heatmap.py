@@ -121,6 +121,11 @@ class LimbHeatmapCodec:
         return len(self.limbs)
 
     # -- encode ---------------------------------------------------------------
+    def flip_back(self, heatmaps_mirrored: np.ndarray, limb_maps_mirrored: np.ndarray, flip_index, limb_perm,
+                  limb_sign=None) -> tuple[np.ndarray, np.ndarray]:
+        """This codec's outputs for the mirrored image -> the original's frame (module `flip_back`)."""
+        return flip_back(heatmaps_mirrored, limb_maps_mirrored, flip_index, limb_perm, limb_sign)
+
     def encode(self, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """keypoints [P, K, 3] (x, y, v) in input pixels -> (limb maps [h, w, L] float32, weights [L]).
 

@@ -142,6 +142,11 @@ class PafCodec:
         return base * self.upsample
 
     # -- encode ---------------------------------------------------------------
+    def flip_back(self, heatmaps_mirrored: np.ndarray, pafs_mirrored: np.ndarray, flip_index, limb_perm,
+                  limb_sign) -> tuple[np.ndarray, np.ndarray]:
+        """This codec's outputs for the mirrored image -> the original's frame (module `flip_back`)."""
+        return flip_back(heatmaps_mirrored, pafs_mirrored, flip_index, limb_perm, limb_sign)
+
     def encode(self, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """keypoints [P, K, 3] (x, y, v) in input pixels -> (pafs [h, w, 2L] float32, weights [L]).
 
