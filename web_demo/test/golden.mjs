@@ -1,4 +1,5 @@
 // Loads the golden vectors written by tools/write_golden.py (Python reference codecs).
+import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { inflateSync } from 'node:zlib';
 
@@ -57,4 +58,21 @@ export function goldenPoses(poses) {
     ...(p.score === undefined ? {} : { score: p.score }), ...(p.box === undefined ? {} : { box: p.box }),
     keypoints: p.keypoints.map(([x, y, score]) => ({ x, y, score })),
   }));
+}
+
+/** Asserts that JS-decoded people are the Python reference's, in the same order: person
+ * scores and keypoints within tol (diff records the largest differences), missing keypoints
+ * (score 0) in the same places, with no peak id. */
+export function assertSamePeople(decoded, expected, diff, tol) {
+  assert.equal(decoded.length, expected.length, 'number of people');
+  decoded.forEach((person, p) => {
+    assert.ok(diff.add('person score', person.score, expected[p].score) <= tol, `person ${p} score`);
+    person.keypoints.forEach(([x, y, s], k) => {
+      const [ex, ey, es] = expected[p].keypoints[k];
+      assert.equal(s, es, `person ${p} keypoint ${k} score (missing keypoints are 0)`);
+      assert.equal(person.peaks[k] < 0, es === 0, `person ${p} keypoint ${k} peak id`);
+      assert.ok(diff.add('x', x, ex) <= tol, `person ${p} keypoint ${k} x ${x} vs ${ex}`);
+      assert.ok(diff.add('y', y, ey) <= tol, `person ${p} keypoint ${k} y ${y} vs ${ey}`);
+    });
+  });
 }

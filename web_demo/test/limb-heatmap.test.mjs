@@ -14,7 +14,7 @@ import { bottomUpCodec, decodeBottomUp } from '../src/bottom-up.js';
 import { fitMatrix, limbCandidates, limbOrder, pafPeaks } from '../src/decoders.js';
 import { KposeDetector, readMetadata } from '../src/kpose-pose.js';
 import { decodeLimbHeatmaps, LIMB_HEATMAP_DEFAULTS, limbHeatmapParams, limbMapSample } from '../src/limb-heatmap.js';
-import { decodeArray, loadGolden, MaxDiff } from './golden.mjs';
+import { assertSamePeople, decodeArray, loadGolden, MaxDiff } from './golden.mjs';
 
 const TOL = 1e-9; // float64 rounding (the contract is 1e-4 px, 1e-5 in scores)
 const golden = loadGolden('limb_heatmap');
@@ -78,17 +78,7 @@ for (const c of cases.values()) {
     cand.forEach(({ score: s }, i) => assert.ok(diff.add('limb score', s, want.score[i]) <= TOL, `candidate ${i}`));
 
     const decoded = decodeLimbHeatmaps(heatmaps, limbMaps, shape, c.codec);
-    assert.equal(decoded.length, exp.people.length, 'number of people');
-    decoded.forEach((person, p) => {
-      assert.ok(diff.add('person score', person.score, exp.people[p].score) <= TOL, `person ${p} score`);
-      person.keypoints.forEach(([x, y, s], k) => {
-        const [ex, ey, es] = exp.people[p].keypoints[k];
-        assert.equal(s, es, `person ${p} keypoint ${k} score (missing keypoints are 0)`);
-        assert.equal(person.peaks[k] < 0, es === 0, `person ${p} keypoint ${k} peak id`);
-        assert.ok(diff.add('x', x, ex) <= TOL, `person ${p} keypoint ${k} x ${x} vs ${ex}`);
-        assert.ok(diff.add('y', y, ey) <= TOL, `person ${p} keypoint ${k} y ${y} vs ${ey}`);
-      });
-    });
+    assertSamePeople(decoded, exp.people, diff, TOL);
     t.diagnostic(`${decoded.length} people, ${found.length} peaks, ${cand.length} candidates; ` +
       `max |JS - Python| ${diff.report() || '-'}`);
   });

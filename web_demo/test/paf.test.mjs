@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import {
   assemble, darkRefine, decodePafs, flipBackPafs, limbCandidates, limbOrder, pafParams, pafPeakRadius, pafPeaks,
 } from '../src/decoders.js';
-import { decodeArray, loadGolden, MaxDiff } from './golden.mjs';
+import { assertSamePeople, decodeArray, loadGolden, MaxDiff } from './golden.mjs';
 
 const TOL = 1e-9;
 const golden = loadGolden('paf');
@@ -62,17 +62,7 @@ for (const c of golden.cases) {
     assert.ok(assemble(cand, kp, shape[2]).people.every((slots) => slots.length === shape[2]));
 
     const decoded = decodePafs(heatmaps, pafs, shape, c.codec);
-    assert.equal(decoded.length, exp.people.length, 'number of people');
-    decoded.forEach((person, p) => {
-      assert.ok(diff.add('score', person.score, exp.people[p].score) <= TOL, `person ${p} score`);
-      person.keypoints.forEach(([x, y, s], k) => {
-        const [ex, ey, es] = exp.people[p].keypoints[k];
-        assert.equal(s, es, `person ${p} keypoint ${k} score (missing keypoints are 0)`);
-        assert.equal(person.peaks[k] < 0, es === 0, `person ${p} keypoint ${k} peak id`);
-        assert.ok(diff.add('x', x, ex) <= TOL, `person ${p} keypoint ${k} x ${x} vs ${ex}`);
-        assert.ok(diff.add('y', y, ey) <= TOL, `person ${p} keypoint ${k} y ${y} vs ${ey}`);
-      });
-    });
+    assertSamePeople(decoded, exp.people, diff, TOL);
     t.diagnostic(`${decoded.length} people, ${found.length} peaks, ${cand.length} candidates; ` +
       `max |JS - Python| ${diff.report()}`);
   });
