@@ -90,6 +90,21 @@ def coco_person(rng, cx, cy, height, jitter=0.6, missing=()):
     return np.concatenate([xy, v], -1)
 
 
+def three_people(rng) -> np.ndarray:
+    """Three separate COCO-17 people [3, 17, 3] in a 128x128 image."""
+    return np.stack([coco_person(rng, 30, 50, 56), coco_person(rng, 70, 62, 70), coco_person(rng, 104, 40, 48)])
+
+
+def crossing_people(rng) -> np.ndarray:
+    """Three COCO-17 people [3, 17, 3] in a 128x128 image: the second one's wrists reach across
+    the first, the third is truncated at the right border; each misses some keypoints."""
+    a = coco_person(rng, 52, 64, 80, missing=(3, 4, 9))
+    b = coco_person(rng, 70, 70, 76, missing=(0, 1, 2))
+    b[[9, 10], 0] -= 30
+    e = coco_person(rng, 118, 66, 72, missing=(5, 11, 13, 15))
+    return np.stack([a, b, e])
+
+
 def encoded(codec: PafCodec | LimbHeatmapCodec, people: np.ndarray):
     """(keypoint heatmaps, limb maps: PAFs or limb heatmaps) of people [P, K, 3], float64."""
     return codec.encode_heatmaps(people)[0].astype(np.float64), codec.encode(people)[0].astype(np.float64)

@@ -29,7 +29,7 @@ from kpose.codecs.paf import limb_order
 from kpose.codecs.paf_grouping import limb_candidates, limb_map_samples
 from kpose.skeletons import COCO17
 
-from golden_common import coco_person, encoded, grouping_case, noise  # noqa: E402  (this folder)
+from golden_common import coco_person, crossing_people, encoded, grouping_case, noise, three_people  # noqa: E402  (this folder)
 
 # The nose-shoulder limbs tests/test_paf_oracle.py adds: redundant limbs close cycles.
 REDUNDANT = ((0, 5), (0, 6))
@@ -102,15 +102,10 @@ def limb_heatmap_cases(rng) -> tuple[list[dict], Counter]:
         cases.append(grouping_case(name, codec, heatmaps, limb_maps, note, branches, level=LEVEL))
 
     c = LimbHeatmapCodec((128, 128), (32, 32), COCO17.limbs, sigma=1.5)
-    people = np.stack([coco_person(rng, 30, 50, 56), coco_person(rng, 70, 62, 70), coco_person(rng, 104, 40, 48)])
-    add("coco17_three_people", c, *encoded(c, people), "three separate people, exact targets")
+    add("coco17_three_people", c, *encoded(c, three_people(rng)), "three separate people, exact targets")
 
     c = LimbHeatmapCodec((128, 128), (32, 32), COCO17.limbs, sigma=2.0)
-    a = coco_person(rng, 52, 64, 80, missing=(3, 4, 9))
-    b = coco_person(rng, 70, 70, 76, missing=(0, 1, 2))
-    b[[9, 10], 0] -= 30                                           # b's wrists reach across a
-    e = coco_person(rng, 118, 66, 72, missing=(5, 11, 13, 15))    # truncated at the border
-    hm, lm = encoded(c, np.stack([a, b, e]))
+    hm, lm = encoded(c, crossing_people(rng))
     add("coco17_crossing_noisy", c, hm + noise(rng, hm.shape, 0.02), lm + noise(rng, lm.shape, 0.04),
         "overlapping people with crossing arms, missing and truncated keypoints, noise")
 

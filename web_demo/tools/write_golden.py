@@ -42,8 +42,8 @@ from kpose.skeletons import CMU18, COCO17, MPII16, Skeleton
 from kpose.transforms import affine_matrix, apply_affine, box_to_center_scale, fit_matrix, invert_affine
 
 # This folder's modules (run as a script: the folder is on sys.path).
-from golden_common import (TEMPLATE, arr, coco_person, encoded, flat_windows, float64_variant,  # noqa: E402
-                           floats, grouping_case, noise, paf_group64, write)
+from golden_common import (TEMPLATE, arr, coco_person, crossing_people, encoded, flat_windows, float64_variant,  # noqa: E402
+                           floats, grouping_case, noise, paf_group64, three_people, write)
 from golden_limb_heatmap import ALL_PARAMETERS, coco_val_cases, limb_heatmap_cases, shared_coco_val  # noqa: E402
 from golden_person_boxes import person_box_vectors  # noqa: E402
 from golden_tracking import tracking_traces  # noqa: E402
@@ -164,17 +164,11 @@ def lying_person(rng, cx, cy, length, jitter=0.4):
 def paf_cases(rng) -> tuple[list[dict], Counter]:
     cases, branches = [], Counter()
     c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=1.5)
-    people = np.stack([coco_person(rng, 30, 50, 56), coco_person(rng, 70, 62, 70),
-                       coco_person(rng, 104, 40, 48)])
-    cases.append(grouping_case("coco17_three_people", c, *encoded(c, people),
+    cases.append(grouping_case("coco17_three_people", c, *encoded(c, three_people(rng)),
                           "three separate people, exact targets", branches))
 
     c = PafCodec((128, 128), (32, 32), COCO17.limbs, sigma=2.0)
-    a = coco_person(rng, 52, 64, 80, missing=(3, 4, 9))
-    b = coco_person(rng, 70, 70, 76, missing=(0, 1, 2))
-    b[[9, 10], 0] -= 30                                           # b's wrists reach across a
-    c_ = coco_person(rng, 118, 66, 72, missing=(5, 11, 13, 15))   # truncated at the border
-    hm, pf = encoded(c, np.stack([a, b, c_]))
+    hm, pf = encoded(c, crossing_people(rng))
     hm += rng.normal(0, 0.02, hm.shape)
     pf += np.round(rng.normal(0, 0.05, pf.shape) * 128) / 128         # coarse noise: compresses
     cases.append(grouping_case("coco17_crossing_noisy", c, hm, pf,
