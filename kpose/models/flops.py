@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from kpose._tf import keras, tf
+from kpose.models.registry import input_hw
 
 _LAYERS = keras.layers
 _TRANSPOSED = (_LAYERS.Conv1DTranspose, _LAYERS.Conv2DTranspose, _LAYERS.Conv3DTranspose)
@@ -169,3 +170,37 @@ def count_flops(model: keras.Model, input_size: int | tuple | None = None) -> in
     """Multiply-adds (MACs) of one forward pass at batch 1; see the module docstring for
     what is counted. input_size: int or (h, w); None uses the model's fixed size."""
     return int(sum(flops_by_layer(model, input_size).values()))
+
+
+# The builders' analytic cost functions (efficientpose_cost, simplepose_cost) count from a
+# variant's config without building it; tests check them equal to the two counts above.
+BATCH_NORM_WEIGHTS = 4  # gamma, beta, moving mean, moving variance per channel
+
+
+class CostTally:
+    """Running parameter and multiply-add counts of a network described layer by layer."""
+
+    def __init__(self) -> None:
+        self.params = 0
+        self.macs = 0
+
+    def add(self, positions: int, weights: int, out: int, bias: bool = False, norm: bool = False) -> None:
+        """A layer with `weights` multiplying weights in all and `out` output channels (plus their
+        bias or batch norm), applied at `positions` pixels."""
+        self.params += weights + (out if bias else 0) + (BATCH_NORM_WEIGHTS * out if norm else 0)
+        self.macs += positions * weights
+
+    def conv(self, positions: int, cin: int, cout: int, kernel: int, bias: bool = False, norm: bool = False) -> None:
+        """A dense kernel x kernel convolution cin -> cout at `positions` pixels."""
+        self.add(positions, kernel * kernel * cin * cout, cout, bias, norm)
+
+
+def variant_grid(family: str, variants: dict, variant: str, input_size, stride: int) -> tuple[dict, int, int]:
+    """(config, h, w) for a cost function: the variant's config and a concrete input size, each
+    side a multiple of the network's stride; an unknown variant or an open size raises."""
+    if variant not in variants:
+        raise ValueError(f"variant {variant!r} of {family}: known variants are {sorted(variants)}")
+    h, w = input_hw(input_size, stride)
+    if h is None or w is None:
+        raise ValueError(f"the {family} cost needs a concrete input_size (h, w), not {input_size!r}")
+    return variants[variant], h, w

@@ -10,59 +10,42 @@ checks both counts against the built networks.
 """
 from __future__ import annotations
 
-from kpose.models.registry import input_hw
+from kpose.models.flops import CostTally, variant_grid
 from kpose.models.simplepose import INPUT_STRIDE, SE_MIN_CHANNELS, SE_REDUCTION, VARIANTS, scales
 
-_BN = 4  # gamma, beta, moving mean, moving variance per channel
 
-
-class _Tally:
-    def __init__(self) -> None:
-        self.params = 0
-        self.macs = 0
-
-    def conv(self, positions: int, cin: int, cout: int, kernel: int, bias: bool = False, norm: bool = False) -> None:
-        """A kernel x kernel convolution cin -> cout (plus its bias or batch norm) at `positions` pixels."""
-        weights = kernel * kernel * cin * cout
-        self.params += weights + (cout if bias else 0) + (_BN * cout if norm else 0)
-        self.macs += positions * weights
-
-    def residual(self, positions: int, cin: int, cout: int) -> None:
-        self.conv(positions, cin, cout // 2, 1, norm=True)
-        self.conv(positions, cout // 2, cout // 2, 3, norm=True)
-        self.conv(positions, cout // 2, cout, 1, norm=True)
-        if cin != cout:
-            self.conv(positions, cin, cout, 1, norm=True)
+def _residual(t: CostTally, positions: int, cin: int, cout: int) -> None:
+    """The hourglass residual block: 1x1 -> 3x3 -> 1x1 bottleneck, a 1x1 skip where widths differ."""
+    t.conv(positions, cin, cout // 2, 1, norm=True)
+    t.conv(positions, cout // 2, cout // 2, 3, norm=True)
+    t.conv(positions, cout // 2, cout, 1, norm=True)
+    if cin != cout:
+        t.conv(positions, cin, cout, 1, norm=True)
 
 
 def simplepose_cost(variant: str, num_keypoints: int, num_limbs: int, input_size,
                     training_outputs: bool = False) -> tuple[int, int]:
     """(parameters, multiply-adds) of `build_simplepose(variant, ...)` at input_size (h, w)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant {variant!r} of simplepose: known variants are {sorted(VARIANTS)}")
-    cfg = VARIANTS[variant]
-    h, w = input_hw(input_size, INPUT_STRIDE)
-    if h is None or w is None:
-        raise ValueError("simplepose_cost needs a concrete input_size (h, w)")
+    cfg, h, w = variant_grid("simplepose", VARIANTS, variant, input_size, INPUT_STRIDE)
     c, inc, depth, stacks = cfg["channels"], cfg["increase"], cfg["depth"], cfg["stacks"]
     widths = [c + inc * i for i in range(depth + 1)]
     pixels = [(h // s) * (w // s) for s in scales(variant)]   # per supervised scale
-    t = _Tally()
+    t = CostTally()
     t.conv(h * w, 1, 3, 1, bias=True)                         # input_normalization (depthwise 1x1)
     t.conv((h // 2) * (w // 2), 3, c // 4, 7, norm=True)
-    t.residual((h // 2) * (w // 2), c // 4, c // 2)
-    t.residual(pixels[0], c // 2, c // 2)
+    _residual(t, (h // 2) * (w // 2), c // 4, c // 2)
+    _residual(t, pixels[0], c // 2, c // 2)
     for _ in cfg["dilations"]:
         t.conv(pixels[0], c // 2, c // 2, 3, norm=True)
 
     def hourglass(level: int) -> None:
-        t.residual(pixels[level], widths[level], widths[level])               # skip
-        t.residual(pixels[level + 1], widths[level], widths[level + 1])       # down
+        _residual(t, pixels[level], widths[level], widths[level])               # skip
+        _residual(t, pixels[level + 1], widths[level], widths[level + 1])       # down
         if level == depth - 1:
-            t.residual(pixels[level + 1], widths[level + 1], widths[level + 1])
+            _residual(t, pixels[level + 1], widths[level + 1], widths[level + 1])
         else:
             hourglass(level + 1)
-        t.residual(pixels[level + 1], widths[level + 1], widths[level])       # up
+        _residual(t, pixels[level + 1], widths[level + 1], widths[level])       # up
         t.conv(pixels[level], widths[level], widths[level], 3, norm=True)     # refine
 
     squeeze = max(c // SE_REDUCTION, SE_MIN_CHANNELS)
