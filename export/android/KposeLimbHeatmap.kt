@@ -68,9 +68,7 @@ class LimbHeatmapCodec(val inputH: Int, val inputW: Int, val heatmapH: Int, val 
         fun fromJson(o: JsonObject): LimbHeatmapCodec {
             val (input, grid) = o.codecSizes("limb_heatmap", " (a bottom-up limb heatmap model)")
             val d = LimbHeatmapCodec(1, 1, 3, 3, emptyList())
-            for (key in o.map.keys - d.settings().keys - listOf("type", "input_size", "heatmap_size", "limbs")) {
-                o.fail(key, "is not a setting of a limb heatmap codec (kpose.codecs.limb_heatmap.LimbHeatmapCodec)")
-            }
+            o.onlyCodecSettings(d.settings().keys, "kpose.codecs.limb_heatmap.LimbHeatmapCodec")
             fun num(key: String, def: Double) = if (o.has(key)) o.double(key) else def
             fun int(key: String, def: Int) = if (o.has(key)) o.int(key) else def
             return o.build { LimbHeatmapCodec(input[0], input[1], grid[0], grid[1], o.pairs("limbs"),

@@ -293,6 +293,14 @@ class JsonObject(val map: Map<String, Any?>, val where: String, val path: String
     }
 
     /** A codec entry's input and heatmap sizes, [height, width] each, after checking its type. */
+    /** Refuses any key but `known` and a codec's type and sizes, naming it and `owner` (the Python
+     *  class whose from_dict would refuse it too): a misspelt setting must not decode with its default. */
+    fun onlyCodecSettings(known: Set<String>, owner: String) {
+        for (key in map.keys - known - listOf("type", "input_size", "heatmap_size", "limbs")) {
+            fail(key, "is not a setting of the codec ($owner)")
+        }
+    }
+
     fun codecSizes(type: String, hint: String = ""): Pair<IntArray, IntArray> {
         if (string("type") != type) fail("type", "is '${string("type")}', expected '$type'$hint")
         val input = ints("input_size")

@@ -147,10 +147,12 @@ class PafCodec(val inputH: Int, val inputW: Int, val heatmapH: Int, val heatmapW
     }
 
     companion object {
-        /** PafCodec.to_dict() (the metadata's codec of a bottom-up model); absent settings take the defaults. */
+        /** PafCodec.to_dict() (the metadata's codec of a bottom-up model); absent settings take the
+         *  defaults, an unknown key raises (as PafCodec.from_dict does). */
         fun fromJson(o: JsonObject): PafCodec {
             val (input, grid) = o.codecSizes("paf", " (a bottom-up model)")
             val d = PafCodec(1, 1, 3, 3, emptyList())
+            o.onlyCodecSettings(d.settings().keys, "kpose.codecs.paf.PafCodec")
             fun num(key: String, def: Double) = if (o.has(key)) o.double(key) else def
             fun int(key: String, def: Int) = if (o.has(key)) o.int(key) else def
             return o.build { PafCodec(input[0], input[1], grid[0], grid[1], o.pairs("limbs"), num("limb_width", d.limbWidth),

@@ -279,13 +279,42 @@ export function decodeHeatmaps(hm, shape, codec, refine = 'dark') {
 // ---------------------------------------------------------------------------
 // PAF codec (kpose/codecs/paf.py and kpose/codecs/paf_grouping.py)
 
-/** Full PAF decode parameters, with PafCodec's defaults. */
-export function pafParams(codec) {
-  return {
-    limb_width: 1.0, sigma: 2.0, dark_radius: null, peak_threshold: 0.1, smooth_sigma: 0.0, upsample: 1,
-    num_samples: 10, paf_threshold: 0.05, min_sample_fraction: 0.8, max_limb_fraction: 0.5, min_keypoints: 3,
-    ...codec,
+export const PAF_DEFAULTS = {
+  limb_width: 1.0, sigma: 2.0, dark_radius: null, peak_threshold: 0.1, smooth_sigma: 0.0, upsample: 1,
+  num_samples: 10, paf_threshold: 0.05, min_sample_fraction: 0.8, max_limb_fraction: 0.5, min_keypoints: 3,
+};
+const CODEC_REQUIRED = ['input_size', 'heatmap_size', 'limbs'];
+
+/** A bottom-up codec dict (metadata's codec) of `type` -> every decode parameter, `defaults`
+ * filled in, checked as the Python constructor `pyClass` checks them: the grouping settings
+ * every bottom-up codec shares (PafCodec's checks), then `check(p, fail)` for its own.
+ * `where` names the codec's place in errors. An unknown key raises, as from_dict does: a
+ * misspelt setting would otherwise decode with its default. */
+export function bottomUpParams(codec, type, defaults, pyClass, where, check = () => {}) {
+  const fail = (field, problem) => {
+    throw new Error(`${where}.${field} ${problem} (${pyClass}; re-export the model with kpose)`);
   };
+  if ((codec.type ?? type) !== type) fail('type', `is ${JSON.stringify(codec.type)}, not "${type}"`);
+  for (const key of Object.keys(codec)) {
+    if (key !== 'type' && !CODEC_REQUIRED.includes(key) && !(key in defaults)) fail(key, 'is not a setting of the codec');
+  }
+  for (const key of CODEC_REQUIRED) if (codec[key] === undefined) fail(key, 'is missing');
+  const p = { ...defaults, ...codec, type };
+  if (!(p.num_samples >= 2)) fail('num_samples', `must be >= 2 (points on a limb), got ${p.num_samples}`);
+  if (!Number.isInteger(p.upsample) || p.upsample < 1) fail('upsample', `must be an integer >= 1 (1: off), got ${p.upsample}`);
+  if (!(p.smooth_sigma >= 0)) fail('smooth_sigma', `must be >= 0 (0: off), got ${p.smooth_sigma}`);
+  if (!(p.min_keypoints >= 1)) fail('min_keypoints', `must be >= 1, got ${p.min_keypoints}`);
+  const bad = p.limbs.find((l) => l.length !== 2 || l[0] === l[1] || !(Math.min(...l) >= 0));
+  if (bad) fail('limbs', `has [${bad}]; limbs join two different keypoints (non-negative indices)`);
+  check(p, fail);
+  return p;
+}
+
+/** PafCodec.from_dict: a PAF codec dict -> every decode parameter (bottomUpParams). */
+export function pafParams(codec, where = 'codec') {
+  return bottomUpParams(codec, 'paf', PAF_DEFAULTS, 'kpose.codecs.paf.PafCodec', where, (p, fail) => {
+    if (!(p.limb_width > 0)) fail('limb_width', `must be > 0 (heatmap pixels), got ${p.limb_width}`);
+  });
 }
 
 /** gaussian_kernel: normalised 1-D Gaussian taps, radius ceil(3 sigma) (at least 1). */

@@ -9,7 +9,7 @@
 // limb_threshold (PafCodec's paf_threshold). limb_sigma and round_ends only shape the
 // training targets (LimbHeatmapCodec.encode): the decoder reads whatever maps it is given.
 // test/limb-heatmap.test.mjs checks it against vectors the Python codec writes.
-import { groupPeople, pafPeaks } from './decoders.js';
+import { bottomUpParams, groupPeople, pafPeaks } from './decoders.js';
 
 /** LimbHeatmapCodec's fields and defaults (input_size, heatmap_size and limbs have none). */
 export const LIMB_HEATMAP_DEFAULTS = {
@@ -17,31 +17,15 @@ export const LIMB_HEATMAP_DEFAULTS = {
   upsample: 1, num_samples: 10, limb_threshold: 0.1, min_sample_fraction: 0.8, max_limb_fraction: 0.5,
   min_keypoints: 3,
 };
-const REQUIRED = ['input_size', 'heatmap_size', 'limbs'];
 
-/** LimbHeatmapCodec.from_dict: a codec dict (metadata's codec) -> every decode parameter,
- * defaults filled in, checked as the Python constructor checks them. `where` names the
- * codec's place in errors. An unknown key raises, as from_dict does: a misspelt setting
- * would otherwise decode with its default. */
+/** LimbHeatmapCodec.from_dict: a limb heatmap codec dict -> every decode parameter
+ * (bottomUpParams: defaults filled in, checked as the Python constructor checks them; an
+ * unknown key raises). `where` names the codec's place in errors. */
 export function limbHeatmapParams(codec, where = 'codec') {
-  const fail = (field, problem) => {
-    throw new Error(`${where}.${field} ${problem} (kpose.codecs.limb_heatmap.LimbHeatmapCodec; ` +
-      're-export the model with kpose)');
-  };
-  if ((codec.type ?? 'limb_heatmap') !== 'limb_heatmap') fail('type', `is ${JSON.stringify(codec.type)}, not "limb_heatmap"`);
-  for (const key of Object.keys(codec)) {
-    if (key !== 'type' && !REQUIRED.includes(key) && !(key in LIMB_HEATMAP_DEFAULTS)) fail(key, 'is not a setting of the codec');
-  }
-  for (const key of REQUIRED) if (codec[key] === undefined) fail(key, 'is missing');
-  const p = { ...LIMB_HEATMAP_DEFAULTS, ...codec, type: 'limb_heatmap' };
-  if (!(p.limb_sigma > 0)) fail('limb_sigma', `must be > 0 (heatmap pixels), got ${p.limb_sigma}`);
-  if (!(p.num_samples >= 2)) fail('num_samples', `must be >= 2 (points on a limb), got ${p.num_samples}`);
-  if (!Number.isInteger(p.upsample) || p.upsample < 1) fail('upsample', `must be an integer >= 1 (1: off), got ${p.upsample}`);
-  if (!(p.smooth_sigma >= 0)) fail('smooth_sigma', `must be >= 0 (0: off), got ${p.smooth_sigma}`);
-  if (!(p.min_keypoints >= 1)) fail('min_keypoints', `must be >= 1, got ${p.min_keypoints}`);
-  const bad = p.limbs.find((l) => l.length !== 2 || l[0] === l[1] || !(Math.min(...l) >= 0));
-  if (bad) fail('limbs', `has [${bad}]; limbs join two different keypoints (non-negative indices)`);
-  return p;
+  return bottomUpParams(codec, 'limb_heatmap', LIMB_HEATMAP_DEFAULTS, 'kpose.codecs.limb_heatmap.LimbHeatmapCodec',
+    where, (p, fail) => {
+      if (!(p.limb_sigma > 0)) fail('limb_sigma', `must be > 0 (heatmap pixels), got ${p.limb_sigma}`);
+    });
 }
 
 /** limb_map_samples: the limb's own map at one sample pixel (maps [h, w, L], at: the

@@ -25,7 +25,7 @@ const HEIGHT = 480;
 function metadata({ task = 'top_down', sigmas = golden.sigmas } = {}) {
   const meta = {
     format: 'kpose', schema_version: 1, model: { name: 'stand_in', task },
-    codec: task === 'top_down' ? { type: 'heatmap', input_size: [64, 48] } : { type: 'paf', input_size: [64, 48], limbs: [[0, 1]] },
+    codec: task === 'top_down' ? { type: 'heatmap', input_size: [64, 48] } : { type: 'paf', input_size: [64, 48], heatmap_size: [8, 6], limbs: [[0, 1]] },
     input: { name: 'image', shape: [1, 64, 48, 3] }, outputs: [],
     skeleton: { name: 'coco17', keypoints: COCO17, limbs: [[0, 1]], flip_pairs: [[1, 2]], oks_sigmas: sigmas },
   };

@@ -5,16 +5,25 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
-  assemble, darkRefine, decodePafs, flipBackPafs, limbCandidates, limbOrder, pafParams, pafPeakRadius, pafPeaks,
+  assemble, darkRefine, decodePafs, flipBackPafs, limbCandidates, limbOrder, PAF_DEFAULTS, pafParams, pafPeakRadius, pafPeaks,
 } from '../src/decoders.js';
 import { assertSamePeople, decodeArray, loadGolden, MaxDiff } from './golden.mjs';
 
 const TOL = 1e-9;
 const golden = loadGolden('paf');
 
-test('decode parameters default to PafCodec\'s', () => {
-  const params = pafParams({});
+test('decode parameters default to PafCodec\'s; settings are checked as from_dict checks them', () => {
+  assert.deepEqual(PAF_DEFAULTS, golden.defaults);
+  const codec = { type: 'paf', input_size: [8, 8], heatmap_size: [4, 4], limbs: [[0, 1]] };
+  const params = pafParams(codec);
   for (const [name, value] of Object.entries(golden.defaults)) assert.equal(params[name], value, name);
+  assert.throws(() => pafParams({ ...codec, limb_threshold: 0.3 }, 'm.json: codec'),
+    /m\.json: codec\.limb_threshold is not a setting of the codec \(kpose\.codecs\.paf\.PafCodec/);
+  assert.throws(() => pafParams({ ...codec, type: 'limb_heatmap' }), /codec\.type is "limb_heatmap", not "paf"/);
+  assert.throws(() => pafParams({ ...codec, limb_width: 0 }), /codec\.limb_width must be > 0/);
+  assert.throws(() => pafParams({ ...codec, upsample: 1.5 }), /codec\.upsample must be an integer >= 1/);
+  const { heatmap_size: _, ...noGrid } = codec;
+  assert.throws(() => pafParams(noGrid), /codec\.heatmap_size is missing/);
 });
 
 test('limb order (breadth-first from the best-connected keypoint)', () => {

@@ -118,6 +118,17 @@ fun paf(dir: File) {
         val codec = PafCodec.fromJson(case.obj("codec"))
         groupingCase("PAF ${case.string("name")}", case, codec, codec, floats(case.obj("pafs")), ::pafSample)
     }
+    // PafCodec.from_dict refuses a key it does not know; so does the reader.
+    val codec = golden.objects("cases").first().obj("codec")
+    val err = try {
+        PafCodec.fromJson(JsonObject(codec.map + ("limb_threshold" to 0.3), "m.json", "codec"))
+        "no error"
+    } catch (e: IllegalArgumentException) {
+        e.message ?: ""
+    }
+    c.ok(err.startsWith("m.json: field 'codec.limb_threshold' is not a setting of the codec (kpose.codecs.paf.PafCodec)")) {
+        "misspelt setting: '$err'"
+    }
     c.report("PAF grouping")
 }
 
