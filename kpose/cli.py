@@ -107,6 +107,19 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+def _cmd_quantize(a: argparse.Namespace) -> int:
+    from kpose.model_io import load_model
+    from kpose.training.distill import distill_qat
+
+    model = load_model(a.model)
+    out = Path(a.out) if a.out else Path(a.model).parent / (Path(a.model).stem + "_qat")
+    given = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr)) if v is not None}
+    qat = distill_qat(model, a.data, seed=a.seed, **given)
+    qat.save(out)
+    print(f"QAT model: {out}\nexport it: kpose export {out} --format tflite --precision qat")
+    return 0
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     if a.check_image and not a.check:
         raise UsageError("--check-image goes with --check")
@@ -320,6 +333,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the model's training data)")
     x.add_argument("--num-images", type=int, default=8, help="crops compared by --check (default 8)")
     x.set_defaults(func=_cmd_export)
+
+    q = sub.add_parser("quantize", help="label-free quantisation-aware training (int8 without labels)",
+                       description="Quantisation-aware training by self-distillation: a QAT copy of MODEL "
+                       "learns MODEL's own output maps on augmented inputs from --data (person crops for "
+                       "a top-down model, whole photos for a bottom-up one); the data's labels are not "
+                       "used, so unlabelled photos work and its skeleton need not match. For releases "
+                       "whose training data is not at hand (official EfficientPose; tf-pose-estimation's "
+                       "in its int8 form, variant small_bn_int8) and real photos without keypoints. Writes a QAT model folder; export it with "
+                       "kpose export OUT --precision qat. A model with training data and a recipe can "
+                       "instead use kpose train RECIPE --init RUN --epochs 0 --qat (labelled QAT).")
+    q.add_argument("model", help="a float model: runs/<run>/, a saved model folder or an EfficientPose*.h5 file")
+    q.add_argument("--data", required=True, help="photos to distil on, their train split: " + DATA_HELP)
+    q.add_argument("--steps", type=int, help="fine-tuning steps (default: distill_qat's, 300)")
+    q.add_argument("--batch-size", type=int, help="inputs per step (default: distill_qat's, 8)")
+    q.add_argument("--lr", type=float, help="Adam learning rate, cosine-decayed (default: distill_qat's, 3e-4)")
+    q.add_argument("--seed", type=int, default=0, help="augmentation and shuffling seed")
+    q.add_argument("--out", help="QAT model folder (default: MODEL's path + _qat)")
+    q.set_defaults(func=_cmd_quantize)
 
     d = sub.add_parser("demo", help="build the web demo with a freshly exported model and serve it",
                        description="Export MODEL to TF.js and put the web page (built into the installed "

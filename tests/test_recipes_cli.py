@@ -28,7 +28,7 @@ def test_override_typo_names_known_keys():
     assert r["train"]["epochs"] == 3 and r["model"]["input_size"] == [96, 96]
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["predict"], ["evaluate"], ["recipes"]])
+@pytest.mark.parametrize("cmd", [[], ["train"], ["predict"], ["evaluate"], ["quantize"], ["recipes"]])
 def test_help_answers(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(cmd + ["--help"])
