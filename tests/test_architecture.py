@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "kpose"
 # Entry points that import lazily on purpose: `import kpose` and `kpose --help` stay fast.
-LAZY_ENTRY_POINTS = {"kpose", "kpose.cli"}
+LAZY_ENTRY_POINTS = {"kpose", "kpose.cli_commands"}
 
 
 def _module_name(path: Path) -> str:

@@ -69,6 +69,6 @@ def test_cli_errors_usage_user_and_bugs(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("kpose train: error:") and "no_such_recipe" in err and "\n" not in err
     # A ValueError from inside a library is a bug: it keeps its traceback.
-    monkeypatch.setattr(cli, "_cmd_recipes", lambda a: json.loads("{"))
+    monkeypatch.setattr(cli, "cmd_recipes", lambda a: json.loads("{"))
     with pytest.raises(json.JSONDecodeError):
         cli.main(["recipes"])
