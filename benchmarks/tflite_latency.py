@@ -1,9 +1,9 @@
 """TFLite latency on the LiteRT interpreter (XNNPACK), side by side with the peers.
 
-Exports kpose EfficientPose RT and RT_LITE (official weights, loaded into kpose's own
-models) at fp32 / fp16 / int8, and with `heatmaps="detection"` ("det": the stride-8 maps,
-no upscaling layers) at fp32 / int8, and the larger official variants (I, I_LITE from their
-.h5, II, II_LITE from their .tflite weights) at fp32 / int8; times them in one interleaved run
+Exports every official EfficientPose variant (RT, RT_LITE, I, I_LITE from their .h5, II,
+II_LITE from their .tflite weights, loaded into kpose's own models) at fp32 / int8 (RT and
+RT_LITE also fp16), each also with `heatmaps="detection"` ("det": the stride-8 maps, no
+upscaling layers) at fp32 / int8; times them in one interleaved run
 with the official EfficientPose TFLite files and MoveNet Lightning int8 from ../shared/peers,
 at 1 and 2 threads, and reports medians and ratios to the official EfficientPose RT fp32
 (and each kpose export's ratio to its own variant's official fp32 file).
@@ -73,8 +73,8 @@ def main() -> None:
         official["pckh"] = kpose.evaluate(official["path"], data=mpii, progress=False)["PCKh@0.5"]
         h5 = peers / f"efficientpose/EfficientPose{variant}.h5"
         pm = kpose.load(h5 if h5.is_file() else official["path"])   # II, II_LITE: weights read from the .tflite
-        exports = ([("full", "fp32"), ("full", "fp16"), ("full", "int8"), ("detection", "fp32"),
-                    ("detection", "int8")] if variant in ("RT", "RT_LITE") else [("full", "fp32"), ("full", "int8")])
+        exports = [("full", "fp32")] + ([("full", "fp16")] if variant in ("RT", "RT_LITE") else []) + [
+            ("full", "int8"), ("detection", "fp32"), ("detection", "int8")]
         for heatmaps, prec in exports:
             tag = "" if heatmaps == "full" else " det"
             path = export(pm, "tflite", prec, tmp / f"{variant}{tag.strip()}_{prec}.tflite",
