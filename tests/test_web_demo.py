@@ -260,7 +260,7 @@ def test_demo_without_model_serves_tf_pose(demo_default):
 def test_demo_without_weights_says_where_it_looked(monkeypatch, tmp_path):
     from kpose.deploy.demo import default_model
 
-    from kpose.models import openpose_mobilenet_v2 as release
+    from kpose.models import tf_pose_release as release
     from kpose.models.weights import Release
 
     monkeypatch.delenv("KPOSE_WEIGHTS", raising=False)

