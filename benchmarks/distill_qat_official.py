@@ -7,6 +7,10 @@ to reproduce the float model's own heatmaps on person crops of coco_mini train
 benchmarks/tflite_latency.py --qat.
 
     python benchmarks/distill_qat_official.py [--variant RT] [--steps 800]
+
+Every official variant: RT, RT_LITE, I, I_LITE from their .h5, II, II_LITE from the weights
+in their .tflite files. Keypoint distances are measured on the crops benchmarks/int8_crop_agreement.py
+uses (same seed and crop padding), so its post-training rows and these QAT rows compare.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("KPOSE_SHARED",
                                                       Path(__file__).resolve().parents[2] / "shared"))
-    ap.add_argument("--variant", default="RT", choices=["RT", "RT_LITE"])
+    ap.add_argument("--variant", default="RT", choices=["RT", "RT_LITE", "I", "I_LITE", "II", "II_LITE"])
     ap.add_argument("--steps", type=int, default=800, help="800 at 3e-4: PCKh 0.909 in 23 min (300 at 1e-4: 0.682)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -43,7 +47,8 @@ def main() -> None:
     train = f"coco:{coco}/annotations/person_keypoints_train2017.json:{coco}/train2017"
     val = f"coco:{coco}/annotations/person_keypoints_val2017.json:{coco}/val2017"
     mpii = f"mpii:{shared / 'data/mpii_samples/test_mpii.json'}:{shared / 'data/mpii_samples'}"
-    model = kpose.load(shared / f"peers/efficientpose/EfficientPose{a.variant}.h5")
+    h5 = shared / f"peers/efficientpose/EfficientPose{a.variant}.h5"
+    model = kpose.load(h5 if h5.is_file() else h5.with_suffix(".tflite"))  # II, II_LITE: .tflite weights
 
     t0 = time.time()
     qat = distill_qat(model, train, steps=a.steps, batch_size=a.batch_size, lr=a.lr)
@@ -51,12 +56,14 @@ def main() -> None:
     qat.save(out / f"efficientpose_{a.variant.lower()}_qat_model")
     paths = {
         "PTQ int8": export(model, "tflite", "int8", out / f"efficientpose_{a.variant.lower()}_int8.tflite", calibration=train),
+        "PTQ int8, detection-grid heatmaps": export(model, "tflite", "int8", out / f"efficientpose_{a.variant.lower()}_int8_det.tflite",
+                                                    calibration=train, heatmaps="detection"),
         "QAT int8": export(qat, "tflite", "qat", out / f"efficientpose_{a.variant.lower()}_qat.tflite"),
         "QAT int8, detection-grid heatmaps": export(qat, "tflite", "qat", out / f"efficientpose_{a.variant.lower()}_qat_det.tflite",
                                                     heatmaps="detection"),
     }
     # Agreement with the float model on unseen real crops (coco_mini val), and PCKh on MPII.
-    crops = crops_from(val, model.input_size, 48, split="val")
+    crops = crops_from(val, model.input_size, 48, split="val", padding=model.crop_padding)
     net = export_network(model)
     ref = np.concatenate([np.asarray(net(c[None], training=False)) for c in crops])
     rows = [{"model": "float (Keras)", "PCKh@0.5": kpose.evaluate(model, data=mpii, progress=False)["PCKh@0.5"]}]

@@ -14,7 +14,7 @@ With --run (a run trained with --qat: model_float/ and model/), that run's float
 fp32 and post-training int8 and its QAT model are timed in the same run at the run's input
 size, with their speed-up over the run's own fp32 export.
 
-    python benchmarks/tflite_latency.py [--runs 50] [--qat FILE.tflite] [--run runs/<qat run>]
+    python benchmarks/tflite_latency.py [--runs 50] [--qat [VARIANT=]FILE.tflite ...] [--run runs/<qat run>]
 """
 from __future__ import annotations
 
@@ -45,7 +45,10 @@ def main() -> None:
                                                       Path(__file__).resolve().parents[2] / "shared"))
     ap.add_argument("--runs", type=int, default=50, help="timed runs per model and thread count")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (runs are split over them)")
-    ap.add_argument("--qat", help="also time this QAT-exported .tflite (label 'kpose <name> qat')")
+    ap.add_argument("--qat", action="append", default=[], metavar="[VARIANT=]FILE",
+                    help="also time this QAT-exported .tflite, with its PCKh; VARIANT= (an official variant, "
+                         "e.g. RT_LITE=out/efficientpose_rt_lite_qat_det.tflite from distill_qat_official.py) "
+                         "adds its ratio to that variant's official fp32 file (repeatable)")
     ap.add_argument("--run", help="a run trained with --qat: also time its fp32 / int8 / qat exports")
     ap.add_argument("--variants", default="RT,RT_LITE,I,I_LITE,II,II_LITE",
                     help="official EfficientPose variants to export and time (comma-separated)")
@@ -81,8 +84,14 @@ def main() -> None:
                           calibration=calib if prec == "int8" else None, heatmaps=heatmaps)
             pckh = kpose.evaluate(path, data=mpii, progress=False)["PCKh@0.5"]
             models[f"kpose {variant}{tag} {prec}"] = {"path": path, "pckh": pckh, "official": f"official {variant} fp32"}
-    if a.qat:
-        models[f"kpose {Path(a.qat).stem} qat"] = {"path": Path(a.qat)}
+    for spec in a.qat:
+        variant, _, path = spec.rpartition("=")
+        entry = {"path": Path(path), "pckh": kpose.evaluate(path, data=mpii, progress=False)["PCKh@0.5"]}
+        if variant:
+            if f"official {variant} fp32" not in models:
+                raise SystemExit(f"--qat {spec}: variant {variant} is not among --variants {a.variants}")
+            entry["official"] = f"official {variant} fp32"
+        models[f"kpose {Path(path).stem} qat"] = entry
     run_models = []
     if a.run:
         run = Path(a.run)
