@@ -12,9 +12,10 @@ import pytest
 from PIL import Image, ImageFile
 
 from kpose.data import coco as coco_mod
+from kpose.data import image_check
 from kpose.data import images as images_mod
 from kpose.data.coco import read_coco
-from kpose.data.images import DataError, ImageError, check_images, load_image
+from kpose.data.images import DataError, ImageError, load_image
 from kpose.data.mpii import read_mpii
 from kpose.data.sources import parse_data_spec
 
@@ -223,28 +224,28 @@ def test_load_image_arrays():
 def test_check_images_cache_is_invalidated_by_changes(tmp_path, monkeypatch):
     make_images(tmp_path / "im")
     paths = [tmp_path / "im" / n for n in ("ok.jpg", "cmyk.jpg", "trunc.jpg")]
-    ok, problems = check_images(paths, cache_dir=tmp_path / "c", progress=False)
+    ok, problems = image_check.check_images(paths, cache_dir=tmp_path / "c", progress=False)
     assert set(ok) == {str(paths[0]), str(paths[1])} and list(problems) == [str(paths[2])]
     assert problems[str(paths[2])].startswith(images_mod.UNREADABLE)
     calls = []
-    real = images_mod._inspect
-    monkeypatch.setattr(images_mod, "_inspect", lambda *a: calls.append(a[0]) or real(*a))
-    assert check_images(paths, cache_dir=tmp_path / "c", progress=False) == (ok, problems)
+    real = image_check._inspect
+    monkeypatch.setattr(image_check, "_inspect", lambda *a: calls.append(a[0]) or real(*a))
+    assert image_check.check_images(paths, cache_dir=tmp_path / "c", progress=False) == (ok, problems)
     assert calls == []
     Image.fromarray(pattern()).save(paths[2])  # the broken file gets replaced
     os.utime(paths[2], ns=(1, 1))
-    ok2, problems2 = check_images(paths, cache_dir=tmp_path / "c", progress=False)
+    ok2, problems2 = image_check.check_images(paths, cache_dir=tmp_path / "c", progress=False)
     assert calls == [str(paths[2])] and not problems2 and str(paths[2]) in ok2
 
 
 def test_check_images_size_rule(tmp_path):
     exif_jpeg(tmp_path / "e.jpg", 6)
     p = str(tmp_path / "e.jpg")
-    ok, _ = check_images([p], {p: (W, H)}, cache_dir=tmp_path / "c", progress=False)
+    ok, _ = image_check.check_images([p], {p: (W, H)}, cache_dir=tmp_path / "c", progress=False)
     assert load_image(ok[p]).shape == (H, W, 3)
-    ok, _ = check_images([p], {p: (H, W)}, cache_dir=tmp_path / "c", progress=False)
+    ok, _ = image_check.check_images([p], {p: (H, W)}, cache_dir=tmp_path / "c", progress=False)
     assert load_image(ok[p]).shape == (W, H, 3)
-    ok, problems = check_images([p], {p: (10, 10)}, cache_dir=tmp_path / "c", progress=False)
+    ok, problems = image_check.check_images([p], {p: (10, 10)}, cache_dir=tmp_path / "c", progress=False)
     assert not ok and problems[p].startswith(images_mod.SIZE_MISMATCH) and "10x10" in problems[p]
 
 

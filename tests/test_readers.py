@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from kpose.data import images as images_mod
+from kpose.data import image_check
 from kpose.data import sources, synthetic
 from kpose.data.coco import CROWD, NO_KEYPOINTS, read_coco
 from kpose.data.coco_images import NO_PEOPLE, read_coco_images
@@ -110,7 +110,7 @@ def test_image_check_is_cached(tmp_path, monkeypatch):
     def no_decoding(*a, **k):
         raise AssertionError("second run must not decode images again")
 
-    monkeypatch.setattr(images_mod, "_inspect", no_decoding)
+    monkeypatch.setattr(image_check, "_inspect", no_decoding)
     second = read_coco(*args, cache_dir=tmp_path, progress=False)
     np.testing.assert_array_equal(first.image_paths, second.image_paths)
 

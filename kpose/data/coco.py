@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kpose.data import image_check
 from kpose.data import images as _images
 from kpose.data.coco_scan import (  # noqa: F401  (re-exported: the reasons and helpers of this reader)
     BAD_BOX, BAD_KEYPOINTS, BAD_LENGTH, CROWD, EDGE_TOLERANCE, EMPTY_BOX, EXPECTED_SKIPS, FIX_AREA_BOX,
@@ -72,7 +73,7 @@ def check_scanned_images(scan: CocoScan, paths: list[str], cache_dir, check_imag
     sizes = {os.path.join(scan.image_dir, im["file_name"]): (int(im["width"]), int(im["height"]))
              for im in scan.data["images"]}
     if check_images:
-        return _images.check_images(paths, {p: sizes[p] for p in paths}, cache_dir=cache_dir,
+        return image_check.check_images(paths, {p: sizes[p] for p in paths}, cache_dir=cache_dir,
                                     workers=workers, progress=progress)
     decode = {p: p for p in paths if os.path.isfile(p)}
     problems = {p: f"{_images.MISSING}: {p}: image file not found" for p in paths if p not in decode}
@@ -109,7 +110,7 @@ def read_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
     kept = []
     for r in scan.rows:
         if r[6] in problems:
-            skipped[_images.problem_reason(problems[r[6]])] += 1
+            skipped[image_check.problem_reason(problems[r[6]])] += 1
             bad_image_ids.add(r[0])
         else:
             kept.append(r)

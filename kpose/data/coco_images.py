@@ -33,6 +33,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from tqdm import tqdm
 
+from kpose.data import image_check
 from kpose.data import images as _images
 from kpose.data.coco import check_scanned_images, evaluation_file, log_summary
 from kpose.data.coco_scan import EXPECTED_SKIPS, CocoScan, parse_box, scan_coco
@@ -156,7 +157,7 @@ def read_coco_images(ann_file: str | os.PathLike, image_dir: str | os.PathLike,
     kept = []
     for im, p in zip(images, paths):
         if p in problems:
-            skipped[_images.problem_reason(problems[p])] += 1
+            skipped[image_check.problem_reason(problems[p])] += 1
             bad_image_ids.add(im["id"])
         else:
             kept.append((im, decode[p]))

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kpose.data import image_check
 from kpose.data import images as _images
 from kpose.data.coco import (BAD_KEYPOINTS, BAD_LENGTH, EMPTY_BOX, FIX_OUTSIDE, NO_KEYPOINTS,
                              NO_KEYPOINTS_INSIDE, _skeleton_fix, head_sizes_from_keypoints, inside_image,
@@ -139,7 +140,7 @@ def read_mpii(list_file: str | os.PathLike, image_dir: str | os.PathLike, skelet
 
     wanted = list(dict.fromkeys(r[2] for r in rows))
     if check_images:
-        decode, problems = _images.check_images(wanted, None, cache_dir=cache_dir, workers=workers,
+        decode, problems = image_check.check_images(wanted, None, cache_dir=cache_dir, workers=workers,
                                                 progress=progress)
     else:
         decode, problems = {}, {}
@@ -162,7 +163,7 @@ def read_mpii(list_file: str | os.PathLike, image_dir: str | os.PathLike, skelet
     kept = []
     for ann_id, image_id, image_path, center, scale, kp in rows:
         if image_path in problems:
-            skipped[_images.problem_reason(problems[image_path])] += 1
+            skipped[image_check.problem_reason(problems[image_path])] += 1
             continue
         width, height = sizes[image_path]
         side = scale * 200.0

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kpose.data import images as _images
+from kpose.data import image_check
 from kpose.data.coco import check_scanned_images
 from kpose.data.coco_images import EXPECTED_IMAGE_SKIPS, NO_PEOPLE, mask_png, merge_ignore_regions
 from kpose.data.coco_scan import COCO_FIX, EXPECTED_SKIPS, _as_float, _parse_keypoints, parse_box, scan_coco_data
@@ -275,7 +275,7 @@ def _write_bucket(writer: ShardSetWriter, scan, images: list, cache_dir, workers
         if not mine:
             img_skipped[NO_PEOPLE] += 1
         if p in problems:
-            reason = _images.problem_reason(problems[p])
+            reason = image_check.problem_reason(problems[p])
             if mine:  # counted as read_coco and read_coco_images count it
                 inst_skipped[reason] += len(mine)
                 img_skipped[reason] += 1
