@@ -256,6 +256,31 @@ def test_qat_ranges_start_from_the_data(recipe_model):
     assert err < 0.1 * span, (err, span)
 
 
+def test_qat_keeps_fixed_layers_fixed():
+    # tfmot's QuantizeWrapper lists a layer's quantised kernel as trainable even when the layer
+    # is not: QAT moved EfficientPose's input normalisation and bilinear upscaling kernels
+    # (Adam: ~lr per step on a 1/127.5 kernel). The QAT copy trains what the float network does.
+    from kpose._tf import keras, tf
+    from kpose.models.efficientpose import build_efficientpose
+
+    net = build_efficientpose("rt", num_keypoints=4, input_size=64)
+    qnet = quantize_model(net)
+    fixed = [layer.name for layer in net.layers if layer.weights and not layer.trainable]
+    assert "input_normalization" in fixed and any(n.startswith("upscaled") for n in fixed)
+
+    def names(variables):
+        return sorted(v.name for v in variables)
+    assert names(qnet.trainable_variables) == names(net.trainable_variables)
+    assert len(qnet.get_layer("quant_input_normalization").weights) == 7  # none lost or doubled
+    before = {v.name: v.numpy() for v in qnet.weights if v.name.split("/")[0] in fixed}
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    opt = keras.optimizers.Adam(1e-2)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(qnet(x, training=True)))
+    opt.apply_gradients(zip(tape.gradient(loss, qnet.trainable_variables), qnet.trainable_variables))
+    assert all(np.array_equal(before[v.name], v.numpy()) for v in qnet.weights if v.name in before)
+
+
 def test_qat_refuses_a_layer_it_cannot_quantise():
     from kpose._tf import keras
 

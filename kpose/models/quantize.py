@@ -307,7 +307,26 @@ def quantize_model(net: keras.Model) -> keras.Model:
     with quantize_scope():
         annotated = keras.models.clone_model(net, clone_function=lambda layer: _annotate(layer, unfoldable))
         _copy_weights(net, annotated)
-        return tfmot.quantization.keras.quantize_apply(annotated)
+        qat_net = tfmot.quantization.keras.quantize_apply(annotated)
+    _keep_fixed_layers_fixed(qat_net)
+    return qat_net
+
+
+def _keep_fixed_layers_fixed(qat_net: keras.Model) -> None:
+    """tfmot's QuantizeWrapper lists the weights it fake-quantises (kernels) as trainable even
+    when its layer is not: its build appends them to the wrapper's own trainable list, and
+    the wrapper's `trainable_weights` ignores `trainable`. An optimizer would then move
+    kpose's fixed layers (the input normalisation, EfficientPose's bilinear upscaling, a
+    frozen backbone) in QAT. Their weights go to the non-trainable list (the same variables:
+    the saved weights keep their values; within such a layer the kernel now follows the
+    bias)."""
+    for layer in qat_net.layers:
+        inner = getattr(layer, "layer", None)
+        if inner is None or inner.trainable or not layer._trainable_weights:
+            continue
+        # Private lists: the wrapper offers no other way to untrack a weight as trainable.
+        layer._non_trainable_weights[:0] = layer._trainable_weights
+        layer._trainable_weights = []
 
 
 def _copy_weights(src: keras.Model, dst: keras.Model) -> None:
