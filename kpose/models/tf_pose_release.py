@@ -87,7 +87,7 @@ def _assign_stages(graph: FrozenGraph, model: keras.Model, variant: str, num_key
     features = model.get_layer("features").output.shape[-1]
     channels_in = features
     for stage in range(1, NUM_STAGES + 1):
-        names = dict(zip(("heatmap", "paf"), stage_output_names(stage, variant)))
+        names = dict(zip(("heatmap", "paf"), stage_output_names(stage)))
         # The graph predicts background at every stage; kpose's last stage drops it.
         outs = {"heatmap": num_keypoints + 1, "paf": 2 * num_limbs}
         keep = {"heatmap": heatmap_channels(stage, num_keypoints), "paf": 2 * num_limbs}
@@ -124,7 +124,7 @@ RELEASE_URL = "https://github.com/ildoonet/tf-pose-estimation/tree/master/models
 _SMALL = Release(("openpose_mobilenet_v2_small.pb",),
                  "https://github.com/ildoonet/tf-pose-estimation/raw/9aaf347/models/graph/mobilenet_v2_small/"
                  "graph_opt.pb", "428a9d6e7bfc0319e1ce4de8c0191a9111cd281bea6ae2b496fd42c92d574160")
-RELEASES = {"small": _SMALL, "small_bn": _SMALL, "small_bn_int8": _SMALL, "small_bn_s4": _SMALL}
+RELEASES = {"small": _SMALL, "small_bn": _SMALL, "small_bn_int8": _SMALL}
 
 
 def released_weights_path(variant: str) -> Path:

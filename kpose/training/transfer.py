@@ -156,10 +156,8 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict, calibrat
     source_weights = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
     if src_arch[1] != mcfg["variant"] and family.adapt_weights is not None:
         source_weights = family.adapt_weights(src_arch[1], mcfg["variant"], source_weights)
-    # adapt_weights may rename a layer (the same weights under the variant's name).
-    source_layers = {layer.name: layer for layer in source.layers}
     for name, src_w in source_weights.items():
-        layer = source_layers.get(name)
+        layer = source.get_layer(name)
         try:
             target = net.get_layer(name)
         except ValueError:
@@ -179,14 +177,14 @@ def init_weights(net, init: str | Path, skeleton: Skeleton, mcfg: dict, calibrat
             elif s.shape == d.shape:
                 new.append(s)
             else:
-                raise ValueError(f"init={init!s}: layer {name!r} has shapes "
+                raise ValueError(f"init={init!s}: layer {layer.name!r} has shapes "
                                  f"{[w.shape for w in src_w]}, the recipe's model has "
                                  f"{[w.shape for w in dst_w]}; use a model of the same "
                                  f"family and variant")
         target.set_weights(new)
         copied += 1
         if remapped:
-            mapped.append(name)
+            mapped.append(layer.name)
     if not copied:
         raise ValueError(f"init={init!s}: no layer names in common with the recipe's model")
     summary = f"{copied} layers from {init}"
