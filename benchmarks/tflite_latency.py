@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=50, help="timed runs per model and thread count")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (runs are split over them)")
     ap.add_argument("--qat", action="append", default=[], metavar="[VARIANT=]FILE",
-                    help="also time this QAT-exported .tflite, with its PCKh; VARIANT= (an official variant, "
+                    help="also time this exported .tflite (QAT, or mixed precision from int8_mixed_precision.py), with its PCKh; VARIANT= (an official variant, "
                          "e.g. RT_LITE=out/efficientpose_rt_lite_qat_det.tflite from distill_qat_official.py) "
                          "adds its ratio to that variant's official fp32 file (repeatable)")
     ap.add_argument("--run", help="a run trained with --qat: also time its fp32 / int8 / qat exports")
@@ -91,7 +91,7 @@ def main() -> None:
             if f"official {variant} fp32" not in models:
                 raise SystemExit(f"--qat {spec}: variant {variant} is not among --variants {a.variants}")
             entry["official"] = f"official {variant} fp32"
-        models[f"kpose {Path(path).stem} qat"] = entry
+        models[f"kpose {Path(path).stem}"] = entry
     run_models = []
     if a.run:
         run = Path(a.run)
@@ -119,9 +119,10 @@ def main() -> None:
         for (name, threads), (it, feed) in interps.items():
             results[name][threads] += _time(it, feed, per_round)
 
-    base = {t: float(np.median(results["official RT fp32"][t])) for t in (1, 2)}
+    reference = f"official {'RT' if 'RT' in variants else variants[0]} fp32"
+    base = {t: float(np.median(results[reference][t])) for t in (1, 2)}
     rows = []
-    print(f"LiteRT XNNPACK, median of {per_round * a.rounds} runs, interleaved; ratio = official RT fp32 / model")
+    print(f"LiteRT XNNPACK, median of {per_round * a.rounds} runs, interleaved; ratio = {reference} / model")
     print(f"{'model':28s} {'1 thread':>10s} {'ratio':>6s} {'2 threads':>10s} {'ratio':>6s} {'PCKh@0.5':>9s} {'MB':>6s}")
     for name, m in models.items():
         med = {t: float(np.median(results[name][t])) for t in (1, 2)}

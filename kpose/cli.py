@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--heatmaps", default="full", choices=["full", "detection"],
                    help="full: the network's output (EfficientPose: stride 1); detection: the stride-8 maps "
                    "of the last detection pass without the upscaling layers (faster, 64x smaller output)")
+    x.add_argument("--float-layers", type=int, default=0, metavar="N",
+                   help="int8 only: keep the N layers int8 damages most (measured on the calibration "
+                   "data) in float32; a few early layers can hold most of int8's error")
     x.add_argument("--all", action="store_true", help="every format and precision the model supports")
     x.add_argument("--check", action="store_true", help="verify against the Keras model; write parity.md")
     x.add_argument("--out", help="output folder (default: <run>/export or exported/<name>)")

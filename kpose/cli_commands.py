@@ -94,13 +94,13 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     if not (a.all or a.check):
         print(export(a.model, a.format, a.precision, a.out, calibration=a.calibration,
-                     quantization=a.tfjs_quantization, heatmaps=a.heatmaps))
+                     quantization=a.tfjs_quantization, heatmaps=a.heatmaps, float_layers=a.float_layers))
         return 0
     report = export_all(a.model, a.out, check=a.check, images=a.images, calibration=a.calibration,
                         formats=FORMATS if a.all else (a.format,),
                         precisions=None if a.all else (a.precision,),
                         tfjs_quantization=a.tfjs_quantization, heatmaps=a.heatmaps,
-                        num_images=a.num_images)
+                        num_images=a.num_images, float_layers=a.float_layers)
     if not a.check:
         print("\n".join(e["path"] for e in report["formats"]))
         return 0

@@ -61,9 +61,10 @@ def default_calibration(model, n: int = 64) -> np.ndarray:
     return model_inputs(model, _data(model), n, split="train")
 
 
-def _check_options(model, format: str, precision: str, calibration, quantization) -> None:
+def _check_options(model, format: str, precision: str, calibration, quantization, float_layers: int = 0) -> None:
     """Refuse combinations export would otherwise ignore: precisions other than float for
-    ONNX and TF.js, TF.js weight quantisation elsewhere, calibration data without int8."""
+    ONNX and TF.js, TF.js weight quantisation elsewhere, calibration data or float layers
+    without int8."""
     qat = model.config.get("quantization") == "qat"
     if format != "tflite" and precision not in (("fp32", "qat") if qat else ("fp32",)):
         tip = " (TF.js can store float16 or uint8 weights: quantization='float16' | 'uint8')" \
@@ -75,6 +76,11 @@ def _check_options(model, format: str, precision: str, calibration, quantization
                          f"precision (tflite: fp16 | int8)")
     if calibration is not None and not (format == "tflite" and precision == "int8"):
         raise ValueError(f"calibration data is used by tflite int8 only, not by {format} {precision}")
+    if float_layers and not (format == "tflite" and precision == "int8"):
+        raise ValueError(f"float_layers keeps layers of a tflite int8 model in float; {format} {precision} "
+                         f"has no int8 layers")
+    if float_layers < 0:
+        raise ValueError(f"float_layers must be >= 0 (layers kept in float), got {float_layers}")
 
 
 def _check_precision(model, precision: str) -> None:
@@ -90,7 +96,7 @@ def _check_precision(model, precision: str) -> None:
 
 def export(model, format: str = "tflite", precision: str = "fp32", output: str | Path | None = None,
            calibration=None, quantization: str | None = None, heatmaps: str = "full",
-           _saved_model: Path | None = None) -> Path:
+           float_layers: int = 0, _saved_model: Path | None = None) -> Path:
     """Export a PoseModel (or a path kpose.load accepts) and return the written path.
 
     format: "tflite" (precision fp32 | fp16 | int8 | qat), "onnx" or "tfjs" (float;
@@ -104,18 +110,22 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
     heatmaps: "full" (the network's output) or "detection" (EfficientPose: the stride-8
       maps of the last detection pass, without the upscaling layers; faster, 64x
       smaller output; the metadata's codec describes them). Files get a "_det" suffix.
+    float_layers: int8 only: keep this many layers in float32, those int8 damages most
+      on the calibration inputs (kpose.deploy.tflite.sensitive_layers); the metadata lists
+      them. A few early layers can hold most of int8's error (docs/results.md); the file
+      is named <name>_int8_float<N>.tflite.
     Every file carries the metadata of kpose.deploy.metadata.
     """
     model_arg = model
     model = graph.with_heatmaps(as_pose_model(model), heatmaps)
     if format not in FORMATS:
         raise ValueError(f"format {format!r}; known: {', '.join(FORMATS)}")
-    _check_options(model, format, precision, calibration, quantization)
+    _check_options(model, format, precision, calibration, quantization, float_layers)
     if format != "tflite":
         precision = "qat" if model.config.get("quantization") == "qat" else "fp32"
     _check_precision(model, precision)
     name = export_name(model) + ("_det" if model.config.get("heatmaps") == "detection" else "")
-    suffix = {"tflite": f"_{precision}.tflite", "onnx": ".onnx",
+    suffix = {"tflite": f"_{precision}{f'_float{float_layers}' if float_layers else ''}.tflite", "onnx": ".onnx",
               "tfjs": f"_tfjs{'_' + quantization if quantization else ''}"}[format]
     out = Path(output) if output is not None else _default_out(model_arg, model)
     if out.suffix != {"tflite": ".tflite", "onnx": ".onnx", "tfjs": ""}[format] or format == "tfjs":
@@ -138,7 +148,10 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
             if precision == "int8":
                 calib = (default_calibration(model) if calibration is None
                          else model_inputs(model, calibration, 64, split="train"))
-            data = tflite.convert(saved, precision, calib)
+            names = tflite.sensitive_layers(saved, calib)[:float_layers] if float_layers else []
+            data = tflite.convert(saved, precision, calib, float_layers=names)
+            if names:
+                info = dict(info, float_layers=names)
             out.write_bytes(meta_mod.embed_tflite_metadata(data, info))
         elif format == "onnx":
             onnx.convert(net, model.input_size, out, info, graph.output_names(model))
@@ -152,15 +165,17 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
 
 def export_all(model, output: str | Path | None = None, check: bool = True, images=None,
                calibration=None, formats=FORMATS, precisions=None, tfjs_quantization: str | None = None,
-               heatmaps: str = "full", num_images: int = 8, progress: bool = True) -> dict:
+               heatmaps: str = "full", num_images: int = 8, float_layers: int = 0,
+               progress: bool = True) -> dict:
     """Write every format (TFLite at each precision the model supports, ONNX, TF.js) and,
     with `check`, a parity report against the Keras model: `parity.json` and `parity.md`.
 
     images: what to compare on (data spec, image folder/list, or an array of model inputs);
     default the model's validation data; a top-down model sees person crops, a bottom-up
     model whole images fitted to its input. precisions: TFLite precisions (default: fp32,
-    fp16, int8, or qat for a QAT model). Returns the report; report["passed"] is False
-    when a format exceeds its tolerance (kpose.deploy.parity).
+    fp16, int8, or qat for a QAT model); float_layers: of the int8 file (see export).
+    Returns the report; report["passed"] is False when a format exceeds its tolerance
+    (kpose.deploy.parity).
     """
     model_arg = model
     model = graph.with_heatmaps(as_pose_model(model), heatmaps)
@@ -171,6 +186,9 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
         precisions = ("qat",) if is_qat else ("fp32", "fp16", "int8")
     for p in precisions:
         _check_precision(model, p)
+    if float_layers and not ("tflite" in formats and "int8" in precisions):
+        raise ValueError(f"float_layers keeps layers of a tflite int8 model in float; this export writes no "
+                         f"tflite int8 (formats {list(formats)}, precisions {list(precisions)})")
     jobs = [("tflite", p) for p in precisions] if "tflite" in formats else []
     jobs += [(f, None) for f in formats if f != "tflite"]
 
@@ -191,7 +209,8 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
         for fmt, prec in tqdm(jobs, desc="export", disable=not progress):
             t0 = time.time()
             path = export(model, fmt, prec or "fp32", out, calibration=calibration if prec == "int8" else None,
-                          quantization=tfjs_quantization if fmt == "tfjs" else None, _saved_model=saved)
+                          quantization=tfjs_quantization if fmt == "tfjs" else None,
+                          float_layers=float_layers if prec == "int8" else 0, _saved_model=saved)
             entry = {"format": fmt,
                      "precision": prec or ("qat" if is_qat else (tfjs_quantization if fmt == "tfjs" and tfjs_quantization else "fp32")),
                      "path": str(path), "seconds": round(time.time() - t0, 1),

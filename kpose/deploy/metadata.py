@@ -15,6 +15,7 @@ Schema (version 1)::
     {"format": "kpose", "schema_version": 1, "kpose_version": str,
      "model": {"name", "family", "variant", "task": "top_down" | "bottom_up"},
      "precision": "fp32" | "fp16" | "int8" | "qat",
+     (int8 with layers kept in float:) "float_layers": [their output tensor names],
      "signature": "serving_default",
      "input": {"name": "image", "shape": [1, H, W, 3], "dtype": "float32", "layout": "NHWC",
                "channels": "RGB", "range": [0, 255], "normalization": "in_graph"},

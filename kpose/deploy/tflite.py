@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -18,13 +20,15 @@ FORBIDDEN_OPS = frozenset({"GATHER_ND", "ARG_MAX", "CAST"})
 
 
 def convert(saved_model_dir: str | Path, precision: str = "fp32",
-            calibration: np.ndarray | None = None) -> bytes:
+            calibration: np.ndarray | None = None, float_layers: Sequence[str] = ()) -> bytes:
     """Convert the export SavedModel to a .tflite flatbuffer.
 
     fp16: float16 weights, float compute (the GPU delegate runs it in fp16).
     int8: post-training full-integer quantisation; `calibration` = representative
       model inputs [N, H, W, 3] (float32 0..255) drawn from the training data (person
       crops for a top-down model, whole fitted images for a bottom-up one).
+      float_layers: names of layers (their output tensors, as `sensitive_layers` gives
+      them) kept in float32, with QUANTIZE / DEQUANTIZE around each: mixed precision.
     qat: the SavedModel holds a quantisation-aware network; its fake-quant ranges
       give a full-integer model without calibration.
     Inputs and outputs stay float32 (QUANTIZE/DEQUANTIZE at the ends) so every
@@ -32,23 +36,69 @@ def convert(saved_model_dir: str | Path, precision: str = "fp32",
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE_KEY])
-    if precision == "fp16":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.target_spec.supported_types = [tf.float16]
-    elif precision == "int8":
-        if calibration is None or len(calibration) == 0:
-            raise ValueError("int8 export needs calibration inputs (representative data); "
-                             "pass calibration= a data spec or an array [N, H, W, 3]")
-        calib = np.asarray(calibration, np.float32)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([c[None]] for c in calib)
-        # Fail instead of silently keeping a float op.
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    elif precision == "qat":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if float_layers and precision != "int8":
+        raise ValueError(f"float_layers keeps layers of an int8 model in float; precision {precision!r} has none")
+    if precision == "int8":
+        conv = _int8_converter(saved_model_dir, calibration, full_integer=not float_layers)
+        if float_layers:
+            return _mixed_precision(conv, float_layers)
+    else:
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE_KEY])
+        conv.optimizations = [tf.lite.Optimize.DEFAULT] if precision in ("fp16", "qat") else []
+        if precision == "fp16":
+            conv.target_spec.supported_types = [tf.float16]
     with _quiet():
         return conv.convert()
+
+
+def _mixed_precision(conv, float_layers: Sequence[str]) -> bytes:
+    """int8 but for `float_layers`; raises when a name matches no layer (nothing would stay float)."""
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_layers))
+    with _quiet():
+        data = tf.lite.experimental.QuantizationDebugger(
+            converter=conv, debug_dataset=conv.representative_dataset,
+            debug_options=options).get_nondebug_quantized_model()
+    computing = [op for op in float_ops(data) if op not in ("QUANTIZE", "DEQUANTIZE")]
+    if len(computing) < len(float_layers):
+        raise ValueError(f"float_layers: {len(float_layers)} names given, {len(computing)} layers kept in float; "
+                         f"use names from kpose.deploy.tflite.sensitive_layers (output tensor names)")
+    return data
+
+
+def _int8_converter(saved_model_dir, calibration, full_integer: bool = True):
+    if calibration is None or len(calibration) == 0:
+        raise ValueError("int8 export needs calibration inputs (representative data); "
+                         "pass calibration= a data spec or an array [N, H, W, 3]")
+    calib = np.asarray(calibration, np.float32)
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE_KEY])
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([c[None]] for c in calib)
+    if full_integer:  # fail instead of silently keeping a float op
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return conv
+
+
+def _rms_steps(float_values, quantized_values, scale, zero_point) -> float:
+    """RMS difference between an op's float output and its int8 output, in int8 steps."""
+    dequantized = (np.asarray(quantized_values, np.int32) - zero_point) * scale
+    return float(np.sqrt(np.mean((dequantized - np.asarray(float_values)) ** 2)) / scale)
+
+
+def sensitive_layers(saved_model_dir: str | Path, calibration: np.ndarray, num_inputs: int = 16) -> list[str]:
+    """The int8 model's layers, most damaged by quantisation first: each op's output is
+    compared with the float op's on the same (quantised) inputs over `num_inputs`
+    calibration inputs (TFLite's QuantizationDebugger), error in int8 steps (RMS / scale).
+    Names are output tensor names, as `convert(..., float_layers=)` takes them."""
+    conv = _int8_converter(saved_model_dir, np.asarray(calibration)[:num_inputs], full_integer=False)
+    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"rms_steps": _rms_steps})
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=conv.representative_dataset,
+                                                         debug_options=options)
+    with _quiet():
+        debugger.run()
+    table = io.StringIO()
+    debugger.layer_statistics_dump(table)
+    rows = list(csv.DictReader(io.StringIO(table.getvalue())))
+    return [r["tensor_name"] for r in sorted(rows, key=lambda r: -float(r["rms_steps"]))]
 
 
 @contextlib.contextmanager
