@@ -64,5 +64,5 @@ def test_float_layers_refuse_what_they_cannot_do(tmp_path):
         export(model, "tflite", "int8", tmp_path, calibration=calib, float_layers=-1)
     assert not list(tmp_path.iterdir())  # nothing written
     saved = graph.write_saved_model(model, tmp_path / "saved_model")
-    with pytest.raises(ValueError, match="1 names given, 0 layers kept in float"):
+    with pytest.raises(ValueError, match="1 names given, 0 layers compute in float"):
         tflite.convert(saved, "int8", calib, float_layers=["no/such/layer"])

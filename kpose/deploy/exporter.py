@@ -149,6 +149,8 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
                 calib = (default_calibration(model) if calibration is None
                          else model_inputs(model, calibration, 64, split="train"))
             names = tflite.sensitive_layers(saved, calib)[:float_layers] if float_layers else []
+            if len(names) < float_layers:
+                raise ValueError(f"float_layers={float_layers}, but the int8 model has {len(names)} layers")
             data = tflite.convert(saved, precision, calib, float_layers=names)
             if names:
                 info = dict(info, float_layers=names)

@@ -52,16 +52,19 @@ def convert(saved_model_dir: str | Path, precision: str = "fp32",
 
 
 def _mixed_precision(conv, float_layers: Sequence[str]) -> bytes:
-    """int8 but for `float_layers`; raises when a name matches no layer (nothing would stay float)."""
+    """int8 but for `float_layers`. Raises unless exactly those layers compute in float: fewer
+    when a name matches no layer, more when an op int8 cannot run was left in float."""
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_layers))
     with _quiet():
         data = tf.lite.experimental.QuantizationDebugger(
             converter=conv, debug_dataset=conv.representative_dataset,
             debug_options=options).get_nondebug_quantized_model()
     computing = [op for op in float_ops(data) if op not in ("QUANTIZE", "DEQUANTIZE")]
-    if len(computing) < len(float_layers):
-        raise ValueError(f"float_layers: {len(float_layers)} names given, {len(computing)} layers kept in float; "
-                         f"use names from kpose.deploy.tflite.sensitive_layers (output tensor names)")
+    if len(computing) != len(float_layers):
+        raise ValueError(f"float_layers: {len(float_layers)} names given, {len(computing)} layers compute in "
+                         f"float ({', '.join(computing) or 'none'}); give names from "
+                         f"kpose.deploy.tflite.sensitive_layers (output tensor names), and export without "
+                         f"float_layers to see which op int8 cannot run")
     return data
 
 
