@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from int8_crop_agreement import distances
 
 
 def main() -> None:
@@ -71,9 +72,7 @@ def main() -> None:
     for label, path in paths.items():
         exported = load_exported(path)
         if exported.codec.heatmap_size != model.codec.heatmap_size:  # compare decoded keypoints
-            got = exported.codec.batch_decode(exported.heatmaps(crops))
-            want = model.codec.batch_decode(ref)
-            d = np.linalg.norm(got[..., :2] - want[..., :2], axis=-1)[want[..., 2] >= 0.2]
+            d = distances(model.codec.batch_decode(ref), exported.codec.batch_decode(exported.heatmaps(crops)))
             diff = {"keypoint_median_px": float(np.median(d)), "keypoint_p90_px": float(np.percentile(d, 90))}
         else:
             diff = compare(model, exported.heatmaps(crops), ref)
