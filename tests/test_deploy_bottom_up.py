@@ -268,9 +268,9 @@ def test_int8_calibrates_on_whole_images(shared, tmp_path, monkeypatch):
     seen = {}
     convert = tflite.convert
 
-    def spy(saved, precision, calibration=None):
+    def spy(saved, precision, calibration=None, **options):
         seen["calibration"] = calibration
-        return convert(saved, precision, calibration)
+        return convert(saved, precision, calibration, **options)
 
     monkeypatch.setattr(tflite, "convert", spy)
     path = export(model, "tflite", "int8", tmp_path, calibration=folder)
