@@ -74,7 +74,7 @@ def main() -> None:
     for label, path, seconds in files:
         exported = load_exported(path)
         d = distances(reference, exported.codec.batch_decode(exported.heatmaps(crops)))
-        float_ops = [op for op in tflite.float_ops(path) if op not in ("QUANTIZE", "DEQUANTIZE")]
+        float_ops = tflite.float_compute_ops(path)
         rows.append({"variant": a.variant, "in float": label, "path": str(path), "float_ops": float_ops,
                      "PCKh@0.5": kpose.evaluate(path, data=MPII, progress=False)["PCKh@0.5"],
                      "median_px": float(np.median(d)), "p90_px": float(np.percentile(d, 90)),

@@ -34,7 +34,7 @@ def test_float_layers_keep_the_most_damaged_layers_in_float(shared, tmp_path):
     saved = graph.write_saved_model(det, tmp_path / "saved_model")
     assert meta["float_layers"] == tflite.sensitive_layers(saved, calib)[:2]
     assert meta["precision"] == "int8" and "float_layers" not in metadata.read_tflite_metadata(full)
-    computing = [op for op in tflite.float_ops(mixed) if op not in ("QUANTIZE", "DEQUANTIZE")]
+    computing = tflite.float_compute_ops(mixed)
     assert len(computing) == 2, computing
     assert tflite.float_ops(full) == []
     ok, report = tflite.gpu_compatibility(mixed)

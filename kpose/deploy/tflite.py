@@ -59,7 +59,7 @@ def _mixed_precision(conv, float_layers: Sequence[str]) -> bytes:
         data = tf.lite.experimental.QuantizationDebugger(
             converter=conv, debug_dataset=conv.representative_dataset,
             debug_options=options).get_nondebug_quantized_model()
-    computing = [op for op in float_ops(data) if op not in ("QUANTIZE", "DEQUANTIZE")]
+    computing = float_compute_ops(data)
     if len(computing) != len(float_layers):
         raise ValueError(f"float_layers: {len(float_layers)} names given, {len(computing)} layers compute in "
                          f"float ({', '.join(computing) or 'none'}); give names from "
@@ -144,6 +144,12 @@ def float_ops(tflite: bytes | str | Path) -> list[str]:
         if any(dtype[t] == np.float32 for t in ins + outs):
             out.append(op["op_name"])
     return out
+
+
+def float_compute_ops(tflite: bytes | str | Path) -> list[str]:
+    """`float_ops` without the QUANTIZE / DEQUANTIZE that convert between int8 and float:
+    the layers that compute in float (those kept by `convert(..., float_layers=)`)."""
+    return [op for op in float_ops(tflite) if op not in ("QUANTIZE", "DEQUANTIZE")]
 
 
 def tensor_types(tflite: bytes | str | Path) -> dict[str, int]:
