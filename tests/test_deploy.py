@@ -15,6 +15,7 @@ from kpose.deploy.exporter import export, export_all
 from kpose.deploy.runtime import load_exported, read_metadata
 from kpose.models.official_tflite import is_official_tflite
 from kpose.models.quantize import calibrate_ranges, float_layer_names, quantize_model
+from kpose.pose_model import PoseModel
 from kpose.training import untrained_model
 
 from conftest import no_official_init
@@ -243,13 +244,17 @@ def test_qat_ranges_start_from_the_data(recipe_model):
     left = [k for k, (lo, hi) in ranges.items() if lo == -6.0 or hi == 6.0]
     assert ranges and not left, f"activation ranges still at tfmot's initial [-6, 6]: {left}"
     # The output's range is the mean of the per-batch extremes (0 included), as the
-    # moving average would converge to, not a 0.1% step from [-6, 6].
+    # moving average would converge to, not a 0.1% step from [-6, 6] (off by > 4 spans here).
+    # Those extremes are the QAT copy's, in training mode, and the float network's stand in for
+    # them: in an untrained network 8-bit rounding compounds over ~50 layers, and the two
+    # differ by up to 13% of the span (openpose_mobilenet_v2, on an AMD EPYC; 5% was enough on
+    # other CPUs, whose kernels round otherwise).
     (lo, hi), = _activation_ranges(qnet.layers[-1]).values()
     outs = [_outputs(net(x, training=True))[-1] for x in batches]
     want_lo = np.mean([min(o.min(), 0.0) for o in outs])
     want_hi = np.mean([max(o.max(), 0.0) for o in outs])
     span = want_hi - want_lo
-    assert abs(lo - want_lo) < 0.05 * span and abs(hi - want_hi) < 0.05 * span, (lo, hi, want_lo, want_hi)
+    assert abs(lo - want_lo) < 0.2 * span and abs(hi - want_hi) < 0.2 * span, (lo, hi, want_lo, want_hi)
     # Calibrated fake-quant tracks the float network to a few steps of the output grid.
     x = batches[0]
     err = np.abs(_outputs(qnet(x, training=False))[-1] - _outputs(net(x, training=False))[-1]).max()
@@ -295,7 +300,6 @@ def test_qat_refuses_a_layer_it_cannot_quantise():
 def test_every_recipe_exports_gpu_clean_self_describing_tflite(recipe_model, precision, tmp_path):
     model = recipe_model
     if precision == "qat":
-        from kpose.pose_model import PoseModel
         qnet = quantize_model(graph.export_network(model))
         model = PoseModel(qnet, dict(model.config, quantization="qat"))
     path = export(model, "tflite", precision, tmp_path, calibration=_crops(model, 8) if precision == "int8" else None)
@@ -335,12 +339,30 @@ def test_every_recipe_exports_gpu_clean_self_describing_tflite(recipe_model, pre
             assert np.abs(got - ref).max() < 1e-2 * max(1.0, np.abs(ref).max()), name
 
 
-def test_qat_train_reload_and_export(tmp_path):
+def _tiny_synthetic(tmp_path) -> dict:
     from kpose.data.synthetic import generate
 
     tr = generate(tmp_path, 8, seed=21, split="train", progress=False)
     va = generate(tmp_path, 4, seed=22, split="val", progress=False)
-    data = {"train": f"coco:{tr}:{tmp_path / 'train'}", "val": f"coco:{va}:{tmp_path / 'val'}"}
+    return {"train": f"coco:{tr}:{tmp_path / 'train'}", "val": f"coco:{va}:{tmp_path / 'val'}"}
+
+
+def _float_rt(directory) -> PoseModel:
+    """An untrained float RT model at 64x64, saved as a run saves its float stage (with the
+    training-only heads), for the QAT stages that start from one."""
+    from kpose.training import untrained_networks
+    from kpose.training.transfer import save_training_heads
+
+    net, model = untrained_networks("efficientpose_rt", {"model.input_size": [64, 64], "init": None})
+    model.save(directory)
+    save_training_heads(net, model.keras_model, directory)
+    return model
+
+
+# QAT's three ways in are three tests (not one that runs them in turn): the suite's workers
+# take them in parallel.
+def test_qat_train_reload_and_export(tmp_path):
+    data = _tiny_synthetic(tmp_path)
     run = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=4, qat=True,
                       overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], "qat.epochs": 1, **no_official_init()},
                       runs_dir=tmp_path / "runs", progress=False)
@@ -355,19 +377,29 @@ def test_qat_train_reload_and_export(tmp_path):
         export(model, "tflite", "int8", tmp_path)
     with pytest.raises(ValueError, match="quantisation-aware"):
         export(kpose.load(run.dir / "model_float"), "tflite", "qat", tmp_path)
-    # QAT-only stage from a trained float model (init + epochs 0).
-    run2 = kpose.train("efficientpose_rt", data=data, epochs=0, batch_size=4, qat=True,
-                       init=run.dir / "model_float",
-                       overrides={"train.steps_per_epoch": 1, "model.input_size": [64, 64], "qat.epochs": 1},
-                       runs_dir=tmp_path / "runs", progress=False)
-    assert run2.model.config["quantization"] == "qat"
 
-    # Label-free QAT by self-distillation (how official releases are quantised).
+
+def test_qat_only_stage_from_a_float_model(tmp_path):
+    """init + epochs 0: quantisation-aware training of a model trained before."""
+    _float_rt(tmp_path / "float")
+    run = kpose.train("efficientpose_rt", data=_tiny_synthetic(tmp_path), epochs=0, batch_size=4, qat=True,
+                      init=tmp_path / "float",
+                      overrides={"train.steps_per_epoch": 1, "model.input_size": [64, 64], "qat.epochs": 1},
+                      runs_dir=tmp_path / "runs", progress=False)
+    assert run.model.config["quantization"] == "qat"
+    assert float_layer_names(kpose.load(run.dir).keras_model) == []
+
+
+def test_label_free_qat_reloads_and_exports(tmp_path):
+    """Label-free QAT by self-distillation (how official releases are quantised)."""
     from kpose.training.distill import distill_qat
-    distilled = distill_qat(kpose.load(run.dir / "model_float"), data, steps=2, batch_size=2, progress=False)
+
+    data = _tiny_synthetic(tmp_path)
+    distilled = distill_qat(_float_rt(tmp_path / "float"), data, steps=2, batch_size=2, progress=False)
     assert float_layer_names(distilled.keras_model) == []
     distilled.save(tmp_path / "distilled")
     reloaded = kpose.load(tmp_path / "distilled")
+    img = next((tmp_path / "val").glob("*.jpg"))
     np.testing.assert_allclose(distilled.predict(str(img))[0].keypoints,
                                reloaded.predict(str(img))[0].keypoints, atol=1e-4)
     path = export(reloaded, "tflite", "qat", tmp_path)

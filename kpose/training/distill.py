@@ -74,6 +74,7 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     # Tiny batches of other data must not move the batch-norm statistics.
     with frozen_batch_norms(student):
         calibrate_ranges(student, ds.take(CALIBRATION_BATCHES))
+        opt.build(student.trainable_variables)  # slots made here: `step` is then traced once, not twice
         # The calibrated copy before any step, on as many batches as the last steps are averaged over.
         before = float(np.mean([distillation_loss(x, training=False) for x in ds.take(WATCHED_BATCHES)]))
         bar = tqdm(ds.take(steps), total=steps, desc="distill QAT", disable=not progress)

@@ -223,6 +223,9 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
             raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
         if mixed:
             opt = keras.mixed_precision.LossScaleOptimizer(opt)
+        # The optimizer's slots made now, not inside the first step: a tf.function that
+        # creates variables is traced twice (seconds per training run, more for big models).
+        opt.build(net.trainable_variables)
         trainer.compile(optimizer=opt)
 
     inference = inference_network(net, cfg)

@@ -30,7 +30,9 @@ def qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, valida
     with (frozen_batch_norms(qnet) if qcfg["freeze_batch_norm"] else contextlib.nullcontext()), strategy.scope():
         calibrate_ranges(qnet, ds.take(CALIBRATION_BATCHES), strategy)
         trainer = make_trainer(qnet, specs, cfg["loss"], global_batch)
-        trainer.compile(optimizer=keras.optimizers.Adam(WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1))))
+        opt = keras.optimizers.Adam(WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1)))
+        opt.build(qnet.trainable_variables)  # slots made here: the first step is then traced once, not twice
+        trainer.compile(optimizer=opt)
         t0 = time.time()
         hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
                            verbose=1 if progress else 2) if epochs > 0 else None
