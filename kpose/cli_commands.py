@@ -110,9 +110,11 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
-    from kpose.model_io import load_model
-    from kpose.training.distill import distill_qat
+    from kpose.model_io import load_model, saved_config
+    from kpose.training.distill import check_float, distill_qat
 
+    if not Path(a.model).is_file():  # a model folder: refuse a QAT one before building its QAT network
+        check_float(saved_config(a.model))
     model = load_model(a.model)
     out = Path(a.out) if a.out else Path(a.model).parent / (Path(a.model).stem + "_qat")
     given = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr)) if v is not None}

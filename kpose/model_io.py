@@ -38,10 +38,15 @@ def model_folder(path: str | Path) -> Path:
     return p
 
 
+def saved_config(path: str | Path) -> dict:
+    """The config (kpose.json) of a saved model or run folder, without building its network."""
+    return json.loads((model_folder(path) / CONFIG_FILE).read_text())
+
+
 def load_saved(path: str | Path, weights: str | Path | None = None) -> PoseModel:
     """A saved kpose model folder (or run folder): network rebuilt from kpose.json, weights loaded."""
     p = model_folder(path)
-    config = json.loads((p / CONFIG_FILE).read_text())
+    config = saved_config(p)
     net = build_network(config)
     quantization = config.get("quantization")
     if quantization == "qat":

@@ -51,10 +51,12 @@ def unfuse_tensor_biases(graph: dict) -> int:
     """Split convolutions the converter fused with an Add of a tensor (a residual branch) into
     the convolution and the Add; returns how many.
 
-    When a convolution's own bias is zero, the converter folds the residual Add that follows
-    into the convolution as its "bias", a [B, H, W, C] tensor. The webgl and CPU backends
-    broadcast it; the wasm backend only takes a [C] bias and fails the model ("FusedConv2D
-    only supports rank-1 bias"). Unfused, every backend runs it.
+    When a convolution's own bias is zero, the converter folds the Add that follows into the
+    convolution as its "bias": a residual branch ([B, H, W, C] tensor) or a constant of one
+    element (hard-sigmoid's + 3 after a bias-free convolution). The webgl and CPU backends
+    broadcast either; the wasm backend only takes a [C] bias and fails the model ("FusedConv2D
+    only supports rank-1 bias", "FusedConv2D bias shape (1) does not match the number of
+    output channels"). Unfused, every backend runs it.
     """
     nodes = graph["modelTopology"]["node"]
     weights = {w["name"]: w["shape"] for group in graph.get("weightsManifest", []) for w in group["weights"]}
@@ -64,7 +66,9 @@ def unfuse_tensor_biases(graph: dict) -> int:
         if node["op"] not in _FUSED or len(node["input"]) < 3:
             continue
         bias = node["input"][2].split(":")[0]
-        if by_name.get(bias, {}).get("op") == "Const" and len(weights.get(bias, [0])) == 1:
+        shape = weights.get(bias)
+        if by_name.get(bias, {}).get("op") == "Const" and (
+                shape is None or (len(shape) == 1 and shape[0] in (_out_channels(node, weights), None))):
             continue
         ops = [base64.b64decode(o).decode() for o in node["attr"]["fused_ops"]["list"].get("s", [])]
         if ops[:1] != ["BiasAdd"] or len(ops) > 2 or (len(ops) == 2 and ops[1] not in _ACTIVATIONS):
@@ -83,6 +87,15 @@ def unfuse_tensor_biases(graph: dict) -> int:
     return len(nodes) - len(graph["modelTopology"]["node"]) + len(added)
 
 
+def _out_channels(node: dict, weights: dict) -> int | None:
+    """Output channels of a fused (depthwise) convolution, from its filter's shape (None:
+    the filter is not a stored weight)."""
+    kernel = weights.get(node["input"][1].split(":")[0])
+    if kernel is None or len(kernel) != 4:
+        return None
+    return kernel[3] if node["op"] == "_FusedConv2D" else kernel[2] * kernel[3]
+
+
 def read_metadata(model_dir: str | Path) -> dict:
     model_json = Path(model_dir) / "model.json"
     meta = json.loads(model_json.read_text()).get("userDefinedMetadata", {}).get("kpose")
@@ -98,7 +111,7 @@ def web_demo_dir() -> Path | None:
 
 
 class TfjsRunner:
-    """Runs a TF.js graph model in node (@tensorflow/tfjs, CPU backend) on crops.
+    """Runs a TF.js graph model in node (@tensorflow/tfjs, WASM backend) on crops.
 
     Needs node and `npm ci` in web_demo/; raises RuntimeError naming what is missing.
     """

@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 WATCHED_BATCHES = 10  # the loss before training and over the last steps: means over this many batches
 
 
+def check_float(config: dict) -> None:
+    """Raise unless `config` is a float model's: distill_qat quantises float models only."""
+    if config.get("quantization") == "qat":
+        raise ValueError("distill_qat: the model is already quantisation-aware (config quantization: qat); "
+                         "give its float model (a --qat run's model_float/, or the float run it started from)")
+
+
 def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 3e-4,
                 foreground_weight: float = 10.0, augment: dict | None = None, seed: int = 0,
                 progress: bool = True):
@@ -40,9 +47,7 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     with the loss before and after training in config["qat"]; a warning names the fix when it
     rose (the QAT copy left the float function: too high an lr for that model).
     """
-    if model.config.get("quantization") == "qat":
-        raise ValueError("distill_qat: the model is already quantisation-aware (config quantization: qat); "
-                         "give its float model (a --qat run's model_float/, or the float run it started from)")
+    check_float(model.config)
     teacher = model.keras_model
     student = quantize_model(teacher)
     if model.task == BOTTOM_UP:
