@@ -21,8 +21,8 @@ from kpose.deploy.runtime import load_exported, read_metadata, runner
 from kpose.model_io import load_tf_pose
 from kpose.models import BOTTOM_UP, build_network
 from kpose.models.openpose_mobilenet_v2 import InstanceNormalization, ResizeBilinearLike
-from kpose.models.quantize import (IntegerELU, QuantizedInstanceNormalization, calibrate_ranges,
-                                   float_layer_names, integer_network, quantize_model)
+from kpose.models.quantize import calibrate_ranges, float_layer_names, integer_network, quantize_model
+from kpose.models.quantized_layers import IntegerELU, QuantizedInstanceNormalization
 from kpose.pose_model import PoseModel, model_config
 from kpose.skeletons import COCO17
 from kpose.transforms import fit_matrix, warp_image
