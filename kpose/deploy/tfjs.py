@@ -48,8 +48,8 @@ _FUSION_ATTRS = ("fused_ops", "num_args", "epsilon", "leakyrelu_alpha", "TArgs")
 
 
 def unfuse_tensor_biases(graph: dict) -> int:
-    """Split convolutions the converter fused with an Add of a tensor (a residual branch) into
-    the convolution and the Add; returns how many.
+    """Split convolutions the converter fused with an Add whose operand is not a [C] bias (a
+    residual branch, a one-element constant) into the convolution and the Add; returns how many.
 
     When a convolution's own bias is zero, the converter folds the Add that follows into the
     convolution as its "bias": a residual branch ([B, H, W, C] tensor) or a constant of one

