@@ -193,32 +193,6 @@ def _crops(model, n=4, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (n, h, w, 3)).astype(np.float32)
 
 
-def test_qat_quantises_every_layer(recipe_model):
-    from kpose._tf import tf
-    from kpose.models import build_network
-
-    # Fixed initial weights: uncalibrated, every range is tfmot's initial [-6, 6], a grid of
-    # 0.047, so with some random inits a near-zero output map deviates by ~0.05 (seen once in
-    # CI); test_qat_ranges_start_from_the_data checks the calibrated ranges.
-    tf.keras.utils.set_random_seed(0)
-    net = build_network(recipe_model.config, training_outputs=True)
-    qnet = quantize_model(net)
-    assert float_layer_names(qnet) == []
-    x = _crops(recipe_model, 2)
-    ref, got = _outputs(net(x)), _outputs(qnet(x))
-    assert [r.shape for r in ref] == [g.shape for g in got] and all(np.isfinite(g).all() for g in got)
-    if recipe_model.task == "bottom_up":
-        # Uncalibrated, OpenPose activations are far from tfmot's initial range [-6, 6]
-        # (VGG-19 has no batch norm; MobileNetV2's instance norms see raw-pixel convolutions),
-        # and these untrained stacks of a dozen random stages amplify int8 noise. QAT always
-        # calibrates first (test_qat_ranges_start_from_the_data); that the QAT copies of the
-        # layers kpose adds for them compute what int8 TFLite does: test_deploy_bottom_up.py.
-        return
-    # Fake-quant changes the function only by quantisation noise.
-    for r, g in zip(ref, got):
-        assert np.abs(r - g).max() < 0.05 * (np.abs(r).max() + 1e-6) + 1e-3
-
-
 def _activation_ranges(layer):
     """{name: (min, max)} of a QAT layer's activation/output ranges (not weight ranges)."""
     out = {}
@@ -229,36 +203,60 @@ def _activation_ranges(layer):
     return out
 
 
-def test_qat_ranges_start_from_the_data(recipe_model):
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_qat_copy_quantises_every_layer_calibrates_and_exports(recipe, tmp_path):
+    """A recipe's QAT path as a run takes it, with one QAT copy (tfmot's copies are the cost):
+    the training network quantised (every layer), its ranges calibrated on data, its inference
+    outputs exported as QAT TFLite through the gates every precision passes."""
     from kpose._tf import tf
+    from kpose.training import untrained_networks
+    from kpose.training.recipe_model import inference_network
 
-    from kpose.models import build_network
-
-    # Weights of its own, fixed: the module's untrained model depends on which tests ran first.
+    # Fixed initial weights: uncalibrated, every range is tfmot's initial [-6, 6], a grid of
+    # 0.047, so with some random inits a near-zero output map deviates by ~0.05 (seen once in CI).
     tf.keras.utils.set_random_seed(0)
-    net = build_network(recipe_model.config)
+    overrides = _test_overrides(recipe)
+    net, model = untrained_networks(recipe, overrides)
     qnet = quantize_model(net)
-    batches = [_crops(recipe_model, 2, seed=s) for s in range(3)]
+    assert float_layer_names(qnet) == []
+    x = _crops(model, 2)
+    ref, got = _outputs(net(x)), _outputs(qnet(x))
+    assert [r.shape for r in ref] == [g.shape for g in got] and all(np.isfinite(g).all() for g in got)
+    if model.task == "top_down":
+        # Fake-quant changes the function only by quantisation noise. (Uncalibrated, OpenPose
+        # activations are far from tfmot's initial [-6, 6]: VGG-19 has no batch norm,
+        # MobileNetV2's instance norms see raw-pixel convolutions, and these untrained stacks of
+        # a dozen random stages amplify int8 noise. QAT always calibrates first, below; that the
+        # QAT copies of the layers kpose adds for them compute what int8 TFLite does:
+        # test_deploy_bottom_up.py.)
+        for r, g in zip(ref, got):
+            assert np.abs(r - g).max() < 0.05 * (np.abs(r).max() + 1e-6) + 1e-3
+
+    batches = [_crops(model, 2, seed=s) for s in range(3)]
     assert calibrate_ranges(qnet, batches) == 3
     ranges = {k: v for layer in qnet.layers for k, v in _activation_ranges(layer).items()}
     left = [k for k, (lo, hi) in ranges.items() if lo == -6.0 or hi == 6.0]
     assert ranges and not left, f"activation ranges still at tfmot's initial [-6, 6]: {left}"
-    # The output's range is the mean of the per-batch extremes (0 included), as the
+    qmodel = PoseModel(inference_network(qnet, kpose.load_recipe(recipe, overrides)),
+                       dict(model.config, quantization="qat"))
+    # The last output's range is the mean of the per-batch extremes (0 included), as the
     # moving average would converge to, not a 0.1% step from [-6, 6] (off by > 4 spans here).
     # Those extremes are the QAT copy's, in training mode, and the float network's stand in for
     # them: in an untrained network 8-bit rounding compounds over ~50 layers, and the two
     # differ by up to 13% of the span (openpose_mobilenet_v2, on an AMD EPYC; 5% was enough on
     # other CPUs, whose kernels round otherwise).
-    (lo, hi), = _activation_ranges(qnet.layers[-1]).values()
-    outs = [_outputs(net(x, training=True))[-1] for x in batches]
+    (lo, hi), = _activation_ranges(qmodel.keras_model.outputs[-1]._keras_history.layer).values()
+    outs = [_outputs(model.keras_model(b, training=True))[-1] for b in batches]
     want_lo = np.mean([min(o.min(), 0.0) for o in outs])
     want_hi = np.mean([max(o.max(), 0.0) for o in outs])
     span = want_hi - want_lo
     assert abs(lo - want_lo) < 0.2 * span and abs(hi - want_hi) < 0.2 * span, (lo, hi, want_lo, want_hi)
     # Calibrated fake-quant tracks the float network to a few steps of the output grid.
-    x = batches[0]
-    err = np.abs(_outputs(qnet(x, training=False))[-1] - _outputs(net(x, training=False))[-1]).max()
+    err = np.abs(_outputs(qmodel.keras_model(x, training=False))[-1] - _outputs(model.keras_model(x))[-1]).max()
     assert err < 0.1 * span, (err, span)
+
+    path = export(qmodel, "tflite", "qat", tmp_path)
+    _check_tflite_gates(qmodel, path, "qat")
 
 
 def test_qat_keeps_fixed_layers_fixed():
@@ -296,13 +294,17 @@ def test_qat_refuses_a_layer_it_cannot_quantise():
         quantize_model(keras.Model(x, y))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "qat"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])  # qat: in the QAT test above
 def test_every_recipe_exports_gpu_clean_self_describing_tflite(recipe_model, precision, tmp_path):
     model = recipe_model
-    if precision == "qat":
-        qnet = quantize_model(graph.export_network(model))
-        model = PoseModel(qnet, dict(model.config, quantization="qat"))
     path = export(model, "tflite", precision, tmp_path, calibration=_crops(model, 8) if precision == "int8" else None)
+    _check_tflite_gates(model, path, precision)
+
+
+def _check_tflite_gates(model, path, precision: str) -> None:
+    """What every TFLite export of a recipe passes: named for its precision, GPU-delegate clean,
+    full integer where int8, its metadata the model's, the signature its outputs; fp32/fp16 compute
+    what Keras does."""
     assert path.name == f"{model.config['recipe']}_{precision}.tflite"
     assert not is_official_tflite(path)  # kpose.load runs it with its metadata, not as release weights
 
