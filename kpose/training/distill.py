@@ -14,6 +14,7 @@ from kpose.models import BOTTOM_UP
 from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
 from kpose.pose_model import PoseModel
 from kpose.recipe import DEFAULTS
+from kpose.training.optimizers import FusedAdam
 
 log = logging.getLogger(__name__)
 WATCHED_BATCHES = 10  # the loss before training and over the last steps: means over this many batches
@@ -59,7 +60,7 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
         aug = dict(DEFAULTS["augment"], **(augment or {}))
         ds = augmented_crops(instances, model.input_size, aug, seed=seed).batch(batch_size, drop_remainder=True)
         ds = ds.map(lambda x, _: x)
-    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
+    opt = FusedAdam(keras.optimizers.schedules.CosineDecay(lr, steps))
 
     def distillation_loss(x, training: bool):
         targets = tf.nest.flatten(teacher(x, training=False))

@@ -22,6 +22,7 @@ from kpose.recipe import load_recipe
 from kpose.training import distribute
 from kpose.training.distribute import Worker, drop_scratch, scratch_dir, shard_by_data, synchronize_batch_norms, worker
 from kpose.training.fit_stages import any_input_size, precision, size_stages
+from kpose.training.optimizers import make_optimizer
 from kpose.training.qat_stage import qat_stage
 from kpose.training.recipe_model import (inference_network, network_config, recipe_model_config, recipe_skeleton,
                                          recipe_targets)
@@ -215,12 +216,7 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
             net = synchronize_batch_norms(net)
         trainer = make_trainer(net, specs, cfg["loss"], global_batch)
         lr = WarmupCosine(lr_value, int(tcfg["warmup_epochs"] * steps), total)
-        if tcfg["optimizer"] == "adamw":
-            opt = keras.optimizers.AdamW(lr, weight_decay=tcfg["weight_decay"])
-        elif tcfg["optimizer"] == "adam":
-            opt = keras.optimizers.Adam(lr)
-        else:
-            raise ValueError(f"recipe train.optimizer={tcfg['optimizer']!r}; known: adam, adamw")
+        opt = make_optimizer(tcfg["optimizer"], lr, tcfg["weight_decay"])
         if mixed:
             opt = keras.mixed_precision.LossScaleOptimizer(opt)
         # The optimizer's slots made now, not inside the first step: a tf.function that

@@ -8,6 +8,7 @@ import time
 from kpose._tf import keras
 from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
 from kpose.pose_model import PoseModel
+from kpose.training.optimizers import FusedAdam
 from kpose.training.recipe_model import inference_network
 from kpose.training.trainer import WarmupCosine, make_trainer
 from kpose.training.validation import EvalCallback
@@ -30,7 +31,7 @@ def qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, valida
     with (frozen_batch_norms(qnet) if qcfg["freeze_batch_norm"] else contextlib.nullcontext()), strategy.scope():
         calibrate_ranges(qnet, ds.take(CALIBRATION_BATCHES), strategy)
         trainer = make_trainer(qnet, specs, cfg["loss"], global_batch)
-        opt = keras.optimizers.Adam(WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1)))
+        opt = FusedAdam(WarmupCosine(qcfg["lr"], 0, max(steps * epochs, 1)))
         opt.build(qnet.trainable_variables)  # slots made here: the first step is then traced once, not twice
         trainer.compile(optimizer=opt)
         t0 = time.time()
