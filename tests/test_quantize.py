@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-import tensorflow_model_optimization as tfmot
 
 from kpose._tf import keras, tf
 from kpose.models import quantize
@@ -40,25 +39,6 @@ def _every_kind() -> keras.Model:
     return net
 
 
-def _tfmot_reference(net: keras.Model) -> keras.Model:
-    """The same plan through tfmot's public path: annotate every layer, quantize_apply."""
-    unfoldable = quantize._unfoldable_batch_norms(net)
-
-    def annotate(layer):
-        fresh, config = quantize._plan(layer, unfoldable)
-        if config is None:
-            return fresh
-        return tfmot.quantization.keras.quantize_annotate_layer(
-            fresh, None if config is quantize.BY_REGISTRY else config)
-
-    with quantize.quantize_scope():
-        annotated = keras.models.clone_model(net, clone_function=annotate)
-        quantize._copy_weights(net, annotated)
-        qat_net = tfmot.quantization.keras.quantize_apply(annotated)
-    quantize._keep_fixed_layers_fixed(qat_net)
-    return qat_net
-
-
 def _unnumbered(text: str) -> str:
     # tfmot names the input's QuantizeLayer by a process-wide counter.
     return re.sub(r"quantize_layer(_\d+)?", "quantize_layer", text)
@@ -66,7 +46,7 @@ def _unnumbered(text: str) -> str:
 
 def test_quantize_model_builds_what_tfmot_builds():
     net = _every_kind()
-    mine, theirs = quantize.quantize_model(net), _tfmot_reference(net)
+    mine, theirs = quantize.quantize_model(net), quantize.quantize_model_via_tfmot(net)
     assert quantize.float_layer_names(mine) == []
     kinds = {type(l.layer).__name__ for l in mine.layers if hasattr(l, "layer")}
     assert {"IntegerELU", "QuantizedInstanceNormalization", "QuantizedHardSigmoid", "QuantizedBatchNormalization",

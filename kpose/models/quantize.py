@@ -98,7 +98,8 @@ def quantize_model(net: keras.Model) -> keras.Model:
     The network tfmot's quantize_annotate + quantize_apply make, built from two graph copies
     instead of five: quantize_apply copies an annotated model twice (keeping weights, then
     dropping the annotations) before its transforms; here the first copy is already the plain
-    one, with the plan on the side (a 337-layer OpenPose: 24-27 s -> 15-19 s).
+    one, with the plan on the side (benchmarks/setup_costs.py; the same network as
+    quantize_model_via_tfmot, tests/test_quantize.py).
     """
     unfoldable = _unfoldable_batch_norms(net)
     # Layer name -> {"quantize_config": config, None for the registry's}: what tfmot's
@@ -133,6 +134,25 @@ def quantize_model(net: keras.Model) -> keras.Model:
         plan.update({layer.name: {} for layer in copy._input_layers})  # the transforms match inputs too
         transformed, plan = Default8BitQuantizeLayoutTransform().apply(copy, plan)
         qat_net = keras.models.clone_model(transformed, clone_function=wrap)
+    _keep_fixed_layers_fixed(qat_net)
+    return qat_net
+
+
+def quantize_model_via_tfmot(net: keras.Model) -> keras.Model:
+    """The same QAT network through tfmot's public path (annotate every layer by the same
+    plan, quantize_apply): the reference quantize_model is tested and benchmarked against."""
+    unfoldable = _unfoldable_batch_norms(net)
+
+    def annotate(layer):
+        fresh, config = _plan(layer, unfoldable)
+        if config is None:
+            return fresh
+        return tfmot.quantization.keras.quantize_annotate_layer(fresh, None if config is BY_REGISTRY else config)
+
+    with quantize_scope():
+        annotated = keras.models.clone_model(net, clone_function=annotate)
+        _copy_weights(net, annotated)
+        qat_net = tfmot.quantization.keras.quantize_apply(annotated)
     _keep_fixed_layers_fixed(qat_net)
     return qat_net
 
