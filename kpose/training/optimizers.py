@@ -18,9 +18,9 @@ class FusedAdam(keras.optimizers.Adam):
 
     The same slots (checkpoints and backups are Keras Adam's) and the same arithmetic, to float
     rounding (tests/test_optimizers.py). Keras writes each update as ~15 graph ops and
-    recomputes the step's coefficients for every variable, so tracing and first running a
-    training step cost seconds per run (EfficientPose RT, 188 variables: 7.3 s + 5.5 s ->
-    3.9 s + 1.8 s). Sparse gradients, amsgrad and adaptive_epsilon take Keras's path.
+    recomputes the step's coefficients for every variable: tracing and first running a training
+    step took about twice as long (benchmarks/setup_costs.py). Sparse gradients, amsgrad and
+    adaptive_epsilon take Keras's path.
     """
 
     def apply_gradients(self, grads_and_vars, *args, **kwargs):
