@@ -66,8 +66,8 @@ BY_REGISTRY = "tfmot registry"
 
 
 def _plan(layer, unfoldable: set[str]):
-    """The QAT copy's fresh layer for `layer` and how it is quantised: None (not: the input),
-    a QuantizeConfig, or BY_REGISTRY."""
+    """The QAT copy's fresh layer for `layer` and how it is quantised: None (not quantised: the
+    input), a QuantizeConfig, or BY_REGISTRY."""
     kind = type(layer).__name__
     if layer.name in unfoldable:
         c = layer.get_config()
