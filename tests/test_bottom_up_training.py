@@ -177,6 +177,7 @@ def test_label_free_qat_of_a_bottom_up_model(shared, data, tmp_path, capsys):  #
     distilled = kpose.load(tmp_path / "distilled")
     assert distilled.task == "bottom_up" and distilled.config["quantization"] == "qat"
     assert distilled.config["qat"]["method"] == "self-distillation"
+    assert distilled.config["qat"]["loss_before"] > 0 and distilled.config["qat"]["loss_after"] > 0
     assert float_layer_names(distilled.keras_model) == []
     # Both outputs are fake-quantised copies of the float ones (their effect on real photos,
     # AP 0.025 after post-training int8 -> 0.138, float 0.146, is measured by

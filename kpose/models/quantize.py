@@ -266,7 +266,7 @@ def calibrate_ranges(qat_net: keras.Model, batches, strategy=None) -> int:
     # its own function with tfmot's moving average.
     quant_ops.MovingAvgQuantize = running_mean
     try:
-        call = tf.function(lambda x: strategy.run(lambda y: qat_net(y, training=True), (x,)))
+        call = tf.function(lambda x: strategy.run(lambda y: qat_net(y, training=True), (x,)), autograph=False)
         n = 0
         for batch in batches:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
