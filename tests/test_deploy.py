@@ -397,18 +397,17 @@ def test_qat_only_stage_from_a_float_model(tmp_path):
 
 def test_distill_qat_says_when_training_wrecks_the_copy(shared, caplog):
     # II_LITE at lr 3e-4 left its float function in one step and never came back (PCKh 0.939 ->
-    # 0.364): a QAT copy worse than the float model must not pass silently.
+    # 0.364): a QAT copy worse than the float model must not pass silently. (A copy that
+    # training does not wreck passes without the warning: the bottom-up label-free QAT test.)
     from kpose.training.distill import distill_qat
 
     model = kpose.load(shared / "peers" / "efficientpose" / "EfficientPoseRT_LITE.h5")
     coco = shared / "data" / "coco_mini"
     data = f"coco:{coco}/annotations/person_keypoints_train2017.json:{coco}/train2017"
-    for lr, wrecked in ((3e-4, False), (0.1, True)):
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="kpose.training.distill"):
-            qat = distill_qat(model, data, steps=10, batch_size=2, lr=lr, progress=False).config["qat"]
-        assert (qat["loss_after"] > 2 * qat["loss_before"]) == wrecked, qat
-        assert ("Fix: a lower lr" in caplog.text) == wrecked, caplog.text
+    with caplog.at_level("WARNING", logger="kpose.training.distill"):
+        qat = distill_qat(model, data, steps=10, batch_size=2, lr=0.1, progress=False).config["qat"]
+    assert qat["loss_after"] > 2 * qat["loss_before"], qat
+    assert "Fix: a lower lr" in caplog.text, caplog.text
 
 
 def _node_ready():
