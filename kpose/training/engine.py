@@ -281,7 +281,9 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
     if me.chief:
         shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
 
-    if (ckpt / "best.weights.h5").exists():
+    # The best weights, unless the last epoch was the best: those are in the network already
+    # (reading them back costs seconds, tens under MultiWorkerMirroredStrategy).
+    if (ckpt / "best.weights.h5").exists() and evaluator.best_epoch != int(tcfg["epochs"]) - 1:
         net.load_weights(str(ckpt / "best.weights.h5"))  # the inference network shares its layers
     if mixed:
         # The trained model computes in float32 (its weights already are): the network again,

@@ -30,6 +30,7 @@ class EvalCallback(keras.callbacks.Callback):
         self.pose_model, self.evaluate, self.every = pose_model, evaluate, max(int(every), 1)
         self.ckpt_dir, self.key = ckpt_dir, key
         self.best = -np.inf
+        self.best_epoch: int | None = None  # the epoch whose weights best.weights.h5 holds (this fit)
         self.best_metrics: dict = {}  # of the weights in best.weights.h5, predictions beside them
         self.best_predictions = ckpt_dir / "best_predictions.json"
         # Validation runs every N epochs; CSVLogger fixes its columns at epoch 1,
@@ -54,7 +55,7 @@ class EvalCallback(keras.callbacks.Callback):
                 logs[f"val_{k}"] = v
         score = m.get(self.key, -np.inf)
         if score > self.best:
-            self.best, self.best_metrics = score, m
+            self.best, self.best_metrics, self.best_epoch = score, m, epoch
             self.network.save_weights(str(self.ckpt_dir / "best.weights.h5"))
             latest.replace(self.best_predictions)
         print(f"  validation {self.key}={score:.4f} (best {self.best:.4f})", flush=True)
