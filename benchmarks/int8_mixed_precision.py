@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,17 +57,16 @@ def main() -> None:
     if a.parts:
         det = graph.with_heatmaps(model, "detection")
         calib = model_inputs(det, TRAIN, 64, split="train")
-        with tempfile.TemporaryDirectory() as tmp:
-            saved = graph.write_saved_model(det, Path(tmp) / "saved_model")
-            ranked = tflite.sensitive_layers(saved, calib)
-            for label, regex in (p.split("=", 1) for p in a.parts):
-                t0 = time.time()
-                names = [n for n in ranked if re.search(regex, n)]
-                data = tflite.convert(saved, "int8", calib, float_layers=names)
-                info = dict(metadata.model_metadata(det, "int8"), float_layers=names)
-                path = out / f"{det.config.get('recipe') or a.variant}_det_int8_{label}.tflite"
-                path.write_bytes(metadata.embed_tflite_metadata(data, info))
-                files.append((f"{label} ({len(names)} layers)", path, time.time() - t0))
+        serve = graph.export_function(det)
+        ranked = tflite.sensitive_layers(serve, calib)
+        for label, regex in (p.split("=", 1) for p in a.parts):
+            t0 = time.time()
+            names = [n for n in ranked if re.search(regex, n)]
+            data = tflite.convert(serve, "int8", calib, float_layers=names)
+            info = dict(metadata.model_metadata(det, "int8"), float_layers=names)
+            path = out / f"{det.config.get('recipe') or a.variant}_det_int8_{label}.tflite"
+            path.write_bytes(metadata.embed_tflite_metadata(data, info))
+            files.append((f"{label} ({len(names)} layers)", path, time.time() - t0))
 
     rows = []
     for label, path, seconds in files:

@@ -4,9 +4,10 @@
   quantize_annotate + quantize_apply (five), the same network (tests/test_quantize.py);
 * tracing and first running a training step: FusedAdam (one fused update per variable) vs
   Keras's Adam (~15 ops per variable), the same arithmetic (tests/test_optimizers.py);
-* exporting the QAT copy to TFLite (SavedModel written, then converted): kpose's
-  write_saved_model (no custom-gradient functions, serving trace without autograph) vs the
-  same SavedModel written with TF's defaults.
+* exporting to TFLite, float (fp32) and the QAT copy (qat): kpose's conversion of the serving
+  function frozen (tflite.convert) vs the SavedModel route with TF's defaults (the same serving
+  function saved by tf.saved_model.save without options, then TFLiteConverter.from_saved_model),
+  the same ops and outputs (tests/test_deploy.py).
 
 Each pair runs in alternating order, --repeats times in one process (after one untimed warm-up
 of each, which pays TF's one-off costs); medians and their ratio are printed.
@@ -55,22 +56,25 @@ def _first_step(net, cfg, size, batch, make_opt) -> float:
     return _seconds(lambda: step(batch))
 
 
-def _qat_export(model: PoseModel, defaults: bool) -> float:
-    """Seconds to write a QAT model's export SavedModel and convert it to QAT TFLite; with
-    `defaults`, the same module saved as tf.saved_model.save does without options (gradient
-    functions of custom-gradient ops traced, the serving function converted by autograph)."""
+def _tflite_export(model: PoseModel, precision: str, saved_model_route: bool) -> float:
+    """Seconds to export a model (fp32, or qat for a QAT model) to TFLite: kpose's frozen
+    conversion, or (saved_model_route) the serving function saved as tf.saved_model.save does
+    without options (gradient functions of custom-gradient ops traced, the function converted
+    by autograph) and converted from that SavedModel."""
+    t0 = time.perf_counter()
+    if not saved_model_route:
+        tflite.convert(graph.export_function(model, model.keras_model), precision)
+        return time.perf_counter() - t0
     tmp = Path(tempfile.mkdtemp(prefix="kpose-bench-"))
     try:
-        t0 = time.perf_counter()
-        if defaults:
-            module = tf.Module()
-            module.weights = list(model.keras_model.variables)
-            serve = graph.serving_function(model.keras_model, model.input_size, graph.output_names(model))
-            module.serve = tf.function(serve.python_function, input_signature=serve.input_signature)
-            tf.saved_model.save(module, str(tmp / "sm"), signatures={graph.SIGNATURE_KEY: module.serve})
-        else:
-            graph.write_saved_model(model, tmp / "sm", model.keras_model)
-        tflite.convert(tmp / "sm", "qat")
+        module = tf.Module()
+        module.weights = list(model.keras_model.variables)
+        serve = graph.serving_function(model.keras_model, model.input_size, graph.output_names(model))
+        module.serve = tf.function(serve.python_function, input_signature=serve.input_signature)
+        tf.saved_model.save(module, str(tmp / "sm"), signatures={graph.SIGNATURE_KEY: module.serve})
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(tmp / "sm"), signature_keys=[graph.SIGNATURE_KEY])
+        conv.optimizations = [tf.lite.Optimize.DEFAULT] if precision == "qat" else []
+        conv.convert()
         return time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -112,16 +116,18 @@ def main(argv=None) -> None:
         s = _pairs("FusedAdam", step_with(lambda: FusedAdam(1e-3)),
                    "keras Adam", step_with(lambda: keras.optimizers.Adam(1e-3)), args.repeats)
         qat = PoseModel(inference_network(quantize_model(net), cfg), dict(model.config, quantization="qat"))
-        e = _pairs("kpose", lambda: _qat_export(qat, False), "TF defaults", lambda: _qat_export(qat, True),
-                   args.repeats)
+        e = {precision: _pairs("kpose", lambda: _tflite_export(m, precision, False),
+                               "SavedModel", lambda: _tflite_export(m, precision, True), args.repeats)
+             for precision, m in (("fp32", model), ("qat", qat))}
         print(f"{recipe} at {size[0]}x{size[1]} ({len(net.layers)} layers, {len(net.trainable_variables)} "
               f"trainable variables), medians of {args.repeats}:")
         print(f"  QAT copy:          quantize_model {q['quantize_model']:.1f} s, tfmot quantize_apply "
               f"{q['tfmot quantize_apply']:.1f} s (ratio {q['quantize_model'] / q['tfmot quantize_apply']:.2f})")
         print(f"  trace + 1st step:  FusedAdam {s['FusedAdam']:.1f} s, keras Adam {s['keras Adam']:.1f} s "
               f"(ratio {s['FusedAdam'] / s['keras Adam']:.2f})")
-        print(f"  QAT TFLite export: kpose {e['kpose']:.1f} s, TF defaults {e['TF defaults']:.1f} s "
-              f"(ratio {e['kpose'] / e['TF defaults']:.2f})", flush=True)
+        for precision, t in e.items():
+            print(f"  TFLite export {precision:4s}: kpose (frozen) {t['kpose']:.1f} s, SavedModel route "
+                  f"{t['SavedModel']:.1f} s (ratio {t['kpose'] / t['SavedModel']:.2f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -301,6 +301,27 @@ def test_every_recipe_exports_gpu_clean_self_describing_tflite(recipe_model, pre
     _check_tflite_gates(model, path, precision)
 
 
+def test_tflite_from_the_frozen_function_equals_the_saved_model_route(tmp_path):
+    """tflite.convert freezes the serving function instead of writing a SavedModel for the
+    converter to read back (3-4x faster): the same ops, the same outputs, bit for bit, and
+    the signature the SavedModel route gives (a bottom-up model: two named outputs)."""
+    from kpose._tf import tf
+
+    model = _recipe_model("simplepose_hourglass")
+    frozen = tflite.convert(graph.export_function(model), "fp32")
+    saved = graph.write_saved_model(model, tmp_path / "saved_model")
+    reference = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[graph.SIGNATURE_KEY]).convert()
+    assert tflite.op_names(frozen) == tflite.op_names(reference)
+    mine, theirs = tflite.TFLiteRunner(frozen), tflite.TFLiteRunner(reference)
+    assert mine.interpreter.get_signature_list() == theirs.interpreter.get_signature_list() == \
+        {"serving_default": {"inputs": ["image"], "outputs": ["heatmaps", "limb_heatmaps"]}}
+    x = _crops(model, 2, seed=3)
+    got, want = mine(x), theirs(x)
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
 def _check_tflite_gates(model, path, precision: str) -> None:
     """What every TFLite export of a recipe passes: named for its precision, GPU-delegate clean,
     full integer where int8, its metadata the model's, the signature its outputs; fp32/fp16 compute

@@ -31,8 +31,7 @@ def test_float_layers_keep_the_most_damaged_layers_in_float(shared, tmp_path):
     assert mixed.name.endswith("_det_int8_float2.tflite") and full.name.endswith("_det_int8.tflite")
 
     meta = metadata.read_tflite_metadata(mixed)
-    saved = graph.write_saved_model(det, tmp_path / "saved_model")
-    assert meta["float_layers"] == tflite.sensitive_layers(saved, calib)[:2]
+    assert meta["float_layers"] == tflite.sensitive_layers(graph.export_function(det), calib)[:2]
     assert meta["precision"] == "int8" and "float_layers" not in metadata.read_tflite_metadata(full)
     computing = tflite.float_compute_ops(mixed)
     assert len(computing) == 2, computing
@@ -63,6 +62,5 @@ def test_float_layers_refuse_what_they_cannot_do(tmp_path):
     with pytest.raises(ValueError, match="float_layers must be >= 0"):
         export(model, "tflite", "int8", tmp_path, calibration=calib, float_layers=-1)
     assert not list(tmp_path.iterdir())  # nothing written
-    saved = graph.write_saved_model(model, tmp_path / "saved_model")
     with pytest.raises(ValueError, match="1 names given, 0 layers compute in float"):
-        tflite.convert(saved, "int8", calib, float_layers=["no/such/layer"])
+        tflite.convert(graph.export_function(model), "int8", calib, float_layers=["no/such/layer"])

@@ -1,4 +1,4 @@
-"""`kpose.export` and `export_all`: every format from one SavedModel, with a parity report.
+"""`kpose.export` and `export_all`: every format from one serving function, with a parity report.
 
 The parity report compares each exported model with the Keras model on the inputs
 the model's `predict` makes (person crops for top-down models, whole images fitted
@@ -8,7 +8,6 @@ them; the measures and tolerances are in kpose.deploy.parity.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -96,7 +95,7 @@ def _check_precision(model, precision: str) -> None:
 
 def export(model, format: str = "tflite", precision: str = "fp32", output: str | Path | None = None,
            calibration=None, quantization: str | None = None, heatmaps: str = "full",
-           float_layers: int = 0, _saved_model: Path | None = None) -> Path:
+           float_layers: int = 0) -> Path:
     """Export a PoseModel (or a path kpose.load accepts) and return the written path.
 
     format: "tflite" (precision fp32 | fp16 | int8 | qat), "onnx" or "tfjs" (float;
@@ -134,34 +133,25 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
     info = meta_mod.model_metadata(model, precision if format == "tflite" else
                                    (quantization or precision))
 
-    tmp = None
-    try:
-        saved = _saved_model
-        net = graph.export_network(model, precision, format)
-        if net is not model.keras_model:
-            saved = None   # the shared SavedModel holds the network itself, not this copy
-        if saved is None and format in ("tflite", "tfjs"):
-            tmp = tempfile.mkdtemp(prefix="kpose-export-")
-            saved = graph.write_saved_model(model, Path(tmp) / "saved_model", net)
-        if format == "tflite":
-            calib = None
-            if precision == "int8":
-                calib = (default_calibration(model) if calibration is None
-                         else model_inputs(model, calibration, 64, split="train"))
-            names = tflite.sensitive_layers(saved, calib)[:float_layers] if float_layers else []
-            if len(names) < float_layers:
-                raise ValueError(f"float_layers={float_layers}, but the int8 model has {len(names)} layers")
-            data = tflite.convert(saved, precision, calib, float_layers=names)
-            if names:
-                info = dict(info, float_layers=names)
-            out.write_bytes(meta_mod.embed_tflite_metadata(data, info))
-        elif format == "onnx":
-            onnx.convert(net, model.input_size, out, info, graph.output_names(model))
-        else:
-            tfjs.convert(saved, out, info, quantization)
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+    net = graph.export_network(model, precision, format)
+    if format == "tflite":
+        serve = graph.export_function(model, net)
+        calib = None
+        if precision == "int8":
+            calib = (default_calibration(model) if calibration is None
+                     else model_inputs(model, calibration, 64, split="train"))
+        names = tflite.sensitive_layers(serve, calib)[:float_layers] if float_layers else []
+        if len(names) < float_layers:
+            raise ValueError(f"float_layers={float_layers}, but the int8 model has {len(names)} layers")
+        data = tflite.convert(serve, precision, calib, float_layers=names)
+        if names:
+            info = dict(info, float_layers=names)
+        out.write_bytes(meta_mod.embed_tflite_metadata(data, info))
+    elif format == "onnx":
+        onnx.convert(net, model.input_size, out, info, graph.output_names(model))
+    else:
+        with tempfile.TemporaryDirectory(prefix="kpose-export-") as tmp:
+            tfjs.convert(graph.write_saved_model(model, Path(tmp) / "saved_model", net), out, info, quantization)
     return out
 
 
@@ -206,38 +196,36 @@ def export_all(model, output: str | Path | None = None, check: bool = True, imag
         if ("tflite" in formats and "fp16" in precisions) or ("tfjs" in formats and tfjs_quantization == "float16"):
             report["fp16_weights_max_abs_diff"] = fp16_weight_effect(model, inputs, reference)
 
-    with tempfile.TemporaryDirectory(prefix="kpose-export-") as tmp:
-        saved = graph.write_saved_model(model, Path(tmp) / "saved_model")
-        for fmt, prec in tqdm(jobs, desc="export", disable=not progress):
-            t0 = time.time()
-            path = export(model, fmt, prec or "fp32", out, calibration=calibration if prec == "int8" else None,
-                          quantization=tfjs_quantization if fmt == "tfjs" else None,
-                          float_layers=float_layers if prec == "int8" else 0, _saved_model=saved)
-            entry = {"format": fmt,
-                     "precision": prec or ("qat" if is_qat else (tfjs_quantization if fmt == "tfjs" and tfjs_quantization else "fp32")),
-                     "path": str(path), "seconds": round(time.time() - t0, 1),
-                     "bytes": _size(path)}
-            if fmt == "tflite":
-                ok, _ = tflite.gpu_compatibility(path)
-                ops = set(tflite.op_names(path))
-                entry["gpu_delegate_compatible"] = ok
-                entry["forbidden_ops"] = sorted(ops & tflite.FORBIDDEN_OPS)
-            if check:
-                try:
-                    got = runner(path)(inputs)
-                except RuntimeError as e:  # e.g. TF.js without node: reported, not hidden
-                    entry.update({"status": "not run", "reason": str(e)})
-                    report["passed"] = False
-                    report["formats"].append(entry)
-                    continue
-                entry.update(compare_bottom_up(model, got, reference) if model.task == BOTTOM_UP
-                             else compare(model, got[graph.OUTPUT_NAME], reference[graph.OUTPUT_NAME]))
-                tol = limits(model, entry["precision"])
-                entry["tolerance"] = tol
-                fails = failures(entry, tol)
-                entry["status"] = "ok" if not fails else "FAIL: " + "; ".join(fails)
-                report["passed"] &= not fails
-            report["formats"].append(entry)
+    for fmt, prec in tqdm(jobs, desc="export", disable=not progress):
+        t0 = time.time()
+        path = export(model, fmt, prec or "fp32", out, calibration=calibration if prec == "int8" else None,
+                      quantization=tfjs_quantization if fmt == "tfjs" else None,
+                      float_layers=float_layers if prec == "int8" else 0)
+        entry = {"format": fmt,
+                 "precision": prec or ("qat" if is_qat else (tfjs_quantization if fmt == "tfjs" and tfjs_quantization else "fp32")),
+                 "path": str(path), "seconds": round(time.time() - t0, 1),
+                 "bytes": _size(path)}
+        if fmt == "tflite":
+            ok, _ = tflite.gpu_compatibility(path)
+            ops = set(tflite.op_names(path))
+            entry["gpu_delegate_compatible"] = ok
+            entry["forbidden_ops"] = sorted(ops & tflite.FORBIDDEN_OPS)
+        if check:
+            try:
+                got = runner(path)(inputs)
+            except RuntimeError as e:  # e.g. TF.js without node: reported, not hidden
+                entry.update({"status": "not run", "reason": str(e)})
+                report["passed"] = False
+                report["formats"].append(entry)
+                continue
+            entry.update(compare_bottom_up(model, got, reference) if model.task == BOTTOM_UP
+                         else compare(model, got[graph.OUTPUT_NAME], reference[graph.OUTPUT_NAME]))
+            tol = limits(model, entry["precision"])
+            entry["tolerance"] = tol
+            fails = failures(entry, tol)
+            entry["status"] = "ok" if not fails else "FAIL: " + "; ".join(fails)
+            report["passed"] &= not fails
+        report["formats"].append(entry)
     if check:
         (out / "parity.json").write_text(json.dumps(report, indent=2))
         (out / "parity.md").write_text(parity_markdown(report))

@@ -1,7 +1,9 @@
 """The exported graph: a PoseModel's inference network behind one named signature.
 
-Every format is converted from a SavedModel of the network (or of an equal-function
-copy a converter needs: `export_network`), whose ``serving_default`` signature takes
+Every format is converted from one serving function of the network (or of an
+equal-function copy a converter needs: `export_network`): TFLite from the function frozen,
+TF.js from a SavedModel of it (`write_saved_model`), ONNX from the network. Its
+``serving_default`` signature takes
 ``image`` (float32 [1, H, W, 3], RGB 0..255; normalisation is in the graph) and
 returns ``heatmaps`` (float32 [1, h, w, K], channels in the skeleton's order) and,
 for bottom-up models, the limb maps their codec groups people with: ``pafs`` (PafCodec:
@@ -217,6 +219,13 @@ def serving_function(net: keras.Model, input_size: tuple[int, int], names=(OUTPU
     return serve
 
 
+def export_function(model, net: keras.Model | None = None):
+    """The export serving function of a PoseModel (of `net`, one of its export networks,
+    when given): what every format is converted from."""
+    net = export_network(model) if net is None else net
+    return serving_function(net, model.input_size, output_names(model))
+
+
 def write_saved_model(model, directory: str | Path, net: keras.Model | None = None) -> Path:
     """Write the export SavedModel (signature ``serving_default``) for a PoseModel
     (of `net`, one of its export networks, when given)."""
@@ -226,7 +235,7 @@ def write_saved_model(model, directory: str | Path, net: keras.Model | None = No
     # Track the variables, not the Keras model: saving a model also traces every
     # layer's call on its own, which fails for tfmot's quantised transposed convolutions.
     module.weights = list(net.variables)
-    module.serve = serving_function(net, model.input_size, output_names(model))
+    module.serve = export_function(model, net)
     # Without the gradients of custom-gradient ops (tfmot's fake quantisation has one per
     # quantiser): nothing exported is differentiated, and tracing them made a QAT network's
     # SavedModel ~3x slower to write and ~2x slower for the converters to load.

@@ -112,6 +112,31 @@ def _schema():
             importlib.import_module("tensorflow.lite.tools.flatbuffer_utils"))
 
 
+def sign_tflite(tflite: bytes, outputs: dict[str, str]) -> bytes:
+    """A copy of a .tflite flatbuffer with the export signature (``serving_default``: input
+    ``image``, the outputs by name) over its main graph. outputs: {output name: the name of
+    its tensor in the graph}; the input and output tensors are renamed after them."""
+    schema, fb = _schema()
+    model = fb.read_model_from_bytearray(bytearray(tflite))
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1:
+        raise ValueError(f"the converted graph has {len(graph.inputs)} inputs; the export signature has one")
+    by_name = {graph.tensors[i].name.decode(): i for i in graph.outputs}
+
+    def entry(name: str, index: int):
+        graph.tensors[index].name = name
+        tensor_map = schema.TensorMapT()
+        tensor_map.name, tensor_map.tensorIndex = name, index
+        return tensor_map
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = SIGNATURE_KEY, 0
+    signature.inputs = [entry(INPUT_NAME, graph.inputs[0])]
+    signature.outputs = [entry(name, by_name[tensor]) for name, tensor in outputs.items()]
+    model.signatureDefs = [signature]
+    return bytes(fb.convert_object_to_bytearray(model))
+
+
 def embed_tflite_metadata(tflite: bytes, metadata: dict) -> bytes:
     """A copy of a .tflite flatbuffer carrying `metadata` (entry + appended kpose.json zip)."""
     schema, fb = _schema()
