@@ -5,6 +5,7 @@ import contextlib
 import csv
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -121,11 +122,15 @@ def sensitive_layers(serve, calibration: np.ndarray, num_inputs: int = 16) -> li
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence the converter's C++ logging to stderr (it prints per-op statistics)."""
+    """Silence the converter's C++ logging to stderr (it prints per-op statistics) and its
+    warning that a QAT graph's input has no quantisation statistics: the input stays float32
+    (a QUANTIZE op at the start takes the input's fake-quant range), so there are none to give."""
     old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+            yield
     finally:
         if old is None:
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
