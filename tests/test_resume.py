@@ -69,6 +69,8 @@ def test_killed_run_resumes_from_its_backup(tmp_path):
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming from its backup" in resumed.stdout
+    # The trainer is built before fit: BackupAndRestore builds the optimizer, then restores.
+    assert "is unbuilt" not in resumed.stdout + resumed.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     # The same number of optimizer steps as an uninterrupted run: the steps after the backup
     # (lost with the kill) are run again, none twice.

@@ -249,7 +249,7 @@ def test_crop_padding_travels_with_the_model(tmp_path):
     assert not np.allclose(default, reloaded.predict(img, boxes=boxes, padding=1.25)[0].keypoints)
 
 
-def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys):
+def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys, caplog):
     """Progressive resizing: the first epochs run on smaller crops through the same network,
     the same optimizer carries on, and the saved model keeps the recipe's input size."""
     from kpose.training.fit_stages import size_stages
@@ -280,6 +280,7 @@ def test_early_epochs_train_at_the_early_input_size(tmp_path, capsys):
                                "train.early_input_size": [48, 32], "train.early_epochs": 2,
                                "train.eval_every": 3, "data.max_val": 3}, progress=False)
     assert "epochs 1-2 at 48x32" in capsys.readouterr().out
+    assert "is unbuilt" not in caplog.text  # each stage's trainer is built before its fit
     assert len(r.history["loss"]) == 3 and all(np.isfinite(r.history["loss"]))
     assert r.model.input_size == (64, 48) and r.model.keras_model.input_shape[1:3] == (64, 48)
     # One validation, after the last epoch (not after the early stage's last one).

@@ -73,6 +73,9 @@ class PoseTrainer(keras.Model):
         self.global_batch = global_batch
         names = ["loss"] + [s.name for s in specs]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        # Its variables are the built network's. Marked built, BackupAndRestore builds the
+        # optimizer before restoring a backup instead of warning that the model is unbuilt.
+        self.built = True
 
     def get_config(self):
         # The wrapper is rebuilt from the recipe, never deserialised.
