@@ -139,9 +139,9 @@ class ResizeBilinearLike(keras.layers.Layer):
     def call(self, inputs):
         x, reference = inputs
         size = reference.shape[1:3]
-        if not size.is_fully_defined():
-            size = tf.shape(reference)[1:3]
-        return tf.compat.v1.image.resize_bilinear(x, size, align_corners=False, half_pixel_centers=False)
+        size = size.as_list() if size.is_fully_defined() else tf.shape(reference)[1:3]
+        # The op itself: tf.compat.v1.image.resize_bilinear wraps it with a deprecation warning.
+        return tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=False, half_pixel_centers=False)
 
     def compute_output_shape(self, input_shape):
         x, reference = input_shape
