@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from kpose.data.image_files import Input, iter_inputs
 from kpose.data.images import ImageError, load_image
-from kpose.data.video import is_video, read_video, video_fps, write_video
+from kpose.data.video import is_video, read_video, video_fps, video_frame_count, write_video
 from kpose.deploy.runtime import load
 from kpose.models import BOTTOM_UP
 from kpose.plots import annotate_image
@@ -125,9 +125,13 @@ def predict_video(model: PoseModel, video: str | os.PathLike, *, save_dir: str |
                      for image, _ in for_model)
     record = {"file": str(video), "width": 0, "height": 0, "fps": fps, "frames": []}
 
+    total = video_frame_count(video) if progress else None
+    if total is not None and max_frames is not None:
+        total = min(total, max_frames)
+
     def drawn():
         for (image, t_ms), poses in tqdm(zip(frames, per_frame), desc=Path(video).name, unit="frame",
-                                         disable=not progress):
+                                         total=total, disable=not progress):
             record["height"], record["width"] = image.shape[:2]
             record["frames"].append({"timestamp_ms": t_ms, "poses": [pose_record(p, True) for p in poses]})
             if save_dir is not None:

@@ -104,7 +104,7 @@ def test_oks_of_identical_and_distant_poses():
     assert oks(a, few, SIGMAS, 0.3, 4) == 0.0
 
 
-def test_predict_video_tracks_and_draws(shared, tmp_path):
+def test_predict_video_tracks_and_draws(shared, tmp_path, capsys):
     """`kpose predict VIDEO --track --smooth` on a real clip: an annotated .mp4 with every frame
     and the poses with their track ids; the most confident person keeps one id."""
     import json
@@ -113,10 +113,15 @@ def test_predict_video_tracks_and_draws(shared, tmp_path):
     import imageio.v3 as iio
 
     from kpose.cli import main
+    from kpose.data.video import read_video, video_frame_count
 
-    video = shared / "data" / "videos" / "posetrack18_000001_mpiinew_test.mp4"
+    videos = shared / "data" / "videos"
+    for clip in ("posetrack18_000001_mpiinew_test.mp4", "mmpose_demo.mp4"):  # 30 and 5 fps
+        assert video_frame_count(videos / clip) == len(list(read_video(videos / clip))) == 5
+    video = videos / "posetrack18_000001_mpiinew_test.mp4"
     model = shared / "peers" / "tf_pose_estimation" / "openpose_mobilenet_v2_small.pb"
     assert main(["predict", str(model), str(video), "--track", "--smooth", "--json", "--out", str(tmp_path)]) == 0
+    assert "| 5/5 [" in capsys.readouterr().err  # the progress bar knows the clip's length
     out = tmp_path / f"{video.stem}_pose.mp4"
     frames = iio.imread(out, plugin="pyav")
     assert frames.shape[0] == 5 and frames.shape[1:3] == iio.imread(video, index=0, plugin="pyav").shape[:2]

@@ -36,6 +36,16 @@ def video_fps(path: str | os.PathLike) -> float:
     return float(fps)
 
 
+def video_frame_count(path: str | os.PathLike) -> int | None:
+    """Frames the metadata announces (duration x frame rate), for a progress bar's total; None
+    when it states no duration. An estimate: read_video yields what the file really holds."""
+    meta = _iio().immeta(str(path), plugin="pyav")
+    duration, fps = meta.get("duration"), meta.get("fps")
+    if not duration or not fps or not duration > 0 or not fps > 0:
+        return None
+    return max(int(round(float(duration) * float(fps))), 1)
+
+
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[tuple[np.ndarray, float]]:
     """(frame [H, W, 3] uint8 RGB, timestamp in ms) for each frame, timestamps from the frame rate."""
     if not Path(path).is_file():
