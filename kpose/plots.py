@@ -92,14 +92,15 @@ def loss_curves(history_csv: str | Path, out_png: str | Path,
     return Path(out_png)
 
 
-def prediction_grid(model, instances, out_png: str | Path, n: int = 12, seed: int = 0) -> Path:
+def prediction_grid(model, instances, out_png: str | Path, n: int = 12, seed: int = 0,
+                    flip_test: bool = False) -> Path:
     """Validation images (around each person box) with predicted (green) and true (blue) skeletons."""
 
     plt = _plt()
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(instances), size=min(n, len(instances)), replace=False))
     sub = instances.select(idx)
-    pred = model.predict_instances(sub, batch_size=len(sub))
+    pred = model.predict_instances(sub, batch_size=len(sub), flip_test=flip_test)
     cols = 4
     rows = -(-len(sub) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)

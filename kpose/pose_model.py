@@ -142,7 +142,9 @@ class PoseModel:
                 return 0.5 * (both[:n] + mirrored)
 
             # An exported runtime (kpose.deploy.runtime) computes in NumPy: no graph to trace.
-            graph = (tf.function(forward, input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)])
+            # No autograph: nothing here branches on a tensor, and converting costs seconds.
+            graph = (tf.function(forward, input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32)],
+                                 autograph=False)
                      if isinstance(net, keras.Model) else forward)
             self._functions[flip_test] = (forward, graph)
         return self._functions[flip_test]

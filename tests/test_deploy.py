@@ -394,7 +394,7 @@ def _float_rt(directory) -> PoseModel:
 def test_qat_train_reload_and_export(tmp_path):
     data = _tiny_synthetic(tmp_path)
     run = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=4, qat=True,
-                      overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], "qat.epochs": 1, **no_official_init()},
+                      overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], "qat.epochs": 1, "init": None},
                       runs_dir=tmp_path / "runs", progress=False)
     assert (run.dir / "model_float" / "kpose.json").exists() and (run.dir / "history_qat.csv").exists()
     assert run.model.config["quantization"] == "qat" and "float" in run.metrics

@@ -136,6 +136,8 @@ def bottom_up_dataset(records: ImageRecords, input_size: tuple[int, int], augmen
     aspect = in_w / in_h
     (s_lo, s_hi), color = a["scale"], a["color"]
 
+    # No autograph: no branch on a tensor here (tf.cond where one is needed); converting costs seconds.
+    @tf.autograph.experimental.do_not_convert
     def sample(position, x):
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), position]), 5)
         r = tf.random.stateless_uniform([6], seed=seeds[0])

@@ -59,6 +59,8 @@ def augmented_crops(instances: Instances, input_size: tuple[int, int], augment: 
     out_h, out_w = input_size
     a = augment
 
+    # No autograph (nor below): no branch on a tensor here; converting costs seconds per run.
+    @tf.autograph.experimental.do_not_convert
     def sample(index, x):
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 5)
         r = tf.random.stateless_uniform([6], seed=seeds[0])
@@ -88,6 +90,7 @@ def eval_dataset(instances: Instances, input_size: tuple[int, int], batch_size: 
     table order (in shard order for data read from shards)."""
     cols = instance_tensors(instances, input_size, padding)
 
+    @tf.autograph.experimental.do_not_convert
     def sample(x):
         m = affine_matrix_tf(x["center"], x["scale"], input_size, 0.0, False)
         return warp_image_tf(decode_encoded_tf(encoded_image(x)), m, input_size), m, x["index"]

@@ -36,7 +36,7 @@ def calibrate_batch_norms(net: keras.Model, batches: Iterable, layers: Sequence[
     every_norm = [l for l in net.layers if isinstance(l, keras.layers.BatchNormalization)]
     saved = [l.get_weights() for l in every_norm]
     probe = keras.Model(net.inputs, [l.input for l in norms])
-    run = tf.function(lambda x: probe(x, training=True))
+    run = tf.function(lambda x: probe(x, training=True), autograph=False)
     # Per layer: [sum, sum of squares] per channel, and the count of values summed.
     sums = [np.zeros((2, l.input.shape[-1]), np.float64) for l in norms]
     counts = np.zeros(len(norms), np.int64)

@@ -69,7 +69,7 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
         return tf.add_n([tf.reduce_mean((1.0 + foreground_weight * tf.abs(t)) * tf.square(o - t))
                          for o, t in zip(outs, targets)])
 
-    @tf.function
+    @tf.function(autograph=False)  # no tensor-dependent branches; conversion costs seconds
     def step(x):
         with tf.GradientTape() as tape:
             loss = distillation_loss(x, training=True)

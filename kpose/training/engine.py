@@ -322,7 +322,7 @@ def _fit_and_save(run_dir: Path, out_dir: Path, cfg: dict, progress: bool, strat
         save_training_heads(net, inference, out_dir / "model")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plots.loss_curves(out_dir / "history.csv", out_dir / "loss.png", out_dir / "validation.csv")
-    task.plot(pose_model, val_set, out_dir / "val_predictions.png")
+    task.plot(pose_model, val_set, cfg, out_dir / "val_predictions.png")
     print(f"kpose: done in {train_seconds:.0f}s; {key}={metrics.get(key, float('nan')):.4f}; "
           f"run saved in {out_dir}", flush=True)
     return Run(dir=out_dir if me.chief else None, metrics=metrics, model=pose_model, recipe=cfg,

@@ -107,6 +107,8 @@ def training_batches(instances: Instances, input_size: tuple[int, int], specs: l
     """
     limbs = np.asarray(instances.skeleton.limbs, np.int32)
 
+    # No autograph (nor below): no branch on a tensor here; converting costs seconds per run.
+    @tf.autograph.experimental.do_not_convert
     def encode(img, kps):
         targets, weights = encode_targets(kps, input_size, specs, limbs)
         return img, targets, weights
@@ -151,6 +153,7 @@ def bottom_up_batches(records: ImageRecords, input_size: tuple[int, int], specs:
     stream to skip (resuming)."""
     limbs = np.asarray(records.skeleton.limbs, np.int32)
 
+    @tf.autograph.experimental.do_not_convert
     def encode(images, kps, ignore):
         def one(args):
             return encode_people_targets(args[0], args[1], input_size, specs, limbs)

@@ -76,8 +76,10 @@ class TopDownData:
             return "AP"
         return "PCKh@0.5" if np.isfinite(data.head_sizes).any() else "PCK@0.1"
 
-    def plot(self, model: PoseModel, data: Instances, png: Path) -> None:
-        plots.prediction_grid(model, data, png)
+    def plot(self, model: PoseModel, data: Instances, cfg: dict, png: Path) -> None:
+        # As validation predicted them: the same flip test, and its graph function, traced
+        # already (a second trace costs seconds per training run).
+        plots.prediction_grid(model, data, png, flip_test=bool(cfg["eval"]["flip_test"]))
 
 
 class BottomUpData:
@@ -133,7 +135,8 @@ class BottomUpData:
     def key(self, data: tuple) -> str:
         return "AP"
 
-    def plot(self, model: PoseModel, data: tuple, png: Path) -> None:
+    def plot(self, model: PoseModel, data: tuple, cfg: dict, png: Path) -> None:
+        # Single-scale, no flip: a look at the people found, not the validation score.
         plots.image_grid(model, data[1], png)
 
 

@@ -116,6 +116,9 @@ class PoseTrainer(keras.Model):
             loss += tf.nn.scale_regularization_loss(tf.add_n(self.net.losses))
         return loss, parts
 
+    # Traced as written, without autograph: the step branches on Python values only, and
+    # converting it (and every layer and optimizer call inside) took ~7 s of each run's start.
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         x, targets, weights = data
         # Mixed precision: float16 gradients underflow unless the loss is scaled up first.
@@ -131,6 +134,7 @@ class PoseTrainer(keras.Model):
         self.optimizer.apply_gradients(zip(grads, variables))
         return self._track(loss, parts)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         x, targets, weights = data
         loss, parts = self._pass_losses(targets, weights, self.net(x, training=False))
