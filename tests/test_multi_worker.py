@@ -74,11 +74,12 @@ def test_two_workers_on_loopback_train_like_one_process(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     workers = [_train(tmp_path / f"worker{i}", PER_REPLICA,
                       {"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(WORKERS)]
+    # The reference run beside them: the workers spend much of their time waiting on each other.
+    one = _train(tmp_path / "single", PER_REPLICA * WORKERS, None)
     outs = [w.communicate(timeout=600)[0] for w in workers]
+    single_out = one.communicate(timeout=600)[0]
     for i, (w, out) in enumerate(zip(workers, outs)):
         assert w.returncode == 0, f"worker {i}:\n{out[-4000:]}"
-    one = _train(tmp_path / "single", PER_REPLICA * WORKERS, None)
-    single_out = one.communicate(timeout=600)[0]
     assert one.returncode == 0, single_out[-4000:]
 
     assert "MultiWorkerMirroredStrategy, 2 replica(s) on 2 worker(s): global batch 4 = 2 per replica x 2" \
