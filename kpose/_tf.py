@@ -7,10 +7,13 @@ TensorFlow does `from kpose._tf import tf, keras`.
 """
 import os
 
+from kpose.native_log import IMPORT_NOISE, filtered_stderr
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+with filtered_stderr(IMPORT_NOISE):  # the wheel's CUDA plugins' start-up lines, not errors
+    import tensorflow as tf  # noqa: E402
+    import tf_keras as keras  # noqa: E402
 
 __all__ = ["tf", "keras"]

@@ -14,6 +14,7 @@ import numpy as np
 from kpose._tf import tf
 from kpose.deploy.graph import SIGNATURE_KEY
 from kpose.deploy.metadata import sign_tflite
+from kpose.native_log import CONVERTER_NOISE, filtered_stderr
 
 PRECISIONS = ("fp32", "fp16", "int8", "qat")
 # Decoding ops that must stay out of a phone graph: the GPU delegate lacks them
@@ -122,13 +123,14 @@ def sensitive_layers(serve, calibration: np.ndarray, num_inputs: int = 16) -> li
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence the converter's C++ logging to stderr (it prints per-op statistics) and its
-    warning that a QAT graph's input has no quantisation statistics: the input stays float32
-    (a QUANTIZE op at the start takes the input's fake-quant range), so there are none to give."""
+    """Silence the converter's C++ logging to stderr (it prints per-op statistics and, through
+    absl, which no environment variable reaches, its ignored options) and its warning that a
+    QAT graph's input has no quantisation statistics: the input stays float32 (a QUANTIZE op at
+    the start takes the input's fake-quant range), so there are none to give."""
     old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), filtered_stderr(CONVERTER_NOISE):
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
             yield
     finally:

@@ -1,0 +1,49 @@
+"""TensorFlow's native start-up and converter chatter is kept off stderr; everything else is not."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from kpose.native_log import filtered_stderr
+
+NOISE = re.compile(r"registered twice")
+
+
+def test_only_matching_lines_are_dropped_in_order_even_when_the_block_raises(capfd):
+    with filtered_stderr(NOISE):
+        os.write(2, b"plugin registered twice\na real warning\n")
+        os.write(2, b"registered twice again\nlast words")
+    assert capfd.readouterr().err == "a real warning\nlast words"
+    with pytest.raises(RuntimeError, match="boom"):
+        with filtered_stderr(NOISE):
+            os.write(2, b"why it failed\nregistered twice\n")
+            raise RuntimeError("boom")
+    assert capfd.readouterr().err == "why it failed\n"
+
+
+def test_kpose_native_log_shows_every_line(capfd, monkeypatch):
+    monkeypatch.setenv("KPOSE_NATIVE_LOG", "1")
+    with filtered_stderr(NOISE):
+        os.write(2, b"plugin registered twice\n")
+    assert capfd.readouterr().err == "plugin registered twice\n"
+
+
+def test_import_and_conversion_print_no_chatter(tmp_path, capfd):
+    # A fresh process: the wheel's CUDA plugins print their lines once, at the first import.
+    env = {k: v for k, v in os.environ.items() if k != "KPOSE_NATIVE_LOG"}
+    err = subprocess.run([sys.executable, "-c", "import kpose._tf"], env=env, capture_output=True,
+                         text=True, check=True).stderr
+    for line in ("Unable to register cuDNN factory", "computation placer already registered",
+                 "All log messages before absl::InitializeLog"):
+        assert line not in err, err
+
+    from kpose import export
+    from kpose.training import untrained_model
+
+    model = untrained_model("efficientpose_rt", {"model.input_size": [64, 48], "init": None})
+    capfd.readouterr()
+    assert export(model, "tflite", "fp32", tmp_path).exists()
+    err = capfd.readouterr().err
+    assert "Ignored output_format" not in err and "Starting new session" not in err, err
