@@ -23,6 +23,18 @@ def test_only_matching_lines_are_dropped_in_order_even_when_the_block_raises(cap
     assert capfd.readouterr().err == "why it failed\n"
 
 
+def test_an_abort_inside_the_block_still_shows_why():
+    # A failed CHECK in native code kills the process at once: what it wrote must not be lost.
+    code = ("import os\nfrom kpose.native_log import filtered_stderr, IMPORT_NOISE\n"
+            "with filtered_stderr(IMPORT_NOISE):\n"
+            "    os.write(2, b'computation placer already registered\\nF0000 Check failed: the reason\\n')\n"
+            "    os.abort()\n")
+    env = {k: v for k, v in os.environ.items() if k != "KPOSE_NATIVE_LOG"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Check failed: the reason" in done.stderr, done.stderr
+    assert "computation placer" not in done.stderr
+
+
 def test_kpose_native_log_shows_every_line(capfd, monkeypatch):
     monkeypatch.setenv("KPOSE_NATIVE_LOG", "1")
     with filtered_stderr(NOISE):
