@@ -16,16 +16,16 @@ import subprocess
 import sys
 from typing import Iterator
 
+# absl's notice before its first unconfigured message (at the import, again at a conversion).
+_ABSL_PREAMBLE = r"All log messages before absl::InitializeLog\(\) is called are written to STDERR"
 # What `import tensorflow` prints on a machine without a GPU (the wheel's CUDA plugins register
 # twice) and what the TFLite converter prints for every conversion.
 IMPORT_NOISE = re.compile(
-    r"Unable to register cu(FFT|DNN|BLAS) factory|computation placer already registered"
-    r"|All log messages before absl::InitializeLog\(\) is called are written to STDERR")
+    r"Unable to register cu(FFT|DNN|BLAS) factory|computation placer already registered|" + _ABSL_PREAMBLE)
 CONVERTER_NOISE = re.compile(
     r"Ignored output_format|Ignored drop_control_dependency|Number of eligible GPUs \(core count"
     r"|fully_quantize: \d+, inference_type: \d+"
-    r"|single_machine\.cc:\d+\] Starting new session"
-    r"|All log messages before absl::InitializeLog\(\) is called are written to STDERR")
+    r"|single_machine\.cc:\d+\] Starting new session|" + _ABSL_PREAMBLE)
 
 
 # The filter runs in a child process fed by a pipe that stands in for fd 2: lines are passed on as
