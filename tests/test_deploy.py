@@ -388,13 +388,18 @@ def _float_rt(directory) -> PoseModel:
 
 
 # QAT's ways in are separate tests (not one that runs them in turn), so the suite's workers
-# take them in parallel: training with qat, the QAT-only stage of a trained model, and
-# label-free distillation (below for a top-down model; a bottom-up one, through `kpose
-# quantize`, saved, reloaded and exported: test_bottom_up_training.py).
-def test_qat_train_reload_and_export(tmp_path):
+# take them in parallel: training with qat (here, from a saved float model), and label-free
+# distillation (below for a top-down model; a bottom-up one, through `kpose quantize`, saved,
+# reloaded and exported: test_bottom_up_training.py).
+def test_qat_train_from_a_float_model_reload_and_export(tmp_path):
+    """`kpose train R --init FLOAT --qat`: the float model's weights and training heads, a float
+    epoch, the QAT stage; the run reloads as the QAT model it trained. (`--epochs 0 --qat`, the
+    QAT stage alone, is this without the float epoch: a run of 0 epochs is
+    test_bottom_up_training.py's label-free test; a QAT stage costs a minute of the suite.)"""
+    _float_rt(tmp_path / "float")
     data = _tiny_synthetic(tmp_path)
-    run = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=4, qat=True,
-                      overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], "qat.epochs": 1, "init": None},
+    run = kpose.train("efficientpose_rt", data=data, epochs=1, batch_size=4, qat=True, init=tmp_path / "float",
+                      overrides={"train.steps_per_epoch": 2, "model.input_size": [64, 64], "qat.epochs": 1},
                       runs_dir=tmp_path / "runs", progress=False)
     assert (run.dir / "model_float" / "kpose.json").exists() and (run.dir / "history_qat.csv").exists()
     assert run.model.config["quantization"] == "qat" and "float" in run.metrics
@@ -407,18 +412,6 @@ def test_qat_train_reload_and_export(tmp_path):
         export(model, "tflite", "int8", tmp_path)
     with pytest.raises(ValueError, match="quantisation-aware"):
         export(kpose.load(run.dir / "model_float"), "tflite", "qat", tmp_path)
-
-
-def test_qat_only_stage_from_a_float_model(tmp_path):
-    """init + epochs 0: quantisation-aware training of a model trained before."""
-    _float_rt(tmp_path / "float")
-    run = kpose.train("efficientpose_rt", data=_tiny_synthetic(tmp_path), epochs=0, batch_size=4, qat=True,
-                      init=tmp_path / "float",
-                      overrides={"train.steps_per_epoch": 1, "model.input_size": [64, 64], "qat.epochs": 1},
-                      runs_dir=tmp_path / "runs", progress=False)
-    # (Reloading a QAT run folder: test_qat_train_reload_and_export.)
-    assert run.model.config["quantization"] == "qat" and (run.dir / "model" / "kpose.json").exists()
-    assert float_layer_names(run.model.keras_model) == []
 
 
 def test_distill_qat_says_when_training_wrecks_the_copy(shared, caplog):
