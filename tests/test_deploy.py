@@ -46,8 +46,8 @@ GATED_THROUGH = {
 }
 # openpose_vgg19 is left out: its 52M weights, converted at every precision in one process,
 # took the suite past the CI machine's memory (OOM at 24 GB). Its layers are covered by the
-# other bottom-up recipes but for MaxPooling2D; it builds, trains and exports to ONNX in
-# tests/test_bottom_up_training.py.
+# other bottom-up recipes but for MaxPooling2D; it builds and trains in
+# tests/test_bottom_up_training.py and exports to fp32 TFLite in tests/test_deploy_bottom_up.py.
 NOT_GATED = {"openpose_vgg19"}
 RECIPES = [r for r in kpose.recipes() if r not in GATED_THROUGH and r not in NOT_GATED]
 # Bottom-up recipes see whole images at 256-368 px, EfficientPose crops at 160-600 px, Simple
