@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 PY="${PYTHON:-python3.11}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kpose-wheel-check.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
+# Removed in the background: a venv with TensorFlow takes ~15 s to delete.
+trap '(rm -rf "$WORK" &)' EXIT
 started=$SECONDS
 step() { echo "wheel check [$((SECONDS - started)) s]: $*"; }
 
@@ -59,6 +60,7 @@ case "$SITE" in
   *) echo "wheel check: kpose imported from $SITE, not the installed wheel" >&2; exit 1 ;;
 esac
 "$V/python" -c "from kpose.training import untrained_model; untrained_model('efficientpose_rt').save('tiny')"
+step "a model saved; kpose export --format tfjs"
 # node/npm that fail when called: an installed kpose must need neither to export or serve.
 mkdir "$WORK/no-node"
 for tool in node npm npx; do
@@ -70,6 +72,7 @@ package_state() { find "$SITE" -path '*/__pycache__' -prune -o -type f -print | 
 before="$(package_state)"
 "$V/kpose" export tiny --format tfjs --out "$WORK/run/exported"
 test -f "$WORK/run/exported/efficientpose_rt_tfjs/model.json"
+step "exported; kpose demo --check"
 "$V/kpose" demo tiny --out "$WORK/run/demo" --check
 test -f "$WORK/run/demo/index.html" -a -f "$WORK/run/demo/models/efficientpose_rt/model.json"
 if [ "$(package_state)" != "$before" ]; then
