@@ -50,7 +50,7 @@ def load_saved(path: str | Path, weights: str | Path | None = None) -> PoseModel
     net = build_network(config)
     quantization = config.get("quantization")
     if quantization == "qat":
-        net = quantize_model(net)
+        net = quantize_model(net, config.get("concat_scales"))
         # tfmot names its input QuantizeLayer by a global counter: load by topology
         # (the QAT graph is rebuilt deterministically from the same config).
         net.load_weights(str(weights or p / WEIGHTS_FILE))

@@ -133,13 +133,13 @@ def export(model, format: str = "tflite", precision: str = "fp32", output: str |
     info = meta_mod.model_metadata(model, precision if format == "tflite" else
                                    (quantization or precision))
 
-    net = graph.export_network(model, precision, format)
+    calib = None
+    if format == "tflite" and precision == "int8":
+        calib = (default_calibration(model) if calibration is None
+                 else model_inputs(model, calibration, 64, split="train"))
+    net = graph.export_network(model, precision, format, calib)
     if format == "tflite":
         serve = graph.export_function(model, net)
-        calib = None
-        if precision == "int8":
-            calib = (default_calibration(model) if calibration is None
-                     else model_inputs(model, calibration, 64, split="train"))
         names = tflite.sensitive_layers(serve, calib)[:float_layers] if float_layers else []
         if len(names) < float_layers:
             raise ValueError(f"float_layers={float_layers}, but the int8 model has {len(names)} layers")

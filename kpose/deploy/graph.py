@@ -21,7 +21,8 @@ from kpose._tf import keras, tf
 from kpose.codecs import HeatmapCodec
 from kpose.models import BOTTOM_UP, TOP_DOWN, get_family, network_outputs
 from kpose.models.backbones import HardSigmoid
-from kpose.models.quantize import integer_network
+from kpose.models.concat_scales import concat_scales, with_concat_scales
+from kpose.models.quantize import CONCAT_SCALE_SAMPLES, integer_network
 from kpose.pose_model import PoseModel
 
 SIGNATURE_KEY = "serving_default"
@@ -36,19 +37,27 @@ LIMB_OUTPUTS = {"paf": (PAF_OUTPUT_NAME, 2, "part_affinity_fields"),
                 "limb_heatmap": (LIMB_HEATMAP_OUTPUT_NAME, 1, "limb_heatmaps")}
 
 
-def export_network(model, precision: str = "fp32", format: str = "tflite") -> keras.Model:
+def export_network(model, precision: str = "fp32", format: str = "tflite",
+                   calibration: np.ndarray | None = None) -> keras.Model:
     """The PoseModel's inference network (outputs in the order its family declares), or an
     equal-function copy a converter needs:
 
-    * TFLite int8 (post-training quantisation): layers TFLite's int8 converter would leave
-      in float written in ops it quantises (ELU; kpose.models.quantize.integer_network);
-      QAT models are already written that way;
+    * TFLite int8 (post-training quantisation; `calibration`: its representative inputs):
+      layers TFLite's int8 converter would leave in float written in ops it quantises
+      (ELU; kpose.models.quantize.integer_network), and concatenations of inputs with very
+      different ranges rescaled so that each keeps its own int8 grid
+      (kpose.models.concat_scales, measured on the calibration inputs); QAT models are
+      already written that way;
     * TF.js: batch norms folded into their convolutions (`fold_batch_norms`);
     * TF.js and ONNX: hard-sigmoids in their clip form (`HardSigmoid(clip=True)`).
     """
     net = model.keras_model
     if format == "tflite" and precision == "int8" and model.config.get("quantization") != "qat":
-        return integer_network(net)
+        if calibration is None or len(calibration) == 0:
+            raise ValueError("int8 export needs calibration inputs (representative data); "
+                             "pass calibration= a data spec or an array [N, H, W, 3]")
+        net = integer_network(net)
+        return with_concat_scales(net, concat_scales(net, calibration[:CONCAT_SCALE_SAMPLES]))
     if format == "tfjs":
         return fold_batch_norms(_clipped_hard_sigmoids(net))
     if format == "onnx":

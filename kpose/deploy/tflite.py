@@ -183,6 +183,15 @@ def tensor_types(tflite: bytes | str | Path) -> dict[str, int]:
     return counts
 
 
+def concatenation_scales(tflite: bytes | str | Path) -> list[float]:
+    """The int8 scale of each CONCATENATION's output, in execution order (its inputs share it:
+    kpose.models.concat_scales says why that matters); empty for a float model."""
+    interp = _interpreter(tflite)
+    scale = {d["index"]: d["quantization"][0] for d in interp.get_tensor_details()}
+    return [float(scale[op["outputs"][0]]) for op in interp._get_ops_details()
+            if op["op_name"] == "CONCATENATION" and scale[op["outputs"][0]] > 0]
+
+
 def gpu_compatibility(tflite: bytes | str | Path) -> tuple[bool, str]:
     """(compatible, analyzer report) from TFLite's offline GPU-delegate analyzer."""
     content = Path(tflite).read_bytes() if isinstance(tflite, (str, Path)) else bytes(tflite)

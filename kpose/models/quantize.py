@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
+
 from kpose._tf import keras, tf  # noqa: I001  (TF before tfmot: _tf sets the Keras switch)
 
 import tensorflow_model_optimization as tfmot  # noqa: E402
@@ -24,13 +26,16 @@ from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapp
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_registry as default_registry)
 
+from kpose.models.concat_scales import ScaledConcatenate, with_concat_scales  # noqa: E402
 from kpose.models.quantized_layers import (CUSTOM_OBJECTS, IntegerELU, NoQuantizeConfig,  # noqa: E402
                                            OutputQuantizeConfig, QuantizedBatchNormalization,
                                            QuantizedHardSigmoid, QuantizedInstanceNormalization)
 
 
 # Layer types kpose models use that tfmot's default registry does not handle.
-OUTPUT_QUANTIZED_LAYERS = ("Rescaling", "Multiply")
+# ScaledConcatenate: its inputs keep their own ranges, its MULs and concatenation share the
+# output's (int8 TFLite's CONCATENATION has one scale for inputs and output).
+OUTPUT_QUANTIZED_LAYERS = ("Rescaling", "Multiply", "ScaledConcatenate")
 # Replaced in the QAT copy by a layer computing the same function in int8-friendly
 # steps: type name -> (config of the float layer -> the replacement).
 REPLACED_LAYERS = {
@@ -47,7 +52,28 @@ FOLDED_LAYERS = ("BatchNormalization",)
 
 def quantize_scope():
     """Context in which kpose's QAT models can be built, cloned and loaded."""
-    return tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS)
+    return tfmot.quantization.keras.quantize_scope(dict(CUSTOM_OBJECTS, ScaledConcatenate=ScaledConcatenate))
+
+
+# Inputs concat_scales measures ranges on (a concatenation's scale needs the order of
+# magnitude of each input's range, not its exact value).
+CONCAT_SCALE_SAMPLES = 16
+
+
+def first_inputs(batches, n: int = CONCAT_SCALE_SAMPLES) -> np.ndarray:
+    """The first `n` model inputs of `batches` (input tensors or (input, ...) tuples), stacked:
+    the samples `concat_scales` measures ranges on. Every worker of a multi-worker run
+    iterates the same seeded global batches here, so all pick the same scales."""
+    xs, count = [], 0
+    for batch in batches:
+        x = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        xs.append(x)
+        count += len(x)
+        if count >= n:
+            break
+    if not xs:
+        raise ValueError("first_inputs: no batches given")
+    return np.concatenate(xs)[:n]
 
 
 def _unfoldable_batch_norms(net: keras.Model) -> set[str]:
@@ -95,8 +121,12 @@ def _plan(layer, unfoldable: set[str]):
 # Without autograph, Keras calls each layer as written while it builds the copies, instead of
 # converting every layer's (and quantiser's) call first: ~20% of the time, the same network.
 @tf.autograph.experimental.do_not_convert
-def quantize_model(net: keras.Model) -> keras.Model:
+def quantize_model(net: keras.Model, concat_scales: dict[str, list[float]] | None = None) -> keras.Model:
     """A QAT copy of `net` (fake-quant nodes everywhere, BN folded), carrying `net`'s weights.
+
+    concat_scales: kpose.models.concat_scales.concat_scales of `net` (recorded in the QAT
+    model's config, so that loading rebuilds the same network): those concatenations' inputs
+    are rescaled first, an equal-function copy whose int8 grid fits each input.
 
     The network tfmot's quantize_annotate + quantize_apply make, built from two graph copies
     instead of five: quantize_apply copies an annotated model twice (keeping weights, then
@@ -104,6 +134,7 @@ def quantize_model(net: keras.Model) -> keras.Model:
     one, with the plan on the side (benchmarks/setup_costs.py; the same network as
     quantize_model_via_tfmot, tests/test_quantize.py).
     """
+    net = with_concat_scales(net, concat_scales or {}, CUSTOM_OBJECTS)
     unfoldable = _unfoldable_batch_norms(net)
     # Layer name -> {"quantize_config": config, None for the registry's}: what tfmot's
     # transforms read and update (folded batch norms get theirs there).
@@ -283,5 +314,5 @@ def calibrate_ranges(qat_net: keras.Model, batches, strategy=None) -> int:
     return n
 
 
-__all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "frozen_batch_norms", "CALIBRATION_BATCHES",
+__all__ = ["quantize_model", "first_inputs", "CONCAT_SCALE_SAMPLES", "quantize_scope", "calibrate_ranges", "frozen_batch_norms", "CALIBRATION_BATCHES",
            "float_layer_names", "integer_network"]

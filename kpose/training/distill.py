@@ -11,7 +11,9 @@ from kpose.data.bottom_up import bottom_up_dataset
 from kpose.data.pipeline import augmented_crops
 from kpose.data.sources import load_images, load_instances
 from kpose.models import BOTTOM_UP
-from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
+from kpose.models.concat_scales import concat_scales
+from kpose.models.quantize import (CALIBRATION_BATCHES, calibrate_ranges, first_inputs, frozen_batch_norms,
+                                   quantize_model)
 from kpose.pose_model import PoseModel
 from kpose.recipe import DEFAULTS
 from kpose.training.optimizers import FusedAdam
@@ -50,7 +52,6 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     """
     check_float(model.config)
     teacher = model.keras_model
-    student = quantize_model(teacher)
     if model.task == BOTTOM_UP:
         records = load_images(data, "train", progress=False)
         ds = bottom_up_dataset(records, model.input_size, augment, batch_size, seed=seed).map(
@@ -60,6 +61,8 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
         aug = dict(DEFAULTS["augment"], **(augment or {}))
         ds = augmented_crops(instances, model.input_size, aug, seed=seed).batch(batch_size, drop_remainder=True)
         ds = ds.map(lambda x, _: x)
+    scales = concat_scales(teacher, first_inputs(ds))
+    student = quantize_model(teacher, scales)
     opt = FusedAdam(keras.optimizers.schedules.CosineDecay(lr, steps))
 
     def distillation_loss(x, training: bool):
@@ -94,7 +97,7 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
                     "(mean of the last %d steps): training moved it away from the float model. "
                     "Fix: a lower lr (e.g. --lr %g).", before, after, WATCHED_BATCHES, lr / 10)
     config = dict(model.config)
-    config.update(quantization="qat", qat={"method": "self-distillation", "data": str(data),
+    config.update(quantization="qat", concat_scales=scales, qat={"method": "self-distillation", "data": str(data),
                                            "steps": steps, "batch_size": batch_size, "lr": lr,
                                            "loss_before": before, "loss_after": after})
     return PoseModel(student, config)

@@ -6,7 +6,9 @@ import contextlib
 import time
 
 from kpose._tf import keras
-from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
+from kpose.models.concat_scales import concat_scales
+from kpose.models.quantize import (CALIBRATION_BATCHES, calibrate_ranges, first_inputs, frozen_batch_norms,
+                                   quantize_model)
 from kpose.pose_model import PoseModel
 from kpose.training.optimizers import FusedAdam
 from kpose.training.recipe_model import inference_network
@@ -19,9 +21,11 @@ def qat_stage(net, specs, cfg, ds, steps, global_batch, strategy, config, valida
     """Fine-tune a QAT copy of the trained float network; returns (PoseModel, history, seconds)."""
     qcfg = cfg["qat"]
     epochs = int(qcfg["epochs"])
+    # Measured on the float network, from the same seeded batches on every worker.
+    scales = concat_scales(net, first_inputs(ds))
     with strategy.scope():
-        qnet = quantize_model(net)
-    pose_model = PoseModel(inference_network(qnet, cfg), dict(config, quantization="qat"))
+        qnet = quantize_model(net, scales)
+    pose_model = PoseModel(inference_network(qnet, cfg), dict(config, quantization="qat", concat_scales=scales))
     qckpt = ckpt / "qat"
     qckpt.mkdir(exist_ok=True)
     callbacks = [EvalCallback(pose_model, validate, max(epochs, 1), qckpt, key, qnet),
