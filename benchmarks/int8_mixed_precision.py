@@ -57,7 +57,7 @@ def main() -> None:
     if a.parts:
         det = graph.with_heatmaps(model, "detection")
         calib = model_inputs(det, TRAIN, 64, split="train")
-        serve = graph.export_function(det)
+        serve = graph.export_function(det, graph.export_network(det, "int8", "tflite", calib))
         ranked = tflite.sensitive_layers(serve, calib)
         for label, regex in (p.split("=", 1) for p in a.parts):
             t0 = time.time()

@@ -31,7 +31,8 @@ def test_float_layers_keep_the_most_damaged_layers_in_float(shared, tmp_path):
     assert mixed.name.endswith("_det_int8_float2.tflite") and full.name.endswith("_det_int8.tflite")
 
     meta = metadata.read_tflite_metadata(mixed)
-    assert meta["float_layers"] == tflite.sensitive_layers(graph.export_function(det), calib)[:2]
+    int8_net = graph.export_network(det, "int8", "tflite", calib)
+    assert meta["float_layers"] == tflite.sensitive_layers(graph.export_function(det, int8_net), calib)[:2]
     assert meta["precision"] == "int8" and "float_layers" not in metadata.read_tflite_metadata(full)
     computing = tflite.float_compute_ops(mixed)
     assert len(computing) == 2, computing

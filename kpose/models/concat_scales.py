@@ -43,8 +43,11 @@ class ScaledConcatenate(keras.layers.Concatenate):
         return dict(super().get_config(), scales=self.scales)
 
 
-def _consumers(layer) -> list:
-    return [node.outbound_layer for node in layer._outbound_nodes]
+def _consumers(layer, net: keras.Model) -> list:
+    """The layers of `net` that read `layer`'s output (a layer also used by a larger model,
+    e.g. a training network around this inference network, has consumers outside `net`)."""
+    members = {id(l) for l in net.layers}
+    return [node.outbound_layer for node in layer._outbound_nodes if id(node.outbound_layer) in members]
 
 
 def _rescalable(layer, net: keras.Model) -> bool:
@@ -56,7 +59,7 @@ def _rescalable(layer, net: keras.Model) -> bool:
         return False
     if any(layer.output is out for out in net.outputs):
         return False
-    users = _consumers(layer)
+    users = _consumers(layer, net)
     return bool(users) and all(
         (type(u) is keras.layers.DepthwiseConv2D or (type(u) is keras.layers.Conv2D and u.groups == 1))
         and len(u._inbound_nodes) == 1 for u in users)
@@ -111,7 +114,7 @@ def with_concat_scales(net: keras.Model, scales: dict[str, list[float]], custom_
     for name, factors in scales.items():
         widths = [int(t.shape[-1]) for t in net.get_layer(name).input]
         divisor = np.repeat(np.asarray(factors, np.float32), widths)
-        for user in _consumers(net.get_layer(name)):
+        for user in _consumers(net.get_layer(name), net):
             copy = out.get_layer(user.name)
             weights = copy.get_weights()
             weights[0] = weights[0] / divisor[None, None, :, None]  # [kh, kw, in, out or multiplier]
