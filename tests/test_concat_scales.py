@@ -49,6 +49,9 @@ def test_scales_bring_each_input_within_twice_the_narrowest_and_keep_the_float_f
     # Powers of two: the same products, so the same outputs.
     np.testing.assert_allclose(scaled(x).numpy(), net(x).numpy(), rtol=1e-6, atol=1e-6)
     assert with_concat_scales(net, {}) is net
+    # An input that is 0 on every sample sets no scale (it would shrink the others to nothing).
+    net.get_layer("narrow").set_weights([np.zeros((1, 1, 3, 4), np.float32), np.zeros(4, np.float32)])
+    assert concat_scales(net, _inputs(16)) == {}
     assert concat_scales(scaled, _inputs(16)) == {}  # the copy has nothing left to rescale
 
 

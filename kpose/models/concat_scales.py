@@ -82,7 +82,10 @@ def concat_scales(net: keras.Model, samples: np.ndarray) -> dict[str, list[float
     for layer in layers:
         ranges = peaks[k:k + len(layer.input)]
         k += len(layer.input)
-        narrowest = max(float(ranges.min()), 1e-6)
+        live = ranges[ranges > 0]  # an input that is 0 on every sample has no grid to keep
+        if len(live) < 2:
+            continue
+        narrowest = float(live.min())
         factors = [1.0 if r <= RANGE_RATIO * narrowest else float(2.0 ** np.floor(np.log2(narrowest / r)))
                    for r in ranges]
         if any(f != 1.0 for f in factors):

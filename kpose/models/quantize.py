@@ -63,7 +63,8 @@ CONCAT_SCALE_SAMPLES = 16
 def first_inputs(batches, n: int = CONCAT_SCALE_SAMPLES) -> np.ndarray:
     """The first `n` model inputs of `batches` (input tensors or (input, ...) tuples), stacked:
     the samples `concat_scales` measures ranges on. Every worker of a multi-worker run
-    iterates the same seeded global batches here, so all pick the same scales."""
+    iterates the same seeded global batches here (kpose.training.distribute.shard_by_data
+    splits them only when distributed), so all pick the same scales."""
     xs, count = [], 0
     for batch in batches:
         x = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
