@@ -21,8 +21,8 @@ from kpose._tf import keras, tf
 from kpose.codecs import HeatmapCodec
 from kpose.models import BOTTOM_UP, TOP_DOWN, get_family, network_outputs
 from kpose.models.backbones import HardSigmoid
-from kpose.models.concat_scales import concat_scales, with_concat_scales
-from kpose.models.quantize import CONCAT_SCALE_SAMPLES, integer_network
+from kpose.models.concat_scales import CONCAT_SCALE_SAMPLES, concat_scales, with_concat_scales
+from kpose.models.quantize import integer_network
 from kpose.pose_model import PoseModel
 
 SIGNATURE_KEY = "serving_default"

@@ -24,6 +24,9 @@ from kpose._tf import keras, tf
 # Inputs whose range is within this factor of the narrowest one's keep their scale.
 RANGE_RATIO = 2.0
 SAMPLE_BATCH = 8
+# Inputs the ranges are measured on (a factor needs the order of magnitude of each input's
+# range, not its exact value).
+CONCAT_SCALE_SAMPLES = 16
 
 
 class ScaledConcatenate(keras.layers.Concatenate):
@@ -65,6 +68,23 @@ def _rescalable(layer, net: keras.Model) -> bool:
         and len(u._inbound_nodes) == 1 for u in users)
 
 
+def first_inputs(batches, n: int = CONCAT_SCALE_SAMPLES) -> np.ndarray:
+    """The first `n` model inputs of `batches` (input tensors or (input, ...) tuples), stacked:
+    the samples `concat_scales` measures ranges on. Every worker of a multi-worker run
+    iterates the same seeded global batches here (kpose.training.distribute.shard_by_data
+    splits them only when distributed), so all pick the same scales."""
+    xs, count = [], 0
+    for batch in batches:
+        x = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        xs.append(x)
+        count += len(x)
+        if count >= n:
+            break
+    if not xs:
+        raise ValueError("first_inputs: no batches given")
+    return np.concatenate(xs)[:n]
+
+
 def concat_scales(net: keras.Model, samples: np.ndarray) -> dict[str, list[float]]:
     """Power-of-two factors per input of each concatenation whose input ranges (max |x| on
     `samples`, model inputs) differ by more than RANGE_RATIO; {} where none do."""
@@ -93,8 +113,7 @@ def concat_scales(net: keras.Model, samples: np.ndarray) -> dict[str, list[float
     return scales
 
 
-def with_concat_scales(net: keras.Model, scales: dict[str, list[float]], custom_objects: dict | None = None
-                       ) -> keras.Model:
+def with_concat_scales(net: keras.Model, scales: dict[str, list[float]]) -> keras.Model:
     """An equal-function copy of `net` with the concatenations named in `scales` scaled and
     the convolutions they feed compensated; `net` itself when `scales` is empty."""
     if not scales:
@@ -109,11 +128,8 @@ def with_concat_scales(net: keras.Model, scales: dict[str, list[float]], custom_
             return ScaledConcatenate(scales[layer.name], axis=layer.axis, name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
-    with keras.utils.custom_object_scope(dict(custom_objects or {}, ScaledConcatenate=ScaledConcatenate)):
-        out = keras.models.clone_model(net, clone_function=clone)
-    for a, b in zip(net.layers, out.layers):
-        if a.get_weights():
-            b.set_weights(a.get_weights())
+    out = keras.models.clone_model(net, clone_function=clone)
+    out.set_weights(net.get_weights())
     for name, factors in scales.items():
         widths = [int(t.shape[-1]) for t in net.get_layer(name).input]
         divisor = np.repeat(np.asarray(factors, np.float32), widths)
@@ -125,4 +141,5 @@ def with_concat_scales(net: keras.Model, scales: dict[str, list[float]], custom_
     return out
 
 
-__all__ = ["ScaledConcatenate", "concat_scales", "with_concat_scales", "RANGE_RATIO"]
+__all__ = ["ScaledConcatenate", "concat_scales", "with_concat_scales", "first_inputs", "RANGE_RATIO",
+           "CONCAT_SCALE_SAMPLES"]

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-import numpy as np
-
 from kpose._tf import keras, tf  # noqa: I001  (TF before tfmot: _tf sets the Keras switch)
 
 import tensorflow_model_optimization as tfmot  # noqa: E402
@@ -55,26 +53,6 @@ def quantize_scope():
     return tfmot.quantization.keras.quantize_scope(dict(CUSTOM_OBJECTS, ScaledConcatenate=ScaledConcatenate))
 
 
-# Inputs concat_scales measures ranges on (a concatenation's scale needs the order of
-# magnitude of each input's range, not its exact value).
-CONCAT_SCALE_SAMPLES = 16
-
-
-def first_inputs(batches, n: int = CONCAT_SCALE_SAMPLES) -> np.ndarray:
-    """The first `n` model inputs of `batches` (input tensors or (input, ...) tuples), stacked:
-    the samples `concat_scales` measures ranges on. Every worker of a multi-worker run
-    iterates the same seeded global batches here (kpose.training.distribute.shard_by_data
-    splits them only when distributed), so all pick the same scales."""
-    xs, count = [], 0
-    for batch in batches:
-        x = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
-        xs.append(x)
-        count += len(x)
-        if count >= n:
-            break
-    if not xs:
-        raise ValueError("first_inputs: no batches given")
-    return np.concatenate(xs)[:n]
 
 
 def _unfoldable_batch_norms(net: keras.Model) -> set[str]:
@@ -135,7 +113,7 @@ def quantize_model(net: keras.Model, concat_scales: dict[str, list[float]] | Non
     one, with the plan on the side (benchmarks/setup_costs.py; the same network as
     quantize_model_via_tfmot, tests/test_quantize.py).
     """
-    net = with_concat_scales(net, concat_scales or {}, CUSTOM_OBJECTS)
+    net = with_concat_scales(net, concat_scales or {})
     unfoldable = _unfoldable_batch_norms(net)
     # Layer name -> {"quantize_config": config, None for the registry's}: what tfmot's
     # transforms read and update (folded batch norms get theirs there).
@@ -315,5 +293,5 @@ def calibrate_ranges(qat_net: keras.Model, batches, strategy=None) -> int:
     return n
 
 
-__all__ = ["quantize_model", "first_inputs", "CONCAT_SCALE_SAMPLES", "quantize_scope", "calibrate_ranges", "frozen_batch_norms", "CALIBRATION_BATCHES",
+__all__ = ["quantize_model", "quantize_scope", "calibrate_ranges", "frozen_batch_norms", "CALIBRATION_BATCHES",
            "float_layer_names", "integer_network"]

@@ -11,9 +11,8 @@ from kpose.data.bottom_up import bottom_up_dataset
 from kpose.data.pipeline import augmented_crops
 from kpose.data.sources import load_images, load_instances
 from kpose.models import BOTTOM_UP
-from kpose.models.concat_scales import concat_scales
-from kpose.models.quantize import (CALIBRATION_BATCHES, calibrate_ranges, first_inputs, frozen_batch_norms,
-                                   quantize_model)
+from kpose.models.concat_scales import concat_scales, first_inputs
+from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
 from kpose.pose_model import PoseModel
 from kpose.recipe import DEFAULTS
 from kpose.training.optimizers import FusedAdam

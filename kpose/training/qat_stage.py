@@ -6,9 +6,8 @@ import contextlib
 import time
 
 from kpose._tf import keras
-from kpose.models.concat_scales import concat_scales
-from kpose.models.quantize import (CALIBRATION_BATCHES, calibrate_ranges, first_inputs, frozen_batch_norms,
-                                   quantize_model)
+from kpose.models.concat_scales import concat_scales, first_inputs
+from kpose.models.quantize import CALIBRATION_BATCHES, calibrate_ranges, frozen_batch_norms, quantize_model
 from kpose.pose_model import PoseModel
 from kpose.training.optimizers import FusedAdam
 from kpose.training.recipe_model import inference_network
