@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=800, help="800 at 3e-4: PCKh 0.909 in 23 min (300 at 1e-4: 0.682)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--feature-weight", type=float, help="distill_qat's feature_weight (default: its own; 0: "
+                    "output maps only, as before session 26)")
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
 
@@ -52,7 +54,8 @@ def main() -> None:
     model = kpose.load(h5 if h5.is_file() else h5.with_suffix(".tflite"))  # II, II_LITE: .tflite weights
 
     t0 = time.time()
-    qat = distill_qat(model, train, steps=a.steps, batch_size=a.batch_size, lr=a.lr)
+    given = {} if a.feature_weight is None else {"feature_weight": a.feature_weight}
+    qat = distill_qat(model, train, steps=a.steps, batch_size=a.batch_size, lr=a.lr, **given)
     seconds = time.time() - t0
     qat.save(out / f"efficientpose_{a.variant.lower()}_qat_model")
     paths = {
@@ -85,7 +88,7 @@ def main() -> None:
         dist = f"{r['median_px']:.2f} / {r['p90_px']:.2f}" if "median_px" in r else "-"
         print(f"| {r['model']} | {r['PCKh@0.5']:.3f} | {dist} |")
     (out / f"distill_qat_{a.variant.lower()}.json").write_text(json.dumps(
-        {"steps": a.steps, "seconds": seconds, "rows": rows, "paths": {k: str(v) for k, v in paths.items()}}, indent=2))
+        {"steps": a.steps, "seconds": seconds, "qat": qat.config["qat"], "rows": rows, "paths": {k: str(v) for k, v in paths.items()}}, indent=2))
 
 
 if __name__ == "__main__":

@@ -117,7 +117,8 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         check_float(saved_config(a.model))
     model = load_model(a.model)
     out = Path(a.out) if a.out else Path(a.model).parent / (Path(a.model).stem + "_qat")
-    given = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr)) if v is not None}
+    given = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr),
+                               ("feature_weight", a.feature_weight)) if v is not None}
     qat = distill_qat(model, a.data, seed=a.seed, **given)
     qat.save(out)
     print(f"QAT model: {out}\nexport it: kpose export {out} --format tflite --precision qat")

