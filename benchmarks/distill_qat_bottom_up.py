@@ -42,13 +42,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0, help="augmentation and shuffling seed")
+    ap.add_argument("--feature-weight", type=float, help="distill_qat's feature_weight (default: its own; 0: "
+                    "output maps only, as before session 26)")
     ap.add_argument("--out", default="benchmarks/results/distill_qat_bottom_up")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(a.model)
     t0 = time.time()
-    qat = distill_qat(model, a.data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+    given = {} if a.feature_weight is None else {"feature_weight": a.feature_weight}
+    qat = distill_qat(model, a.data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, **given)
     seconds = time.time() - t0
     qat.save(out / "qat_model")
     paths = {"TFLite fp32": export(model, "tflite", "fp32", out / "fp32.tflite"),
@@ -66,7 +69,7 @@ def main() -> None:
         print(f"| {r['model']} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['people_found']} |")
     (out / "distill_qat_bottom_up.json").write_text(json.dumps(
         {"model": str(a.model), "data": a.data, "steps": a.steps, "batch_size": a.batch_size, "lr": a.lr,
-         "seed": a.seed, "seconds": seconds, "rows": rows}, indent=2))
+         "seed": a.seed, "seconds": seconds, "qat": qat.config["qat"], "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

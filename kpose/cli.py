@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, help="inputs per step (default: distill_qat's, 8)")
     q.add_argument("--lr", type=float, help="Adam learning rate, cosine-decayed (default: distill_qat's, 3e-4)")
     q.add_argument("--feature-weight", type=float, help="weight of the inner features' term against the "
-                   "output maps' (default: distill_qat's, 1.0; 0: the output maps only)")
+                   "output maps' (default: distill_qat's, 0.1; 0: the output maps only)")
     q.add_argument("--seed", type=int, default=0, help="augmentation and shuffling seed")
     q.add_argument("--out", help="QAT model folder (default: MODEL's path + _qat)")
     q.set_defaults(func=cmd_quantize)

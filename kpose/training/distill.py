@@ -20,9 +20,10 @@ from kpose.training.optimizers import FusedAdam
 log = logging.getLogger(__name__)
 WATCHED_BATCHES = 10  # the loss before training and over the last steps: means over this many batches
 # Weight of the feature term (mean over the taps of each tap's squared error over the float
-# tap's variance) against the output maps' loss: official RT, 300 steps, 2.85 -> 2.34 px
-# median, p90 12.9 -> 7.8 px on the coco_mini val crops (docs/results.md, session 26).
-FEATURE_WEIGHT = 1.0
+# tap's variance) against the output maps' loss. Official RT, 300 steps, det int8 (docs/results.md,
+# session 26): 0 -> 2.22 px median, p90 9.5, PCKh = float; 0.1 -> 1.99 px, p90 7.0, PCKh = float;
+# 1 -> 1.96 px, p90 6.5, but PCKh 4 keypoints lower (the maps' own term drowned).
+FEATURE_WEIGHT = 0.1
 
 
 def feature_taps(net: keras.Model, rescaled=()) -> list[str]:
