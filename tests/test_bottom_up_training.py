@@ -199,10 +199,12 @@ def test_label_free_qat_of_a_bottom_up_model(shared, data, tmp_path, capsys, cap
                       overrides={"model.input_size": [64, 64], "model.variant": "small_bn_int8"})
     # kpose quantize: distill_qat from the command line, a QAT model folder out.
     with caplog.at_level("WARNING", logger="kpose.training.distill"):
-        assert cli.main(["quantize", str(run.dir), "--data", data["train"], "--steps", "4", "--batch-size", "2",
+        assert cli.main(["quantize", str(run.dir), "--data", data["train"], "--steps", "10", "--batch-size", "2",
                          "--out", str(tmp_path / "distilled")]) == 0
     # At the default lr the copy stays near the float model: no warning (a wrecked one warns:
-    # test_deploy.py::test_distill_qat_says_when_training_wrecks_the_copy).
+    # test_deploy.py::test_distill_qat_says_when_training_wrecks_the_copy). 10 steps: the loss
+    # after is a mean over as many batches as the loss before (4 steps of 2 tiny images rose
+    # 2-3x by batch noise alone on some seeds, maps-only as with the feature term).
     assert "Fix: a lower lr" not in caplog.text, caplog.text
     distilled = kpose.load(tmp_path / "distilled")
     assert distilled.task == "bottom_up" and distilled.config["quantization"] == "qat"

@@ -97,6 +97,12 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
     student_taps = keras.Model(student.inputs, tf.nest.flatten(student.outputs)
                                + [_layer(student, n).output for n in taps])
 
+    # Each tap's squared error is divided by the float feature's variance over the first
+    # batches, fixed: a single batch's variance can be near 0 for a tap on small inputs, and
+    # the term then blows up (seen at 64x64, 2 images a batch).
+    spreads = [float(np.mean([np.var(t) for t in tensors])) + 1e-6 for tensors in zip(*(
+        tf.nest.flatten(teacher_taps(x, training=False))[maps:] for x in ds.take(WATCHED_BATCHES)))]
+
     def distillation_loss(x, training: bool):
         targets = tf.nest.flatten(teacher_taps(x, training=False))
         outs = tf.nest.flatten(student_taps(x, training=training))
@@ -105,8 +111,8 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
                          for o, t in zip(outs[:maps], targets[:maps])])
         if not taps:
             return loss
-        features = [tf.reduce_mean(tf.square(o - t)) / (tf.math.reduce_variance(t) + 1e-6)
-                    for o, t in zip(outs[maps:], targets[maps:])]
+        features = [tf.reduce_mean(tf.square(o - t)) / spread
+                    for o, t, spread in zip(outs[maps:], targets[maps:], spreads)]
         return loss + feature_weight * tf.add_n(features) / len(features)
 
     @tf.function(autograph=False)  # no tensor-dependent branches; conversion costs seconds
