@@ -98,10 +98,9 @@ def distill_qat(model, data, steps: int = 300, batch_size: int = 8, lr: float = 
                                + [_layer(student, n).output for n in taps])
 
     # Each tap's squared error is divided by the float feature's variance over the first
-    # batches, fixed: a single batch's variance can be near 0 for a tap on small inputs, and
-    # the term then blows up (seen at 64x64, 2 images a batch).
+    # batches, fixed, so that no single batch (2 tiny images in a test) can shrink the divisor.
     spreads = [float(np.mean([np.var(t) for t in tensors])) + 1e-6 for tensors in zip(*(
-        tf.nest.flatten(teacher_taps(x, training=False))[maps:] for x in ds.take(WATCHED_BATCHES)))]
+        tf.nest.flatten(teacher_taps(x, training=False))[maps:] for x in ds.take(WATCHED_BATCHES)))] if taps else []
 
     def distillation_loss(x, training: bool):
         targets = tf.nest.flatten(teacher_taps(x, training=False))
